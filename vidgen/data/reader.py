@@ -1,0 +1,197 @@
+"""Reading video files: decord first, PyAV where decord cannot open or decode a file.
+
+decord seeks fast and decodes only the frames asked for, but it cannot open some containers
+(Ogg/Theora: no frame count in the header) and some AVI codecs. PyAV (FFmpeg) opens almost
+anything and decodes sequentially. Frames come back as uint8 arrays of shape (f, h, w, 3), RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import VideoReadError
+
+BACKENDS = ("auto", "decord", "pyav")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    backend: str  # the backend that read it
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["duration"] = round(self.duration, 6)
+        return d
+
+
+# --- decord ---------------------------------------------------------------------------------
+
+def _decord_reader(path: str):
+    try:
+        import decord
+    except ImportError as exc:  # not installable on every platform: PyAV does the work then
+        raise VideoReadError(f"decord is not installed ({exc})") from None
+    try:
+        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:  # decord raises its own DECORDError / RuntimeError
+        raise VideoReadError(f"decord cannot open {path}: {_short(exc)}") from None
+
+
+def _decord_probe(path: str) -> VideoInfo:
+    vr = _decord_reader(path)
+    n = len(vr)
+    if n <= 0:
+        raise VideoReadError(f"decord found no frames in {path}")
+    h, w = vr[0].shape[:2]
+    return VideoInfo(path, n, float(vr.get_avg_fps()), int(w), int(h), "decord")
+
+
+def _decord_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
+    vr = _decord_reader(path)
+    if indices is None:
+        indices = range(len(vr))
+    try:
+        return vr.get_batch(list(indices)).asnumpy()
+    except Exception as exc:
+        raise VideoReadError(f"decord cannot decode {path}: {_short(exc)}") from None
+
+
+# --- PyAV -----------------------------------------------------------------------------------
+
+def _pyav_open(path: str):
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as exc:  # av.error.InvalidDataError, FileNotFoundError, ...
+        raise VideoReadError(f"PyAV cannot open {path}: {_short(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{path} has no video stream")
+    return container
+
+
+def _stream_fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(Fraction(rate)) if rate else 0.0
+
+
+def _pyav_probe(path: str) -> VideoInfo:
+    container = _pyav_open(path)
+    try:
+        stream = container.streams.video[0]
+        n = int(stream.frames or 0)
+        if n <= 0:  # Ogg and some AVIs carry no frame count: count the packets that hold a frame
+            n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        fps = _stream_fps(stream)
+        w, h = stream.codec_context.width, stream.codec_context.height
+    except VideoReadError:
+        raise
+    except Exception as exc:
+        raise VideoReadError(f"PyAV cannot read {path}: {_short(exc)}") from None
+    finally:
+        container.close()
+    if n <= 0 or w <= 0 or h <= 0:
+        raise VideoReadError(f"PyAV found no decodable frames in {path}")
+    return VideoInfo(path, n, fps, int(w), int(h), "pyav")
+
+
+def _pyav_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
+    container = _pyav_open(path)
+    wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    frames: dict[int, np.ndarray] = {}
+    try:
+        last = wanted[-1] if wanted else None
+        wanted_set = None if wanted is None else set(wanted)
+        for i, frame in enumerate(container.decode(video=0)):
+            if wanted_set is None or i in wanted_set:
+                frames[i] = frame.to_ndarray(format="rgb24")
+            if last is not None and i >= last:
+                break
+    except Exception as exc:
+        raise VideoReadError(f"PyAV cannot decode {path}: {_short(exc)}") from None
+    finally:
+        container.close()
+    if indices is None:
+        if not frames:
+            raise VideoReadError(f"PyAV decoded no frames from {path}")
+        return np.stack([frames[i] for i in sorted(frames)])
+    missing = [i for i in indices if i not in frames]
+    if missing:
+        raise VideoReadError(f"{path}: frame {missing[0]} could not be decoded (truncated file?)")
+    return np.stack([frames[int(i)] for i in indices])
+
+
+# --- public API -----------------------------------------------------------------------------
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoReadError(f"{path} does not exist")
+    if os.path.isdir(path):
+        raise VideoReadError(f"{path} is a folder, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(f"{path} is empty (0 bytes)")
+
+
+def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
+    """Frame count, fps and size of a video, without decoding more than needed."""
+    _check_backend(backend)
+    path = str(path)
+    _check_file(path)
+    if backend == "pyav":
+        return _pyav_probe(path)
+    try:
+        return _decord_probe(path)
+    except VideoReadError as first:
+        if backend == "decord":
+            raise
+        try:
+            return _pyav_probe(path)
+        except VideoReadError as second:
+            raise VideoReadError(f"{second} (decord: {first})") from None
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None, backend: str = "auto") -> np.ndarray:
+    """Decode the frames at `indices` (all frames if None) as uint8 RGB, shape (f, h, w, 3)."""
+    _check_backend(backend)
+    path = str(path)
+    _check_file(path)
+    if indices is not None and len(indices) == 0:
+        raise ValueError("indices is empty: ask for at least one frame")
+    if backend == "pyav":
+        return _pyav_read(path, indices)
+    try:
+        return _decord_read(path, indices)
+    except VideoReadError as first:
+        if backend == "decord":
+            raise
+        try:
+            return _pyav_read(path, indices)
+        except VideoReadError as second:
+            raise VideoReadError(f"{second} (decord: {first})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    text = text[-1] if text else type(exc).__name__
+    return text[:200]
