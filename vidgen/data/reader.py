@@ -8,7 +8,7 @@ anything and decodes sequentially. Frames come back as uint8 arrays of shape (f,
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -33,10 +33,6 @@ class VideoInfo:
     def duration(self) -> float:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["duration"] = round(self.duration, 6)
-        return d
 
 
 # --- decord ---------------------------------------------------------------------------------
@@ -44,8 +40,10 @@ class VideoInfo:
 def _decord_reader(path: str):
     try:
         import decord
+        import decord.logging
     except ImportError as exc:  # not installable on every platform: PyAV does the work then
         raise VideoReadError(f"decord is not installed ({exc})") from None
+    decord.logging.set_level(decord.logging.QUIET)  # failures come back as exceptions; FFmpeg's chatter is noise
     try:
         return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError
@@ -96,8 +94,11 @@ def _pyav_probe(path: str) -> VideoInfo:
     try:
         stream = container.streams.video[0]
         n = int(stream.frames or 0)
-        if n <= 0:  # Ogg and some AVIs carry no frame count: count the packets that hold a frame
-            n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        if n <= 0:
+            # Ogg and some AVIs carry no frame count: count the packets. A packet with a timestamp
+            # is a frame even when empty (Theora codes a repeated frame as 0 bytes); the demuxer's
+            # final flush packet has neither.
+            n = sum(1 for packet in container.demux(stream) if packet.pts is not None or packet.size > 0)
         fps = _stream_fps(stream)
         w, h = stream.codec_context.width, stream.codec_context.height
     except VideoReadError:
@@ -111,15 +112,32 @@ def _pyav_probe(path: str) -> VideoInfo:
     return VideoInfo(path, n, fps, int(w), int(h), "pyav")
 
 
+def _pyav_decoded_frames(container):
+    """Every frame of the first video stream in presentation order, as av.VideoFrame.
+
+    Theora codes a repeated frame as an empty packet that FFmpeg's decoder refuses; it stands
+    for the previous frame again. The demuxer's last, empty, untimed packet flushes the decoder.
+    """
+    stream = container.streams.video[0]
+    previous = None
+    for packet in container.demux(stream):
+        if packet.size == 0 and packet.pts is not None:
+            if previous is not None:
+                yield previous
+            continue
+        for frame in packet.decode():
+            previous = frame
+            yield frame
+
+
 def _pyav_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
     container = _pyav_open(path)
-    wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    wanted = None if indices is None else set(int(i) for i in indices)
+    last = None if wanted is None else max(wanted)
     frames: dict[int, np.ndarray] = {}
     try:
-        last = wanted[-1] if wanted else None
-        wanted_set = None if wanted is None else set(wanted)
-        for i, frame in enumerate(container.decode(video=0)):
-            if wanted_set is None or i in wanted_set:
+        for i, frame in enumerate(_pyav_decoded_frames(container)):
+            if wanted is None or i in wanted:
                 frames[i] = frame.to_ndarray(format="rgb24")
             if last is not None and i >= last:
                 break
@@ -168,7 +186,7 @@ def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
         try:
             return _pyav_probe(path)
         except VideoReadError as second:
-            raise VideoReadError(f"{second} (decord: {first})") from None
+            raise VideoReadError(f"{second}; decord could not either") from None
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None, backend: str = "auto") -> np.ndarray:
@@ -188,10 +206,12 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None, b
         try:
             return _pyav_read(path, indices)
         except VideoReadError as second:
-            raise VideoReadError(f"{second} (decord: {first})") from None
+            raise VideoReadError(f"{second}; decord could not either") from None
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    text = text[-1] if text else type(exc).__name__
-    return text[:200]
+    """The reason in an exception, without the path and errno that FFmpeg and decord repeat."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text.split("] ", 1)[-1][:200]

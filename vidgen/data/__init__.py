@@ -1,0 +1,1 @@
+"""Data: reading video, sampling clips, manifests, and the synthetic shapes world."""

@@ -1,0 +1,82 @@
+"""A torch Dataset of video clips over a manifest, safe inside DataLoader workers.
+
+A clip that cannot be read (corrupt file, or too short under the "skip" rule) never raises in a
+worker: `__getitem__` returns a `SkippedSample`, and `collate_clips` drops it from the batch and
+reports its path in `batch["skipped"]`, so the training loop can count and log skipped files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import VidgenError
+from .clips import sample_clip
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    path: str
+    reason: str
+
+
+class VideoClipDataset(Dataset):
+    """Clips of `num_frames` frames at `size` px from the videos of a manifest.
+
+    Each item is {"video": (c f h w) in [-1, 1], "fps": clip frame rate, "caption": str ("" when
+    the video has none), "path": str}. With `fps_range=(lo, hi)` each clip is sampled at a frame
+    rate drawn uniformly from that range (Make-A-Video section 3.2); otherwise at `stride`.
+    Randomness comes from `seed` and the item index, so an epoch is reproducible.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict],
+        num_frames: int,
+        size: int,
+        fps_range: tuple[float, float] | None = None,
+        stride: int = 1,
+        short_clip: str = "loop",
+        seed: int = 0,
+    ):
+        if fps_range is not None and not 0 < fps_range[0] <= fps_range[1]:
+            raise VidgenError(f"fps_range must be (low, high) with 0 < low <= high, got {fps_range}")
+        self.records = list(records)
+        self.num_frames, self.size = num_frames, size
+        self.fps_range, self.stride, self.short_clip, self.seed = fps_range, stride, short_clip, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        fps = float(rng.uniform(*self.fps_range)) if self.fps_range else None
+        try:
+            clip = sample_clip(record["path"], self.num_frames, self.size, fps=fps,
+                               stride=None if fps else self.stride, short_clip=self.short_clip, rng=rng)
+        except VidgenError as exc:  # VideoReadError, ClipTooShortError, an fps the file cannot give
+            return SkippedSample(record["path"], str(exc))
+        return {"video": clip.video, "fps": clip.fps, "caption": record.get("caption") or "", "path": record["path"]}
+
+
+def collate_clips(items: list) -> dict:
+    """Stack the readable items into a batch; list the skipped ones under "skipped"."""
+    good = [item for item in items if not isinstance(item, SkippedSample)]
+    skipped = [item for item in items if isinstance(item, SkippedSample)]
+    batch = {
+        "video": torch.stack([item["video"] for item in good]) if good else None,  # (b c f h w)
+        "fps": torch.tensor([item["fps"] for item in good], dtype=torch.float32),
+        "caption": [item["caption"] for item in good],
+        "path": [item["path"] for item in good],
+        "skipped": skipped,
+    }
+    return batch
