@@ -85,7 +85,9 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float, metadata: Mapping[str
         stream = container.add_stream("libx264", rate=_fps_fraction(fps))
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        # MB-tree rate control makes x264's output depend on more than the frames (same frames,
+        # different bytes from run to run); without it a seed gives the same file.
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
