@@ -1,7 +1,106 @@
-"""`vidgen generate`: Generate a clip from a text prompt."""
+"""`vidgen generate`: text -> clip with a vidgen model folder, written as MP4, GIF or PNG frames.
 
-from ._planned import add_planned
+The prompt, seed and settings travel with the clip (container metadata and a sidecar JSON), so
+every clip can be made again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+from pathlib import Path
+
+from .. import __version__
+from ..errors import VidgenError
+from ..video_io import FORMATS
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_parser(subparsers):
-    return add_planned(subparsers, "generate", "Generate a clip from a text prompt", 3, "text-to-video generation")
+    parser = subparsers.add_parser(
+        "generate", help="Generate a clip from a text prompt",
+        description="Generate a clip from a text prompt with a vidgen model folder (made by `vidgen inflate` or "
+        "`vidgen train`). Unset options take the model's defaults (its vidgen.json). The same seed and settings "
+        "give the same clip.")
+    parser.add_argument("prompt", nargs="?", help="what the clip shows (or use --prompts FILE)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="clip to write: OUT.mp4, OUT.gif, or a folder for PNG frames; with --prompts, "
+                        "OUT_000.mp4, OUT_001.mp4, ...")
+    parser.add_argument("--model", metavar="DIR", help="vidgen model folder")
+    parser.add_argument("--prompts", metavar="FILE", help="one clip per non-empty line of FILE, all with the same seed")
+    parser.add_argument("--negative", metavar="TEXT", help="negative prompt: what the clip should not show")
+    parser.add_argument("--steps", type=int, help="denoising steps")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: no guidance)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
+    parser.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the metadata)")
+    parser.add_argument("--frames", type=int, help="number of frames")
+    parser.add_argument("--fps", type=float, help="frames per second (conditions the model and the file)")
+    parser.add_argument("--height", type=int, help="frame height in pixels (a multiple of the model's latent factor)")
+    parser.add_argument("--width", type=int, help="frame width in pixels (a multiple of the model's latent factor)")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: from the OUT name)")
+    parser.add_argument("--scheduler", default="ddim",
+                        help="ddim (default), dpm++, euler, euler-a, unipc, pndm, ddpm, "
+                        "or a diffusers scheduler class name")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _prompts_and_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    out = Path(args.output)
+    if (args.prompt is None) == (args.prompts is None):
+        raise VidgenError("give a PROMPT or --prompts FILE (one of them)")
+    if args.prompt is not None:
+        return [(args.prompt, out)]
+    try:
+        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise VidgenError(f"cannot read --prompts {args.prompts}: {exc.strerror}") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise VidgenError(f"--prompts {args.prompts} has no non-empty lines")
+    return [(p, out.with_name(f"{out.stem}_{i:03d}{out.suffix}")) for i, p in enumerate(prompts)]
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VidgenError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from transformers.utils import logging as transformers_logging
+
+    from ..pipeline import VideoPipeline
+
+    transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
+    from ..video_io import save_video
+
+    if args.model is None:
+        raise VidgenError("--model DIR is required: vidgen has no built-in default model yet (it comes with a later "
+                          "release); make a model folder with `vidgen inflate --image-model SD_DIR --out DIR`")
+    jobs = _prompts_and_outputs(args)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), dtype=getattr(torch, args.dtype),
+                                         scheduler=args.scheduler)
+    s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance)
+    for prompt, path in jobs:
+        frames = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
+                      progress=not args.no_progress)[0]  # (f h w 3)
+        metadata = {
+            "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
+            "scheduler": args.scheduler, "steps": s.num_inference_steps, "guidance": s.guidance_scale,
+            "eta": args.eta, "frames": s.num_frames, "fps": s.fps, "dtype": args.dtype, "vidgen_version": __version__,
+        }
+        save_video(frames, path, fps=s.fps, fmt=args.format, metadata=metadata)
+        print(f"wrote {path} ({s.num_frames} frames, {s.width}x{s.height}, seed {seed})")
+    return 0

@@ -1,7 +1,61 @@
-"""`vidgen inflate`: Inflate a diffusers text-to-image model into a video model."""
+"""`vidgen inflate`: turn a diffusers text-to-image model into a vidgen video model.
 
-from ._planned import add_planned
+The image U-Net gets temporal convolutions and attention that start as the identity
+(Make-A-Video section 3.2), so the new model generates, frame by frame, what the image model
+would; training the temporal layers on video (`vidgen train`) then teaches it motion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import VidgenError
 
 
 def add_parser(subparsers):
-    return add_planned(subparsers, "inflate", "Inflate a diffusers text-to-image model into a video model", 3, "inflation of image U-Nets")
+    parser = subparsers.add_parser(
+        "inflate", help="Inflate a diffusers text-to-image model into a video model",
+        description="Inflate a diffusers text-to-image pipeline folder (unet/, vae/, text_encoder/, tokenizer/, "
+        "scheduler/; safetensors weights) into a vidgen video model folder that `vidgen generate --model` runs. "
+        "The video U-Net equals the image U-Net on every frame until its temporal layers are trained.")
+    parser.add_argument("--image-model", required=True, metavar="DIR", help="diffusers text-to-image pipeline folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="video model folder to write")
+    parser.add_argument("--max-frames", type=int, default=64,
+                        help="most frames a clip may have (rows of the frame position table; default 64)")
+    parser.add_argument("--frames", type=int, help="default frame count of `vidgen generate` (default 16)")
+    parser.add_argument("--fps", type=float, help="default frame rate of `vidgen generate` (default 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from ..pipeline import VideoPipeline
+
+    transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise VidgenError(f"{out} exists: choose another --out, or add --overwrite to replace it")
+    if args.max_frames < 1:
+        raise VidgenError(f"--max-frames must be at least 1, got {args.max_frames}")
+    started = time.perf_counter()
+    pipe = VideoPipeline.from_image_model(args.image_model, max_frames=args.max_frames)
+    defaults = pipe.index.defaults
+    if args.frames is not None:
+        defaults.num_frames = args.frames
+    if args.fps is not None:
+        defaults.fps = args.fps
+    pipe.check_request(defaults.num_frames, defaults.height, defaults.width, defaults.fps)
+    pipe.save_pretrained(out)
+    base = pipe.stages["base"]
+    image_params = sum(p.numel() for p in base.spatial_parameters())
+    temporal_params = sum(p.numel() for p in base.temporal_parameters())
+    print(f"inflated {args.image_model} into {out} in {time.perf_counter() - started:.1f}s: "
+          f"{image_params / 1e6:.2f}M image U-Net parameters + {temporal_params / 1e6:.2f}M temporal; "
+          f"defaults {defaults.num_frames} frames at {defaults.fps:g} fps, {defaults.width}x{defaults.height}")
+    return 0

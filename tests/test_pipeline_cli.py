@@ -1,0 +1,164 @@
+"""End to end: a tiny SD-layout image model -> `vidgen inflate` -> `vidgen generate` -> MP4; and the
+pieces between (text encoders, chunked VAE, the pipeline object)."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen import VideoPipeline
+from vidgen.cli import main
+from vidgen.data.reader import probe_video, read_frames
+from vidgen.models.vae import decode_latents, encode_video, latent_factor
+from vidgen.text import TextEncoder
+
+STEPS = "3"
+LONG_PROMPT = "a small red circle slowly moving from the left to the right"  # > 30 characters = tokens
+
+
+@pytest.fixture(scope="module")
+def video_model(sd_image_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("video") / "tiny-video"
+    assert main(["inflate", "--image-model", str(sd_image_model), "--out", str(out), "--max-frames", "16",
+                 "--frames", "8"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipe(video_model):
+    return VideoPipeline.from_pretrained(video_model)
+
+
+def generate(model, out, *args):
+    assert main(["generate", "-o", str(out), "--model", str(model), "--steps", STEPS, "--no-progress", *args]) == 0
+    return read_frames(out)  # (f h w 3)
+
+
+# --- text encoders and the VAE ------------------------------------------------------------------
+
+def test_clip_text_encoder_from_sd_layout_folder(sd_image_model, caplog):
+    text = TextEncoder.from_pretrained(sd_image_model)
+    with torch.inference_mode():
+        null = text.null(3)  # first asked while sampling
+    assert not null.is_inference()  # ... and still a constant that training can use
+    with torch.no_grad():
+        emb = text.encode(["a red circle", "a blue square"])
+        assert emb.shape == (2, text.max_length, 32) == (2, 32, 32)
+        assert torch.equal(null, text.encode([""]).expand(3, -1, -1))
+        assert caplog.records == []
+        with caplog.at_level(logging.WARNING, logger="vidgen.text"):
+            text.encode([LONG_PROMPT])
+    assert "longer than the 32 tokens" in caplog.text and "cut to" in caplog.text
+
+
+def test_encoder_only_text_model_through_automodel(bert_text_model, tmp_path):
+    text = TextEncoder.from_pretrained(bert_text_model)
+    assert text.use_attention_mask and text.max_length == 32
+    with torch.no_grad():
+        assert text.encode(["a red circle"]).shape == (1, 32, 32)
+    TextEncoder.from_pretrained(bert_text_model, max_length=8).save_pretrained(tmp_path)
+    assert TextEncoder.from_pretrained(tmp_path).max_length == 8  # the cap travels with the tokenizer
+
+
+def test_vae_works_in_frame_chunks(sd_image_model):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(sd_image_model / "vae")
+    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1  # (b c f h w)
+    with torch.no_grad():
+        latents = encode_video(vae, video, chunk_size=2, generator=torch.Generator().manual_seed(0))
+        assert latents.shape == (1, 4, 5, 16, 16) and latent_factor(vae) == 2
+        whole = decode_latents(vae, latents, chunk_size=8)
+        torch.testing.assert_close(decode_latents(vae, latents, chunk_size=2), whole)
+    assert whole.shape == video.shape and whole.abs().max() <= 1
+
+
+# --- the model folder and the pipeline ----------------------------------------------------------
+
+def test_inflate_writes_a_self_describing_model_folder(video_model):
+    index = json.loads((video_model / "vidgen.json").read_text())
+    assert index["stages"] == {"base": "unet"}
+    assert index["defaults"] | {} == {"num_frames": 8, "fps": 8.0, "height": 32, "width": 32,
+                                      "num_inference_steps": 50, "guidance_scale": 7.5}
+    for sub in ("unet/model.safetensors", "unet/temporal.json", "unet/config.json", "vae", "text_encoder",
+                "tokenizer", "scheduler/scheduler_config.json"):
+        assert (video_model / sub).exists(), sub
+    assert not list(video_model.rglob("*.bin")) and not list(video_model.rglob("*.pt"))
+
+
+def test_pipeline_call_is_seeded_and_sized(pipe):
+    clip = pipe("a red circle", num_frames=4, num_inference_steps=2, seed=3, output_type="pt", progress=False)
+    assert clip.shape == (1, 3, 4, 32, 32) and clip.dtype == torch.float32 and clip.abs().max() <= 1
+    again = pipe("a red circle", num_frames=4, num_inference_steps=2, generator=torch.Generator().manual_seed(3),
+                 output_type="pt", progress=False)
+    assert torch.equal(clip, again)
+    frames = pipe(["a", "b"], negative_prompt="c", num_frames=2, num_inference_steps=1, seed=0, progress=False)
+    assert frames.shape == (2, 2, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_pipeline_runs_another_diffusers_scheduler(video_model):
+    dpm = VideoPipeline.from_pretrained(video_model, scheduler="dpm++")
+    clip = dpm("a red circle", num_frames=2, num_inference_steps=2, seed=0, progress=False)
+    assert clip.shape == (1, 2, 32, 32, 3)
+
+
+# --- the CLI, end to end ------------------------------------------------------------------------
+
+def test_generate_writes_a_deterministic_mp4_that_seed_guidance_and_negative_prompt_change(video_model, tmp_path):
+    prompt = ["a red circle moving right", "--seed", "7"]
+    first = generate(video_model, tmp_path / "a.mp4", *prompt)
+    info = probe_video(tmp_path / "a.mp4")
+    assert first.shape == (8, 32, 32, 3) and (info.num_frames, info.width, info.height, info.fps) == (8, 32, 32, 8.0)
+    assert np.array_equal(generate(video_model, tmp_path / "b.mp4", *prompt), first)
+
+    def differs(frames):
+        return np.abs(frames.astype(int) - first.astype(int)).mean() > 1.0
+
+    assert differs(generate(video_model, tmp_path / "seed.mp4", prompt[0], "--seed", "8"))
+    assert differs(generate(video_model, tmp_path / "guidance.mp4", *prompt, "--guidance", "1"))
+    assert differs(generate(video_model, tmp_path / "negative.mp4", *prompt, "--negative", "a blue square"))
+    meta = json.loads((tmp_path / "negative.mp4.json").read_text())
+    assert {k: meta[k] for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "eta", "frames", "fps")} == {
+        "prompt": prompt[0], "negative_prompt": "a blue square", "seed": 7, "steps": 3, "guidance": 7.5, "eta": 0.0,
+        "frames": 8, "fps": 8.0}
+    assert meta["model"] == str(video_model) and "vidgen_version" in meta
+
+
+def test_generate_sizes_frames_and_formats(video_model, tmp_path):
+    frames = generate(video_model, tmp_path / "clip.gif", "a dot", "--frames", "3", "--height", "16", "--width", "24",
+                      "--fps", "12", "--seed", "0", "--eta", "1", "--scheduler", "ddim")
+    assert frames.shape == (3, 16, 24, 3)
+
+
+def test_generate_one_clip_per_line_of_a_prompts_file(video_model, tmp_path):
+    (tmp_path / "prompts.txt").write_text("a red circle\n\n  a blue square  \n")
+    assert main(["generate", "--prompts", str(tmp_path / "prompts.txt"), "-o", str(tmp_path / "out.mp4"),
+                 "--model", str(video_model), "--steps", "1", "--frames", "2", "--seed", "0", "--no-progress"]) == 0
+    prompts = [json.loads((tmp_path / f"out_{i:03d}.mp4.json").read_text())["prompt"] for i in range(2)]
+    assert prompts == ["a red circle", "a blue square"] and not (tmp_path / "out_002.mp4").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--height", "31"], "height 31 is not a positive multiple of 2"),
+    (["--frames", "17"], "1 to 16 frames"),
+    (["--scheduler", "nope"], "unknown scheduler 'nope'"),
+])
+def test_generate_refuses_what_the_model_cannot_take(video_model, tmp_path, capsys, args, message):
+    assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(video_model), *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_generate_without_a_model_or_with_an_image_model_says_what_to_do(sd_image_model, tmp_path, capsys):
+    assert main(["generate", "x", "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "--model DIR is required" in capsys.readouterr().err
+    assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(sd_image_model)]) == 2
+    assert "vidgen inflate --image-model" in capsys.readouterr().err
+
+
+def test_inflate_refuses_a_folder_that_is_not_an_image_model_or_an_existing_out(video_model, tmp_path, capsys):
+    assert main(["inflate", "--image-model", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
+    assert "lacks unet, vae, text_encoder, tokenizer, scheduler/" in capsys.readouterr().err
+    assert main(["inflate", "--image-model", str(tmp_path), "--out", str(video_model)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

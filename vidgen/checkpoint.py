@@ -1,0 +1,160 @@
+"""Self-describing model folders and strict safetensors loading.
+
+A vidgen video model is a folder that loads with one call (`VideoPipeline.from_pretrained`):
+
+    vidgen.json     what the folder holds: its stages (in the order they run) and the
+                    generation defaults (frames, fps, height, width, steps, guidance)
+    unet/           the base stage, a VideoUNet: config.json (the image U-Net's diffusers
+                    config), temporal.json (inflation options), model.safetensors (all weights)
+    vae/            diffusers AutoencoderKL (save_pretrained)
+    text_encoder/   transformers text model (save_pretrained)
+    tokenizer/      its tokenizer (save_pretrained)
+    scheduler/      diffusers scheduler config (DDIM by default)
+
+Later stages (frame interpolation, super-resolution) are further VideoUNet folders named in
+`vidgen.json`'s `stages`. Weights are safetensors only: nothing here unpickles. Loading is
+strict: a file that does not match its model is refused with the keys that differ and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .config import load_config
+from .errors import VidgenError
+from .fs import atomic_path, write_text_atomic
+
+INDEX_NAME = "vidgen.json"
+FORMAT = "vidgen-video-model"
+FORMAT_VERSION = 1
+SHOWN_KEYS = 5  # keys listed per kind of mismatch
+
+
+class CheckpointError(VidgenError):
+    """A model folder or weights file is missing, unreadable or does not match its model."""
+
+
+@dataclass
+class GenerationDefaults:
+    """What `vidgen generate` uses where the command line does not say."""
+
+    num_frames: int = 16
+    fps: float = 8.0
+    height: int = 256
+    width: int = 256
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+
+
+@dataclass
+class ModelIndex:
+    """The contents of vidgen.json."""
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    vidgen_version: str = __version__
+    stages: dict[str, str] = field(default_factory=lambda: {"base": "unet"})  # stage -> folder, in run order
+    vae_chunk_size: int = 8  # frames per VAE encode/decode call
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+
+# --- JSON and safetensors files ----------------------------------------------------------------
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors to a safetensors file, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=dict(metadata or {}))
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file, on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); "
+                              f"vidgen loads safetensors only") from None
+
+
+def _shown(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str | os.PathLike,
+                only: Iterable[str] | None = None, assign: bool = False) -> None:
+    """Load `tensors` into `module`, refusing any mismatch with the keys that differ.
+
+    only: load just these keys of the module's state dict (and require exactly them in `tensors`).
+    assign: take the tensors as the parameters (for a module built on the meta device).
+    """
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    if only is not None:
+        expected = {k: expected[k] for k in only}
+    missing = expected.keys() - tensors.keys()
+    unexpected = tensors.keys() - expected.keys()
+    mismatched = [f"{k} (file {tuple(tensors[k].shape)}, model {tuple(expected[k])})"
+                  for k in sorted(expected.keys() & tensors.keys()) if tensors[k].shape != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} keys the model has but the file lacks: {_shown(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys in the file the model does not have: {_shown(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} keys with a different shape: {_shown(mismatched)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit the model: " + "; ".join(problems) + ". The weights were saved from a model "
+            "with another configuration (other block widths, layers, max_frames or input channels): load them "
+            "with the config files saved beside them, or inflate a matching image U-Net")
+    module.load_state_dict(dict(tensors), strict=only is None, assign=assign)
+
+
+# --- the model folder --------------------------------------------------------------------------
+
+def write_model_index(folder: str | os.PathLike, index: ModelIndex) -> Path:
+    return write_json(Path(folder) / INDEX_NAME, dataclasses.asdict(index))
+
+
+def read_model_index(folder: str | os.PathLike) -> ModelIndex:
+    """Read `folder/vidgen.json`, refusing folders that are not vidgen models."""
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        hint = ""
+        if (Path(folder) / "model_index.json").is_file():
+            hint = (" (it looks like a diffusers image model: make a video model of it with "
+                    f"`vidgen inflate --image-model {folder} --out DIR`)")
+        raise CheckpointError(f"{folder} is not a vidgen model folder: it has no {INDEX_NAME}{hint}")
+    index = load_config(ModelIndex, path)
+    if index.format != FORMAT or index.format_version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {index.format!r} version {index.format_version} is not one this vidgen "
+                              f"{__version__} reads ({FORMAT!r} up to version {FORMAT_VERSION}); upgrade vidgen")
+    return index

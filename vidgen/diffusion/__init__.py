@@ -1,0 +1,1 @@
+"""Diffusion sampling over latents of any rank; the schedulers are diffusers'."""

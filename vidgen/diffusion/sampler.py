@@ -1,0 +1,80 @@
+"""Guided sampling: one loop for every stage of the cascade, over latents of any shape.
+
+Make-A-Video samples each of its networks with classifier-free guidance (Ho & Salimans 2022):
+the model is run with and without the condition and the two predictions are extrapolated,
+
+    eps = eps(x, t, null) + w * (eps(x, t, c) - eps(x, t, null))       (Ho & Salimans, eq. 6)
+
+where the null condition is the empty prompt, or a negative prompt in its place. Both branches
+run in one batch. The update rule is a diffusers scheduler's `step` (DDIM, Song et al. 2021, by
+default): its math broadcasts over any rank, so video latents (b, c, f, h, w) are never reshaped
+here. The model is only a callable `denoise(x, t, cond) -> prediction`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import VidgenError
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step index, timestep, latents)
+
+
+def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
+    """The extra arguments `scheduler.step` takes: eta (DDIM) and a generator (stochastic samplers)."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    elif eta != 0:
+        raise VidgenError(f"eta={eta} is a DDIM setting and {type(scheduler).__name__} has none: leave eta at 0 "
+                          f"or use the DDIM scheduler")
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def sample(
+    denoise: Denoiser,
+    scheduler,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None = None,
+    guidance_scale: float = 7.5,
+    num_inference_steps: int = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    desc: str = "sampling",
+) -> torch.Tensor:
+    """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
+
+    cond / uncond: conditioning batches for `denoise` (batch first, same shape); uncond is the
+    null or negative-prompt conditioning. Guidance runs when uncond is given and
+    guidance_scale != 1; otherwise only the conditional branch runs.
+    eta: DDIM's noise level (0: deterministic DDIM, 1: DDPM-like). generator: the randomness
+    of stochastic steps. callback(i, t, latents) runs after every step.
+    """
+    guided = uncond is not None and guidance_scale != 1.0
+    if guided and uncond.shape != cond.shape:
+        raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have the same shape")
+    step_kwargs = _step_kwargs(scheduler, eta, generator)
+    both = torch.cat([uncond, cond]) if guided else cond
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    latents = noise * scheduler.init_noise_sigma
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
+        x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
+        prediction = denoise(scheduler.scale_model_input(x, t), t, both)
+        if guided:
+            pred_uncond, pred_cond = prediction.chunk(2)
+            prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+        latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i, t, latents)
+    return latents
