@@ -1,0 +1,217 @@
+"""Judging a text-to-video model on the shapes world (SHAPES_WORLD.md), prompt by prompt.
+
+    prompts = eval_prompts(n=48, seed=0, heldout=True)                 # 48 seen + 48 held-out
+    report = evaluate(generate_fn, prompts, seed=0, batch_size=8)      # generate_fn(texts, seed) -> uint8 (b f h w 3)
+    print(format_table(report))
+
+    report = evaluate_model(VideoPipeline.from_pretrained("my-model"), n=48, heldout=True)
+
+A clip is judged as SHAPES_WORLD.md "Judging a clip" says: written to MP4 and read back, then
+checked against its prompt by vidgen.data.judge. Prompts name size and background about half of
+the time each (as captions do, SHAPES_WORLD.md "Captions"), so those two slots are scored only on
+the clips whose prompt names them; color, shape, direction and the clip-wide rules on every clip.
+Seen prompts draw from the (color, shape, direction) triples a default corpus holds, held-out
+prompts from the six it leaves out (SHAPES_WORLD.md "Held-out combinations").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data.judge import judge_clip
+from .data.shapes import HELDOUT, SLOTS, TRIPLE, VOCABULARY, parse_prompt, sample_clip, training_caption
+from .video_io import save_video
+
+GROUPS = ("seen", "heldout")  # report groups, in table order
+RULES = ("steady", "one_object")  # clip-wide rules of the judge, scored on every clip
+METRICS = (*SLOTS, *RULES, "all")  # "all": the clip obeys the whole prompt
+CAPTION_DROP = 0.5  # chance that a prompt leaves out the size phrase, and apart from it the background phrase
+DEFAULT_FPS = 24.0  # SHAPES_WORLD.md: native frame rate of the world
+
+GenerateFn = Callable[[list[str], int], np.ndarray]  # (prompts, seed) -> uint8 (b f h w 3)
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A prompt to generate and judge, and the group its accuracies are counted in."""
+
+    text: str
+    group: str  # one of GROUPS
+
+
+# --- prompts ------------------------------------------------------------------------------------
+
+def _triples(group: str, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """The (color, shape, direction) triples of a group: held-out ones in table order, seen ones
+    (every other triple of the vocabulary) shuffled, so that cycling through them covers it evenly."""
+    if group == "heldout":
+        return list(HELDOUT)
+    seen = [t for t in itertools.product(*(VOCABULARY[slot] for slot in TRIPLE)) if t not in HELDOUT]
+    return [seen[i] for i in rng.permutation(len(seen))]
+
+
+def _group_prompts(group: str, n: int, seed: int, caption_drop: float) -> list[EvalPrompt]:
+    """n prompts cycling through the group's triples; size and background drawn at random and each
+    named with probability 1 - caption_drop (SHAPES_WORLD.md "Captions")."""
+    g = GROUPS.index(group)
+    triples = itertools.cycle(_triples(group, np.random.default_rng([seed, g])))
+    prompts = []
+    for i, triple in zip(range(n), triples):
+        rng = np.random.default_rng([seed, g, i])  # its size, background and phrasing: from (seed, group, i) alone
+        slots = sample_clip(rng, slots=dict(zip(TRIPLE, triple))).slots
+        prompts.append(EvalPrompt(training_caption(slots, rng, caption_drop), group))
+    return prompts
+
+
+def eval_prompts(n: int, seed: int = 0, heldout: bool = False, caption_drop: float = CAPTION_DROP) -> list[EvalPrompt]:
+    """n seen prompts, then with `heldout` n prompts of the held-out triples (cycled). The same
+    seed gives the same prompts, and the seen ones do not depend on `heldout`."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1 prompt per group, got {n}")
+    groups = GROUPS if heldout else GROUPS[:1]
+    return [p for group in groups for p in _group_prompts(group, n, seed, caption_drop)]
+
+
+# --- one clip -----------------------------------------------------------------------------------
+
+def judge_prompt(video, prompt: str) -> dict:
+    """Judge a clip (a path or uint8 frames (f h w 3)) against its prompt: the slots the prompt
+    names (`asked`), what the judge saw for every slot (`saw`), which named slots are right
+    (`correct`), the clip-wide rules, whether it obeys the whole prompt, and every failure."""
+    judgement = judge_clip(video)
+    asked = {slot: word for slot, word in parse_prompt(prompt).items() if word is not None}
+    return {
+        "prompt": prompt,
+        "asked": asked,
+        "saw": {slot: getattr(judgement, slot) for slot in SLOTS},
+        "correct": judgement.check(asked),
+        **{rule: getattr(judgement, rule) for rule in RULES},
+        "obeys": judgement.obeys(asked),
+        "failures": judgement.failures(asked),
+    }
+
+
+# --- aggregation --------------------------------------------------------------------------------
+
+def _metric(outcomes: list[bool]) -> dict:
+    """accuracy (None when nothing was scored), correct and scored counts."""
+    correct = sum(outcomes)
+    return {"accuracy": correct / len(outcomes) if outcomes else None, "correct": correct, "scored": len(outcomes)}
+
+
+def _outcomes(record: dict, metric: str) -> list[bool]:
+    """The clip's verdict for one metric: none where its prompt does not name the slot."""
+    if metric in SLOTS:
+        return [record["correct"][metric]] if metric in record["correct"] else []
+    return [record["obeys"] if metric == "all" else record[metric]]
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per group present among the records: its clip count and, for every metric of METRICS, the
+    accuracy over the clips where it is scored (size and background: where the prompt names them)."""
+    summary = {}
+    for group in GROUPS:
+        mine = [r for r in records if r["group"] == group]
+        if mine:
+            summary[group] = {"clips": len(mine),
+                              "metrics": {m: _metric([o for r in mine for o in _outcomes(r, m)]) for m in METRICS}}
+    return summary
+
+
+# --- generating and judging ---------------------------------------------------------------------
+
+def _batches(prompts: Sequence[EvalPrompt], batch_size: int) -> list[list[EvalPrompt]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [list(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
+
+
+def _generate(generate_fn: GenerateFn, texts: list[str], seed: int) -> np.ndarray:
+    clips = np.asarray(generate_fn(texts, seed))
+    if clips.dtype != np.uint8 or clips.ndim != 5 or len(clips) != len(texts) or clips.shape[-1] != 3:
+        raise ValueError(f"generate_fn must return uint8 clips (b={len(texts)}, f, h, w, 3), "
+                         f"got {clips.dtype} {clips.shape}")
+    return clips
+
+
+def _export(frames: np.ndarray, folder: Path, index: int, prompt: EvalPrompt, seed: int, fps: float) -> Path:
+    """Write clip `index` as MP4 at save_video's default quality, as `vidgen generate` does."""
+    metadata = {"prompt": prompt.text, "group": prompt.group, "seed": seed, "vidgen_version": __version__}
+    return save_video(frames, folder / f"{index:04d}_{prompt.group}.mp4", fps=fps, metadata=metadata, sidecar=False)
+
+
+def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int = 0, batch_size: int = 8,
+             fps: float = DEFAULT_FPS, clip_dir: str | os.PathLike | None = None, settings: dict | None = None,
+             progress: bool = True) -> dict:
+    """Generate a clip per prompt, batch by batch, and judge each against its prompt.
+
+    Batch k (prompts k*batch_size ...) is generated with seed `seed + k`; with batch_size 1 a
+    clip is made again by `vidgen generate PROMPT --seed SEED` with the same settings. Each clip
+    is judged as read back from its MP4 (SHAPES_WORLD.md "Judging a clip"), written into
+    `clip_dir` (kept) or a temporary folder. Returns the report: `settings` (the given ones plus
+    seed, batch_size, fps, prompt counts and the vidgen version), `groups` (see `summarize`) and
+    `clips` (one record per clip, as `judge_prompt` gives it plus index, group, seed and file).
+    """
+    records = []
+    with tempfile.TemporaryDirectory(prefix="vidgen-eval-") as scratch:
+        folder = Path(clip_dir) if clip_dir is not None else Path(scratch)
+        for k, batch in enumerate(tqdm(_batches(prompts, batch_size), desc="eval shapes", unit="batch",
+                                       disable=not progress)):
+            clips = _generate(generate_fn, [p.text for p in batch], seed + k)  # (b f h w 3)
+            for prompt, frames in zip(batch, clips):
+                index = len(records)
+                path = _export(frames, folder, index, prompt, seed + k, fps)
+                records.append({"index": index, "group": prompt.group, "seed": seed + k,
+                                "file": str(path) if clip_dir is not None else None,
+                                **judge_prompt(path, prompt.text)})
+    counts = {group: sum(p.group == group for p in prompts) for group in GROUPS}
+    settings = {**(settings or {}), "seed": seed, "batch_size": batch_size, "fps": fps, "prompts": counts,
+                "vidgen_version": __version__}
+    return {"settings": settings, "groups": summarize(records), "clips": records}
+
+
+def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
+                   steps: int | None = None, guidance: float | None = None, frames: int | None = None,
+                   model_path: str | os.PathLike | None = None, clip_dir: str | os.PathLike | None = None,
+                   progress: bool = True) -> dict:
+    """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance and
+    frames take the model's defaults; the report's settings record the values used and
+    `model_path` (the folder the pipeline was loaded from, for the record)."""
+    s = pipe.settings(num_frames=frames, num_inference_steps=steps, guidance_scale=guidance)
+
+    def generate_fn(texts: list[str], batch_seed: int) -> np.ndarray:
+        return pipe(texts, num_frames=s.num_frames, height=s.height, width=s.width, fps=s.fps,
+                    num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, seed=batch_seed,
+                    progress=False)
+
+    settings = {"model": None if model_path is None else str(model_path), "steps": s.num_inference_steps,
+                "guidance": s.guidance_scale, "frames": s.num_frames, "height": s.height, "width": s.width}
+    return evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=s.fps,
+                    clip_dir=clip_dir, settings=settings, progress=progress)
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def _cell(metric: dict) -> str:
+    if metric["accuracy"] is None:
+        return "-"
+    return f"{100 * metric['accuracy']:5.1f}% ({metric['correct']}/{metric['scored']})"
+
+
+def format_table(report: dict) -> str:
+    """Plain-text table: a row per metric (the five slots, steady, one_object, all), a column per
+    group, each cell the accuracy in percent with correct/scored clips ('-' where none is scored)."""
+    groups = report["groups"]
+    rows = [["", *(f"{g} ({groups[g]['clips']} clips)" for g in groups)]]
+    rows += [[m, *(_cell(groups[g]["metrics"][m]) for g in groups)] for m in METRICS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
