@@ -57,6 +57,25 @@ class GenerationDefaults:
 
 
 @dataclass
+class InterpolationSettings:
+    """How the frame interpolation stage runs (Make-A-Video section 3.3)."""
+
+    factor: int = 3  # dense frames per keyframe: f keyframes at fps -> f * factor frames at fps * factor
+    num_inference_steps: int = 20
+    guidance_scale: float = 1.0  # 1: the conditional branch alone
+
+
+@dataclass
+class SuperResolutionSettings:
+    """How the super-resolution stage runs (Make-A-Video section 3.4)."""
+
+    scale: int = 2  # output side / input side
+    noise_level: int = 100  # noise augmentation of the low-resolution latents, in training timesteps
+    num_inference_steps: int = 20
+    guidance_scale: float = 1.0
+
+
+@dataclass
 class ModelIndex:
     """The contents of vidgen.json."""
 
@@ -66,6 +85,8 @@ class ModelIndex:
     stages: dict[str, str] = field(default_factory=lambda: {"base": "unet"})  # stage -> folder, in run order
     vae_chunk_size: int = 8  # frames per VAE encode/decode call
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
+    interp: InterpolationSettings = field(default_factory=InterpolationSettings)  # used when stages has "interp"
+    sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"
 
 
 # --- JSON and safetensors files ----------------------------------------------------------------

@@ -27,13 +27,14 @@ from .diffusion.sampler import sample
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
+from .models import cascade
 from .models.inflate import VideoUNet, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
 from .text import TextEncoder
 from .video_io import to_uint8_frames
 
-STAGES = ("base",)  # the stages this version runs, in cascade order
+STAGES = ("base", "interp", "sr")  # the stages this version runs, in cascade order
 OUTPUT_TYPES = ("np", "pt")
 IMAGE_MODEL_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # a diffusers text-to-image folder
 
@@ -61,7 +62,8 @@ class VideoPipeline:
                  scheduler: SchedulerMixin, index: ModelIndex):
         if list(stages) != list(index.stages):
             raise ValueError(f"stages {list(stages)} and index.stages {list(index.stages)} must name the same stages")
-        if list(stages)[:1] != ["base"] or any(name not in STAGES for name in stages):
+        if list(stages)[:1] != ["base"] or any(name not in STAGES for name in stages) or \
+                list(stages) != sorted(stages, key=STAGES.index):
             raise CheckpointError(f"the model's stages are {list(stages)}, but vidgen {__version__} runs a 'base' "
                                   f"stage first and knows only {', '.join(STAGES)}: upgrade vidgen to run this model")
         for name, unet in stages.items():
@@ -159,8 +161,37 @@ class VideoPipeline:
                 raise VidgenError(f"{name} {value} is not a positive multiple of {k}: this model's VAE turns each "
                                   f"{k}x{k} pixels into one latent; try {name} {nearest}")
         check_num_frames(num_frames, self.stages["base"].options.max_frames)
+        if "interp" in self.stages:
+            dense = num_frames * self.index.interp.factor
+            if dense > self.stages["interp"].options.max_frames:
+                raise VidgenError(f"{num_frames} keyframes make {dense} frames after {self.index.interp.factor}x frame "
+                                  f"interpolation, more than the {self.stages['interp'].options.max_frames} the "
+                                  f"interpolation stage takes: ask for at most "
+                                  f"{self.stages['interp'].options.max_frames // self.index.interp.factor} frames")
         if not fps > 0:
             raise VidgenError(f"fps must be positive, got {fps}")
+
+    def set_stage(self, name: str, unet: VideoUNet) -> None:
+        """Put `unet` in as stage `name` (replacing one, or adding it in cascade order)."""
+        if name not in STAGES:
+            raise VidgenError(f"unknown stage {name!r}: the stages are {', '.join(STAGES)}")
+        stages = {**self.stages, name: unet}
+        self.stages = {n: stages[n] for n in STAGES if n in stages}
+        folders = {**self.index.stages, name: self.index.stages.get(name, name)}
+        self.index.stages = {n: folders[n] for n in STAGES if n in folders}
+
+    def output_size(self, settings: GenerationDefaults, stages: Sequence[str] | None = None) -> tuple[int, int, int, float]:
+        """(frames, height, width, fps) of the clip the given stages (default: all) make."""
+        run = self.stages if stages is None else stages
+        frames, height, width, fps = settings.num_frames, settings.height, settings.width, settings.fps
+        if "interp" in run:
+            frames, fps = frames * self.index.interp.factor, fps * self.index.interp.factor
+        if "sr" in run:
+            height, width = height * self.index.sr.scale, width * self.index.sr.scale
+        return frames, height, width, fps
+
+    def output_fps(self) -> float:
+        return self.output_size(self.index.defaults)[3]
 
     @torch.inference_mode()
     def __call__(
@@ -178,12 +209,16 @@ class VideoPipeline:
         generator: torch.Generator | None = None,
         output_type: str = "np",
         progress: bool = True,
+        stages: Sequence[str] | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Generate one clip per prompt.
 
         Unset sizes and settings come from the model folder's defaults. negative_prompt takes the
         place of the empty prompt in the unconditional branch of guidance. seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
+        num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
+        and super-resolution, where the model has them, multiply them (`output_size`).
+        stages: the stages to run, the base one first (default: all the model has).
         Returns uint8 frames (b, f, h, w, 3) for output_type "np", or float (b, 3, f, h, w) in
         [-1, 1] on the CPU for "pt".
         """
@@ -192,6 +227,10 @@ class VideoPipeline:
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+        run = list(self.stages) if stages is None else list(stages)
+        if run[:1] != ["base"] or any(name not in self.stages for name in run):
+            raise VidgenError(f"stages {run} must start with 'base' and name only this model's stages: "
+                              f"{', '.join(self.stages)}")
 
         # 2. Text: prompts and the unconditional branch (negative prompts, else the null conditioning).
         prompts = _as_list(prompt)
@@ -218,8 +257,7 @@ class VideoPipeline:
         shape = (len(prompts), self.vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
         latents = torch.randn(shape, generator=generator).to(self.device)  # (b c f h w)
 
-        # 4. Base stage: noise -> keyframe latents. (Frame interpolation and super-resolution, when a
-        #    folder has them, will follow here, each refining the previous stage's latents.)
+        # 4. Base stage: noise -> keyframe latents.
         base = self.stages["base"]
 
         def denoise(x, t, c):  # latents stay float32 for the scheduler; the model runs in its dtype
@@ -228,9 +266,60 @@ class VideoPipeline:
         latents = sample(denoise, self.scheduler, latents, cond, uncond, guidance_scale=s.guidance_scale,
                          num_inference_steps=s.num_inference_steps, eta=eta, generator=generator, progress=progress,
                          desc="base stage")
+        fps = s.fps
 
-        # 5. Latents -> frames, a chunk of frames at a time.
+        # 5. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
+        #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
+        if "interp" in run:
+            latents, fps = self._interpolate(latents, fps, cond, uncond, eta, generator, progress)
+
+        # 6. Super-resolution: the latents, upsampled and noise-augmented, condition a sampler at the
+        #    larger size; one noise image shared by every frame keeps the detail steady (section 3.4).
+        if "sr" in run:
+            latents = self._super_resolve(latents, fps, cond, uncond, eta, generator, progress)
+
+        # 7. Latents -> frames, a chunk of frames at a time.
         video = decode_latents(self.vae, latents, self.index.vae_chunk_size).float().cpu()  # (b c f h w)
         if output_type == "pt":
             return video
         return np.stack([to_uint8_frames(clip) for clip in video])  # (b f h w 3)
+
+    def _interpolate(self, keyframes, fps, cond, uncond, eta, generator, progress):
+        """(b c f h w) keyframes at fps -> (b c f*k h w) latents at fps*k."""
+        settings, unet = self.index.interp, self.stages["interp"]
+        known, mask = cascade.spread_keyframes(keyframes, settings.factor)  # (b c F h w), (b 1 F h w)
+        dense_fps = fps * settings.factor
+        skip = torch.full((keyframes.shape[0],), float(settings.factor), device=self.device)
+
+        def denoise(x, t, c):
+            repeats = x.shape[0] // known.shape[0]  # 2 when both guidance branches run
+            inputs = cascade.interpolation_input(x, known.repeat(repeats, 1, 1, 1, 1), mask.repeat(repeats, 1, 1, 1, 1))
+            return unet(inputs.to(self.dtype), t, c, fps=dense_fps,
+                        conditions={cascade.INTERP_CONDITION: skip.repeat(repeats)}).float()
+
+        noise = torch.randn(known.shape, generator=generator).to(self.device)
+        dense = sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
+                       num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
+                       progress=progress, desc="interp stage")
+        return mask * known + (1 - mask) * dense, dense_fps  # the keyframes stay as the base stage made them
+
+    def _super_resolve(self, low, fps, cond, uncond, eta, generator, progress):
+        """(b c f h w) -> (b c f h*s w*s) latents."""
+        settings, unet = self.index.sr, self.stages["sr"]
+        b, c, f, h, w = low.shape
+        levels = torch.full((b,), settings.noise_level, dtype=torch.long)
+        augmentation = torch.randn(low.shape, generator=generator).to(self.device)
+        low = self.scheduler.add_noise(low, augmentation, levels.to(self.device))
+        low_up = cascade.upsample_latents(low, settings.scale)  # (b c f H W)
+
+        def denoise(x, t, cond_batch):
+            repeats = x.shape[0] // b
+            inputs = cascade.super_resolution_input(x, low_up.repeat(repeats, 1, 1, 1, 1))
+            return unet(inputs.to(self.dtype), t, cond_batch, fps=fps,
+                        conditions={cascade.SR_CONDITION: levels.to(self.device).repeat(repeats)}).float()
+
+        noise = torch.randn((b, c, 1, h * settings.scale, w * settings.scale), generator=generator)
+        noise = noise.expand(-1, -1, f, -1, -1).contiguous().to(self.device)  # (b c f H W), the same for every frame
+        return sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
+                      num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
+                      progress=progress, desc="sr stage")

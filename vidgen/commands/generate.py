@@ -35,10 +35,13 @@ def add_parser(subparsers):
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: no guidance)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the metadata)")
-    parser.add_argument("--frames", type=int, help="number of frames")
-    parser.add_argument("--fps", type=float, help="frames per second (conditions the model and the file)")
-    parser.add_argument("--height", type=int, help="frame height in pixels (a multiple of the model's latent factor)")
-    parser.add_argument("--width", type=int, help="frame width in pixels (a multiple of the model's latent factor)")
+    parser.add_argument("--frames", type=int, help="keyframes of the base stage (frame interpolation multiplies them)")
+    parser.add_argument("--fps", type=float, help="frame rate of the keyframes (interpolation multiplies it)")
+    parser.add_argument("--height", type=int, help="base-stage height in pixels (a multiple of the model's latent "
+                        "factor; super-resolution multiplies it)")
+    parser.add_argument("--width", type=int, help="base-stage width in pixels (likewise)")
+    parser.add_argument("--stages", help="comma-separated stages to run, base first (default: all the model has, "
+                        "e.g. base,interp,sr); 'base' alone is fastest")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from the OUT name)")
     parser.add_argument("--scheduler", default="ddim",
                         help="ddim (default), dpm++, euler, euler-a, unipc, pndm, ddpm, "
@@ -93,14 +96,17 @@ def run(args: argparse.Namespace) -> int:
                                          scheduler=args.scheduler)
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance)
+    stages = args.stages.split(",") if args.stages else list(pipe.stages)
+    frames_out, height_out, width_out, fps_out = pipe.output_size(s, stages)
     for prompt, path in jobs:
         frames = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
-                      progress=not args.no_progress)[0]  # (f h w 3)
+                      progress=not args.no_progress, stages=stages)[0]  # (f h w 3)
         metadata = {
             "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
-            "scheduler": args.scheduler, "steps": s.num_inference_steps, "guidance": s.guidance_scale,
-            "eta": args.eta, "frames": s.num_frames, "fps": s.fps, "dtype": args.dtype, "vidgen_version": __version__,
+            "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
+            "guidance": s.guidance_scale, "eta": args.eta, "keyframes": s.num_frames, "frames": frames_out,
+            "fps": fps_out, "dtype": args.dtype, "vidgen_version": __version__,
         }
-        save_video(frames, path, fps=s.fps, fmt=args.format, metadata=metadata)
-        print(f"wrote {path} ({s.num_frames} frames, {s.width}x{s.height}, seed {seed})")
+        save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata)
+        print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0

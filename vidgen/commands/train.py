@@ -1,7 +1,35 @@
-"""`vidgen train`: Train a stage of the cascade on a video corpus."""
+"""`vidgen train`: train one stage of the cascade from a YAML config and key=value overrides."""
 
-from ._planned import add_planned
+from __future__ import annotations
+
+import argparse
+
+from ..training.config import STAGES
 
 
 def add_parser(subparsers):
-    return add_planned(subparsers, "train", "Train a stage of the cascade on a video corpus", 4, "the training loop")
+    parser = subparsers.add_parser(
+        "train", help="Train a stage of the cascade (vae, image, video, interp, sr) on a video corpus",
+        description="Train one stage of the cascade with accelerate: single process here, or many with "
+        "`accelerate launch -m vidgen train ...`. Checkpoints land in train.output_dir/checkpoints and a run "
+        "resumes from the newest one (train.resume=auto); the trained model is exported to train.output_dir/model.",
+        epilog="Stages: " + ", ".join(STAGES) + ". Examples:\n"
+        "  vidgen train configs/tiny/video.yaml data.manifest=corpus/manifest.jsonl train.max_steps=50\n"
+        "  accelerate launch --num_processes 2 --cpu -m vidgen train configs/shapes/video.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML config (see configs/); its keys are those of vidgen.training.config.RunConfig")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=1e-4")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..training.config import RunConfig
+    from ..training.loop import train
+
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    folder = train(cfg, progress=not args.no_progress)
+    print(f"exported the trained {cfg.stage} model to {folder}")
+    return 0

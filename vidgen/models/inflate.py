@@ -41,7 +41,8 @@ from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, check_num_f
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
-TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.")
+# Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
+TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.")
 
 
 @dataclass(frozen=True)
@@ -50,23 +51,37 @@ class InflationOptions:
 
     max_frames: int = 64  # rows of the frame position table: the most frames a clip may have
     attention_head_dim: int = 64  # channels per temporal attention head
+    # Inputs beyond the latents, concatenated to them on the channel axis: the known frames and
+    # mask of frame interpolation, the low-resolution latents of super-resolution (vidgen.models.cascade).
+    extra_in_channels: int = 0
+    # Scalar conditions beyond fps, each embedded and added to the time embedding like fps:
+    # the frame skip of interpolation, the noise-augmentation level of super-resolution.
+    extra_conditions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
 
 
 @dataclass
 class _FrameContext:
     """What the hooks need to know during one VideoUNet forward call."""
 
-    num_frames: int = 1  # 1: hooks pass outputs through
+    num_frames: int = 1  # 1: temporal hooks pass outputs through
     fps: torch.Tensor | None = None  # (b,), or None for no fps conditioning
+    conditions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # extra scalar conditions, (b,) each
+    extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
+
+    def values(self) -> tuple:
+        return self.num_frames, self.fps, self.conditions, self.extra_input
 
     @contextlib.contextmanager
-    def use(self, num_frames: int, fps: torch.Tensor | None) -> Iterator[None]:
-        saved = (self.num_frames, self.fps)
-        self.num_frames, self.fps = num_frames, fps
+    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None) -> Iterator[None]:
+        saved = self.values()
+        self.num_frames, self.fps, self.conditions, self.extra_input = num_frames, fps, conditions or {}, extra_input
         try:
             yield
         finally:
-            self.num_frames, self.fps = saved
+            self.num_frames, self.fps, self.conditions, self.extra_input = saved
 
 
 def _module_key(name: str) -> str:
@@ -103,16 +118,36 @@ class _TemporalHook:
 
 
 class _FpsHook:
-    """Forward hook on `unet.time_embedding`: add the fps embedding, repeated for every frame."""
+    """Forward hook on `unet.time_embedding`: add the fps embedding (video only) and the extra
+    conditions' embeddings, each repeated for every frame."""
 
-    def __init__(self, embedding: FpsEmbedding, context: _FrameContext):
-        self.embedding, self.context = embedding, context
+    def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext):
+        self.embedding, self.extra, self.context = embedding, extra, context
 
     def __call__(self, module, args, output):
-        if self.context.num_frames == 1 or self.context.fps is None:
+        c = self.context
+        added = [self.extra[name](value) for name, value in c.conditions.items()]  # (b d) each
+        if c.num_frames > 1 and c.fps is not None:
+            added.append(self.embedding(c.fps))
+        if not added:
             return None
-        fps = repeat(self.embedding(self.context.fps), "b d -> (b f) d", f=self.context.num_frames)
-        return output + fps.to(output.dtype)
+        frames = output.shape[0] // added[0].shape[0]
+        return output + repeat(sum(added), "b d -> (b f) d", f=frames).to(output.dtype)
+
+
+class _ExtraInputHook:
+    """Forward hook on `unet.conv_in`: add the convolution of the extra input channels.
+
+    The image U-Net's own `conv_in` still sees only the latents; the extra channels get a
+    convolution of their own, zero-initialised, so the network starts as it was.
+    """
+
+    def __init__(self, conv: nn.Conv2d, context: _FrameContext):
+        self.conv, self.context = conv, context
+
+    def __call__(self, module, args, output):
+        extra = self.context.extra_input
+        return None if extra is None else output + self.conv(extra.to(output.dtype))
 
 
 class VideoUNet(nn.Module):
@@ -131,7 +166,7 @@ class VideoUNet(nn.Module):
         self.temporal_convs = nn.ModuleDict()
         self.temporal_attns = nn.ModuleDict()
         for name, module in unet.named_modules():
-            if any(isinstance(h, (_TemporalHook, _FpsHook)) for h in module._forward_hooks.values()):
+            if any(isinstance(h, (_TemporalHook, _FpsHook, _ExtraInputHook)) for h in module._forward_hooks.values()):
                 raise VidgenError("this U-Net is already inside a VideoUNet: inflate a fresh UNet2DConditionModel")
             if isinstance(module, ResnetBlock2D):
                 layer = self.temporal_convs[_module_key(name)] = TemporalConv(module.out_channels)
@@ -141,33 +176,64 @@ class VideoUNet(nn.Module):
             else:
                 continue
             module.register_forward_hook(_TemporalHook(layer, self._context))
-        self.fps_embedding = FpsEmbedding(unet.time_embedding.linear_2.out_features)
-        unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self._context))
+        time_dim = unet.time_embedding.linear_2.out_features
+        self.fps_embedding = FpsEmbedding(time_dim)
+        self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
+        unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context))
+        self.input_extension = None
+        if options.extra_in_channels:
+            conv_in = unet.conv_in
+            self.input_extension = nn.Conv2d(options.extra_in_channels, conv_in.out_channels, conv_in.kernel_size,
+                                             padding=conv_in.padding)
+            nn.init.zeros_(self.input_extension.weight)
+            nn.init.zeros_(self.input_extension.bias)
+            conv_in.register_forward_hook(_ExtraInputHook(self.input_extension, self._context))
 
     # --- running -----------------------------------------------------------------------------
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                fps: float | torch.Tensor | None = None, enable_time: bool = True) -> torch.Tensor:
+                fps: float | torch.Tensor | None = None, conditions: dict[str, float | torch.Tensor] | None = None,
+                enable_time: bool = True) -> torch.Tensor:
         """Predict the noise (or v) for a batch of clips.
 
-        sample: (b, c, f, h, w) latents. timestep: a number, a 0-d tensor or one per clip (b,).
+        sample: (b, c + e, f, h, w): latents, then the `extra_in_channels` e where the model has them.
+        timestep: a number, a 0-d tensor or one per clip (b,).
         encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip.
         fps: frames per second of the clip (a number or (b,)); None leaves fps unconditioned.
+        conditions: the model's `extra_conditions`, name -> a number or (b,); all of them or none.
         enable_time=False (or f == 1) runs the image U-Net on every frame, temporal layers off.
+        Returns (b, c, f, h, w).
         """
-        b, _, f, _, _ = sample.shape
+        b, channels, f, _, _ = sample.shape
+        latent_channels, extra_channels = self.unet.config.in_channels, self.options.extra_in_channels
+        if channels != latent_channels + extra_channels:
+            raise VidgenError(f"this U-Net takes {latent_channels} latent + {extra_channels} extra input channels, "
+                              f"got {channels}")
         temporal = enable_time and f > 1
         if temporal:
             check_num_frames(f, self.options.max_frames)
         if torch.is_tensor(timestep) and timestep.ndim == 1:
             timestep = repeat(timestep, "b -> (b f)", f=f)
-        if fps is not None:
-            fps = torch.as_tensor(fps, dtype=torch.float32, device=sample.device).expand(b)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
+        x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
         cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
-        with self._context.use(f if temporal else 1, fps):
+        with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
+                               self._conditions(conditions, b, sample.device), extra):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
+
+    @staticmethod
+    def _scalars(value, batch: int, device) -> torch.Tensor | None:
+        return None if value is None else torch.as_tensor(value, dtype=torch.float32, device=device).expand(batch)
+
+    def _conditions(self, given, batch: int, device) -> dict[str, torch.Tensor]:
+        expected = set(self.options.extra_conditions)
+        if given is None and not expected:
+            return {}
+        if set(given or ()) != expected:
+            raise VidgenError(f"this U-Net is conditioned on {sorted(expected) or 'no extra conditions'}, "
+                              f"got {sorted(given or ())}")
+        return {name: self._scalars(value, batch, device) for name, value in given.items()}
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the image U-Net's blocks in the backward pass to save memory.
@@ -176,7 +242,7 @@ class VideoUNet(nn.Module):
         frame context it was made under.
         """
         def checkpointed(module, *args):
-            context = (self._context.num_frames, self._context.fps)
+            context = self._context.values()
 
             def run(*inputs):
                 with self._context.use(*context):
@@ -189,9 +255,12 @@ class VideoUNet(nn.Module):
     # --- parameter groups ----------------------------------------------------------------------
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The new parameters: temporal convolutions, temporal attention, fps embedding."""
-        for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding):
-            yield from container.parameters()
+        """The new parameters: temporal convolutions, temporal attention, fps and extra-condition
+        embeddings, the convolution of the extra input channels."""
+        for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding, self.condition_embeddings,
+                          self.input_extension):
+            if container is not None:
+                yield from container.parameters()
 
     def spatial_parameters(self) -> Iterator[nn.Parameter]:
         """The image U-Net's parameters."""

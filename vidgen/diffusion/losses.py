@@ -1,0 +1,57 @@
+"""Training objectives of the diffusion stages (Ho et al. 2020; Salimans & Ho 2022 for v).
+
+Shape-free like the sampler: `x0` may be images (b, c, h, w) or video latents (b, c, f, h, w);
+the scheduler's noise math broadcasts over the trailing dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps: torch.Tensor | None = None,
+              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward process q(x_t | x_0) at uniformly drawn (or given) timesteps, one per sample.
+
+    Returns (x_t, noise, timesteps). Randomness comes only from `generator`, so a training step
+    is reproducible from its seed.
+    """
+    b = x0.shape[0]
+    if timesteps is None:
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    timesteps, noise = timesteps.to(x0.device), noise.to(x0.device, x0.dtype)
+    return scheduler.add_noise(x0, noise, timesteps), noise, timesteps
+
+
+def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor,
+                   generator: torch.Generator, prediction_type: str = "epsilon",
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between `denoise(x_t, t)` and the noise (or v) that made x_t.
+
+    weight: optional per-element weights broadcast against x0 (e.g. zero on known frames).
+    """
+    x_t, noise, timesteps = add_noise(scheduler, x0, generator)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, timesteps)
+    else:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    error = (denoise(x_t, timesteps).float() - target.float()) ** 2
+    if weight is None:
+        return error.mean()
+    weight = weight.expand_as(error).float()
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float) -> torch.Tensor:
+    """Reconstruction (L1 + L2, as in the latent-diffusion autoencoders) plus a weighted KL term."""
+    rec = F.l1_loss(reconstruction.float(), target.float()) + F.mse_loss(reconstruction.float(), target.float())
+    return rec + kl_weight * kl.mean()

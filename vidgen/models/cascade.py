@@ -1,0 +1,94 @@
+"""The cascade's other networks: frame interpolation and super-resolution as video U-Nets with
+extra inputs (Make-A-Video, sections 3.3 and 3.4).
+
+Both start as a copy of the trained base video U-Net with zero-initialised extra input channels
+and extra scalar conditions (vidgen.models.inflate), so at the start of training they are the
+base model; what they learn is how to use what they are given.
+
+- Masked frame interpolation (section 3.3): the input also holds the latents of the known
+  frames (zeros elsewhere) and a binary mask channel; conditioned on the frame skip and on the
+  dense clip's fps. Known frames every `skip` frames interpolate; only the first frame known
+  animates an image; the first frames known extend a clip.
+- Super-resolution (section 3.4): the input also holds the low-resolution latents, upsampled
+  to the output size and noise-augmented (Ho et al. 2022, "Cascaded diffusion"), conditioned on
+  the augmentation level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from einops import rearrange
+
+from .. import checkpoint as ckpt
+from .inflate import VideoUNet
+
+INTERP_CONDITION = "frame_skip"
+SR_CONDITION = "noise_level"
+
+
+def extend_unet(base: VideoUNet, extra_in_channels: int, extra_conditions: tuple[str, ...]) -> VideoUNet:
+    """A new video U-Net with `base`'s weights plus zero-initialised extra inputs and conditions."""
+    unet2d = UNet2DConditionModel.from_config(base.unet.config)
+    unet2d.load_state_dict(base.unet.state_dict())
+    options = dataclasses.replace(base.options, extra_in_channels=extra_in_channels, extra_conditions=extra_conditions)
+    model = VideoUNet(unet2d, options).to(device=base.unet.device, dtype=base.unet.dtype)
+    ckpt.load_strict(model, base.temporal_state_dict(), source="the base video U-Net",
+                     only=base.temporal_state_dict().keys())
+    return model
+
+
+def interpolation_unet(base: VideoUNet) -> VideoUNet:
+    """Input: latents + known-frame latents + mask (2c + 1 channels); conditioned on the frame skip."""
+    return extend_unet(base, base.unet.config.in_channels + 1, (INTERP_CONDITION,))
+
+
+def super_resolution_unet(base: VideoUNet) -> VideoUNet:
+    """Input: latents + upsampled low-resolution latents (2c channels); conditioned on the noise level."""
+    return extend_unet(base, base.unet.config.in_channels, (SR_CONDITION,))
+
+
+# --- interpolation inputs ---------------------------------------------------------------------
+
+def keyframe_mask(num_frames: int, skip: int, device=None) -> torch.Tensor:
+    """(f,) True at the known frames 0, skip, 2*skip, ... of a dense clip."""
+    mask = torch.zeros(num_frames, dtype=torch.bool, device=device)
+    mask[::skip] = True
+    return mask
+
+
+def spread_keyframes(keyframes: torch.Tensor, skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Place f keyframe latents every `skip` frames of a dense clip of f * skip frames.
+
+    keyframes: (b, c, f, h, w). Returns known (b, c, f*skip, h, w), zeros between keyframes, and
+    mask (b, 1, f*skip, h, w). The last skip - 1 frames follow the last keyframe: they are
+    extrapolated, so the dense clip spans the keyframes' whole duration.
+    """
+    b, c, f, h, w = keyframes.shape
+    known = keyframes.new_zeros(b, c, f * skip, h, w)
+    known[:, :, ::skip] = keyframes
+    mask = keyframe_mask(f * skip, skip, keyframes.device).to(keyframes.dtype)
+    return known, mask.view(1, 1, -1, 1, 1).expand(b, 1, -1, h, w)
+
+
+def interpolation_input(latents: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(b, c, f, h, w) x3 -> (b, 2c + 1, f, h, w): what the interpolation U-Net reads."""
+    return torch.cat([latents, known * mask, mask], dim=1)
+
+
+# --- super-resolution inputs ------------------------------------------------------------------
+
+def upsample_latents(latents: torch.Tensor, scale: int) -> torch.Tensor:
+    """(b, c, f, h, w) -> (b, c, f, h*scale, w*scale), bilinear per frame."""
+    b = latents.shape[0]
+    frames = rearrange(latents, "b c f h w -> (b f) c h w")
+    frames = F.interpolate(frames.float(), scale_factor=scale, mode="bilinear", align_corners=False).to(latents.dtype)
+    return rearrange(frames, "(b f) c h w -> b c f h w", b=b)
+
+
+def super_resolution_input(latents: torch.Tensor, low_res_upsampled: torch.Tensor) -> torch.Tensor:
+    """(b, c, f, H, W) x2 -> (b, 2c, f, H, W): what the super-resolution U-Net reads."""
+    return torch.cat([latents, low_res_upsampled], dim=1)

@@ -1,0 +1,82 @@
+"""The training config: `stage`, then `data`, `model` and `train` sections.
+
+    vidgen train configs/shapes/video.yaml train.max_steps=2000 data.manifest=corpus/manifest.jsonl
+
+Every key is typed; an unknown key or a wrong type is refused with its name (vidgen.config).
+The README's "Training" table documents the keys users change most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("vae", "image", "video", "interp", "sr")
+
+
+@dataclass
+class DataConfig:
+    manifest: str = ""  # JSON-lines manifest from `vidgen data index` or `vidgen data shapes`
+    num_frames: int = 16  # frames per training clip (the image and vae stages take single frames)
+    size: int = 64  # frame side in pixels after resize + centre crop
+    # Clip frame rate drawn uniformly from [low, high] per clip and given to the model
+    # (Make-A-Video section 3.2); an empty list samples every `stride`-th frame instead.
+    fps_range: list[float] = field(default_factory=lambda: [8.0, 24.0])
+    stride: int = 1
+    short_clip: str = "loop"  # videos shorter than a clip: "loop" or "skip"
+    num_workers: int = 2
+    # Fraction of captioned clips whose caption is withheld for the whole run, so they train as
+    # unlabeled video (null conditioning): 1.0 is Make-A-Video's fully unlabeled setting.
+    withhold_captions: float = 0.0
+    caption_dropout: float = 0.1  # per-sample chance of the null prompt, for classifier-free guidance
+
+
+@dataclass
+class ModelConfig:
+    # Folder to start from: a vidgen video model (video, interp, sr stages), a diffusers
+    # text-to-image folder or image U-Net (image stage fine-tuning), an AutoencoderKL (vae stage).
+    pretrained: str = ""
+    vae: str = ""  # AutoencoderKL folder for the image stage from scratch
+    text_encoder: str = "minilm"  # a transformers encoder folder, or "minilm" (the packaged all-MiniLM-L6-v2)
+    unet: dict[str, Any] = field(default_factory=dict)  # UNet2DConditionModel arguments (image stage from scratch)
+    autoencoder: dict[str, Any] = field(default_factory=dict)  # AutoencoderKL arguments (vae stage from scratch)
+    text_max_length: int = 0  # image stage: tokens per prompt (0: the text encoder's own limit)
+    max_frames: int = 64  # frame position table of the temporal attention (inflation)
+    freeze_spatial: bool = True  # video/interp/sr: train only the temporal and new layers
+    prediction_type: str = "epsilon"  # or "v_prediction"
+    kl_weight: float = 1e-6  # vae stage: weight of the KL term
+    interp_factor: int = 4  # interp stage: largest frame skip between known frames
+    sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale
+    sr_max_noise_level: int = 250  # sr stage: noise augmentation of the low-resolution latents, in timesteps
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/run"
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 4  # clips per process per micro-step
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (bf16/fp16 need a device that has them)
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.999  # 0 turns the EMA off
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str = "auto"  # "auto" (newest checkpoint in output_dir, if any), "never", or a checkpoint folder
+    seed: int = 0
+    log_every: int = 10
+    preview_every: int = 0  # 0: no previews
+    preview_prompts: list[str] = field(default_factory=lambda: ["a red circle moving left"])
+    preview_steps: int = 20  # sampling steps of a preview
+    export_ema: bool = True  # export the EMA weights (when the EMA is on)
+
+
+@dataclass
+class RunConfig:
+    stage: str = "video"  # one of STAGES
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

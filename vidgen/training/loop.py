@@ -1,0 +1,227 @@
+"""One accelerate training loop for every stage of the cascade.
+
+The loop knows nothing of what it trains: a `Stage` (vidgen.training.stages) builds the model,
+the dataset and the loss, and exports a model folder. The loop adds what every run needs:
+device placement and mixed precision (accelerate), gradient accumulation and clipping, AdamW
+with warmup, an EMA of the trained weights, checkpoints that resume bit for bit, a progress
+bar, a CSV log (and TensorBoard where installed), previews, and a clean stop on Ctrl-C or a
+non-finite loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import save_config
+from ..data.dataset import collate_clips
+from ..errors import VidgenError
+from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .stages import build_stage
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(VidgenError):
+    """The loss became NaN or infinite."""
+
+
+def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
+    """The randomness of one micro-step (noise, timesteps, caption dropout), from the run's seed.
+
+    Seeding per step rather than carrying one generator along makes a resumed run draw exactly
+    what an uninterrupted one would.
+    """
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, micro_step, rank]).generate_state(1)[0]))
+
+
+class RunLog:
+    """CSV log of a run (appended to on resume), mirrored to TensorBoard when it is installed."""
+
+    FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped_clips", "elapsed_s")
+
+    def __init__(self, output_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = output_dir / "log.csv"
+        self.tensorboard = None
+        if not enabled:
+            return
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        if new:
+            self.writer.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key in ("loss", "lr", "samples_per_s"):
+                self.tensorboard.add_scalar(key, row[key], row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+
+def _make_accelerator(cfg: RunConfig) -> Accelerator:
+    return Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.train.grad_accum, sync_with_dataloader=False),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def _check(cfg: RunConfig) -> None:
+    t = cfg.train
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        raise VidgenError(f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {t.mixed_precision!r}")
+    for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every"):
+        if getattr(t, key) < 1:
+            raise VidgenError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+
+
+def train(cfg: RunConfig, progress: bool = True) -> Path:
+    """Run (or resume) training as `cfg` says; returns the exported model folder."""
+    _check(cfg)
+    out = Path(cfg.train.output_dir)
+    accelerator = _make_accelerator(cfg)
+    set_seed(cfg.train.seed)  # model initialisation and the data order
+    stage = build_stage(cfg, accelerator.device)
+    dataset = stage.dataset()
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.train.batch_size,
+                        num_workers=cfg.data.num_workers, collate_fn=collate_clips)
+    params = [p for p in stage.model.parameters() if p.requires_grad]
+    if not params:
+        raise VidgenError(f"the {cfg.stage} stage has nothing to train: every parameter is frozen")
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.train.warmup_steps)
+    model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
+    ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    step, micro = 0, 0  # optimizer steps; batches drawn (the data position)
+    resume_from = find_resume_point(out, cfg.train.resume)
+    if resume_from is not None:
+        saved = load_checkpoint(accelerator, resume_from)
+        step, micro = saved["step"], saved["micro_step"]
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    log = RunLog(out, enabled=accelerator.is_main_process)
+    bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
+               disable=not (progress and accelerator.is_main_process))
+    state = {"stage": cfg.stage, "config": asdict(cfg), "micro_step": 0}
+    batches_per_epoch = len(loader)
+    if batches_per_epoch == 0:
+        raise VidgenError(f"the manifest gives no batch of {cfg.train.batch_size} clips: lower train.batch_size")
+    skipped_total, started, window_start, window_samples, losses = 0, time.perf_counter(), time.perf_counter(), 0, []
+    last_saved = step if resume_from is not None else -1
+    try:
+        while step < cfg.train.max_steps:
+            epoch, into_epoch = divmod(micro, batches_per_epoch)
+            loader.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, into_epoch) if into_epoch else loader
+            for batch in epoch_loader:
+                micro += 1
+                skipped_total += len(batch["skipped"])
+                for skipped in batch["skipped"]:
+                    logger.warning("skipped %s: %s", skipped.path, skipped.reason)
+                if batch["video"] is None:
+                    continue
+                with accelerator.accumulate(model):
+                    loss = stage.loss(model, batch, step_generator(cfg.train.seed, micro, accelerator.process_index))
+                    mean_loss = accelerator.gather(loss.detach()[None]).mean().item()
+                    if not math.isfinite(mean_loss):
+                        good = list_checkpoints(out)
+                        raise TrainingDiverged(
+                            f"the loss became {mean_loss} at step {step + 1}; the last good checkpoint is "
+                            f"{good[-1] if good else 'none (none was written yet)'}. Lower train.lr, raise "
+                            f"train.warmup_steps or use train.mixed_precision=no, then resume")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(mean_loss)
+                window_samples += batch["video"].shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                if ema is not None:
+                    ema.step(params)
+                bar.update(1)
+                if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                    now = time.perf_counter()
+                    row = {"step": step, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
+                           "samples_per_s": window_samples / max(now - window_start, 1e-9),
+                           "skipped_clips": skipped_total, "elapsed_s": now - started}
+                    log.write(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}")
+                    losses, window_samples, window_start = [], 0, now
+                state["micro_step"] = micro
+                if step % cfg.train.checkpoint_every == 0:
+                    save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+                    last_saved = step
+                if cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process:
+                    stage.preview(accelerator.unwrap_model(model), out / "previews" / f"step-{step:08d}", cfg.train.preview_prompts)
+                if step >= cfg.train.max_steps:
+                    break
+    except KeyboardInterrupt:
+        if step > 0 and step != last_saved:
+            accelerator.print(f"\ninterrupted: saving a checkpoint at step {step}")
+            save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+        accelerator.print(f"resume with: vidgen train {out / 'config.yaml'} (train.resume=auto)")
+        raise
+    finally:
+        bar.close()
+        log.close()
+    if step != last_saved:
+        save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+    return export(accelerator, stage, model, params, ema, out / "model", cfg.train.export_ema)
+
+
+def export(accelerator: Accelerator, stage, model, params, ema: EMAModel | None, folder: Path, use_ema: bool) -> Path:
+    """Write the stage's model folder (with the EMA weights where kept) on the main process."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None and use_ema:
+            ema.store(params)
+            ema.copy_to(params)
+        try:
+            stage.export(accelerator.unwrap_model(model), folder)
+        finally:
+            if ema is not None and use_ema:
+                ema.restore(params)
+    accelerator.wait_for_everyone()
+    return folder

@@ -1,0 +1,340 @@
+"""What each stage of the cascade trains, on what, with which loss, and what it exports.
+
+A stage hands the training loop (vidgen.training.loop) four things: `model` (the module the
+optimizer updates: only its parameters with requires_grad), `dataset()`, `loss(model, batch,
+generator)`, and `export(model, folder)`; `preview` is optional. The loop calls the model
+only through its `forward`, so data-parallel training (DDP) sees every call.
+
+- vae:    AutoencoderKL on single frames: reconstruction + KL.
+- image:  the spatial text-to-image U-Net on (frame, caption) pairs; exports a diffusers
+          text-to-image folder that `vidgen inflate` takes.
+- video:  the temporal layers of an inflated U-Net on clips (Make-A-Video section 3.2).
+- interp: masked frame interpolation (section 3.3); see vidgen.models.cascade.
+- sr:     video super-resolution (section 3.4); see vidgen.models.cascade.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from torch import nn
+
+from ..data.dataset import VideoClipDataset
+from ..data.manifest import read_manifest
+from ..diffusion.losses import add_noise, diffusion_loss, vae_loss
+from ..errors import VidgenError
+from ..fs import atomic_dir
+from ..models import cascade
+from ..models.vae import encode_video, latent_factor
+from ..packaged import resolve_text_encoder
+from ..text import TextEncoder
+from ..video_io import save_video
+from .config import STAGES, RunConfig
+
+NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def withhold_captions(records: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Drop the captions of a fixed `fraction` of the captioned clips (drawn from `seed`), so that
+    they train as unlabeled video with the null conditioning."""
+    if not 0.0 <= fraction <= 1.0:
+        raise VidgenError(f"data.withhold_captions must be in [0, 1], got {fraction}")
+    draws = np.random.default_rng([seed, 7]).random(len(records))
+    return [{k: v for k, v in r.items() if k != "caption"} if r.get("caption") and draw < fraction else r
+            for r, draw in zip(records, draws)]
+
+
+def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:
+    """Replace each caption by the empty prompt with `probability` (classifier-free guidance training)."""
+    drops = torch.rand(len(captions), generator=generator) < probability
+    return ["" if drop else caption for caption, drop in zip(captions, drops.tolist())]
+
+
+class Stage:
+    """Base of the stages: the data every stage reads, and the defaults."""
+
+    frames_per_sample = 1  # clip length the dataset gives; the video stages use data.num_frames
+
+    def __init__(self, cfg: RunConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.model: nn.Module
+
+    def dataset(self) -> VideoClipDataset:
+        d = self.cfg.data
+        records = withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
+        fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
+        return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
+                                short_clip=d.short_clip, seed=self.cfg.train.seed)
+
+    def preview(self, model: nn.Module, folder: Path, prompts: list[str]) -> None:
+        """Write preview clips of the model as it is now (stages that make video override this)."""
+
+    def export(self, model: nn.Module, folder: Path) -> None:
+        raise NotImplementedError
+
+
+# --- vae -----------------------------------------------------------------------------------------
+
+class AutoencoderWithKL(nn.Module):
+    """AutoencoderKL whose forward returns what the loss needs: reconstruction, KL, latents."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator):
+        posterior = self.vae.encode(images).latent_dist
+        z = posterior.sample(generator)
+        return self.vae.decode(z).sample, posterior.kl(), z
+
+
+class VaeStage(Stage):
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        m = cfg.model
+        vae = AutoencoderKL.from_pretrained(m.pretrained) if m.pretrained else AutoencoderKL(**m.autoencoder)
+        self.model = AutoencoderWithKL(vae.to(device))
+        self.latent_std = None  # running estimate, becomes the exported scaling factor
+
+    def loss(self, model, batch, generator):
+        images = batch["video"][:, :, 0].to(self.device)  # (b c 1 h w) -> (b c h w)
+        reconstruction, kl, z = model(images, generator)
+        std = z.detach().float().std().item()
+        self.latent_std = std if self.latent_std is None else 0.99 * self.latent_std + 0.01 * std
+        return vae_loss(reconstruction, images, kl, self.cfg.model.kl_weight)
+
+    def export(self, model, folder):
+        vae = copy.deepcopy(model.vae).cpu()
+        if self.latent_std:  # latents scaled to unit variance, as the diffusion stages expect (LDM section 4.3.2)
+            vae.register_to_config(scaling_factor=round(1.0 / self.latent_std, 5))
+        with atomic_dir(folder) as tmp:
+            vae.save_pretrained(tmp)
+
+
+# --- shared by the diffusion stages -------------------------------------------------------------
+
+class DiffusionStage(Stage):
+    """Frozen VAE and text encoder; text embeddings cached per caption (corpora repeat captions)."""
+
+    def __init__(self, cfg, device, vae: AutoencoderKL, text_encoder: TextEncoder):
+        super().__init__(cfg, device)
+        self.vae = vae.to(device).requires_grad_(False).eval()
+        self.text_encoder = text_encoder.to(device).requires_grad_(False).eval()
+        self.noise_schedule = DDPMScheduler(**NOISE_SCHEDULE, prediction_type=cfg.model.prediction_type)
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    def embed(self, captions: list[str]) -> torch.Tensor:
+        """(b, n, d) text embeddings, each caption encoded once per run."""
+        new = sorted({c for c in captions if c not in self._embeddings})
+        if new:
+            with torch.no_grad():
+                for caption, emb in zip(new, self.text_encoder.encode(new)):
+                    self._embeddings[caption] = emb
+        return torch.stack([self._embeddings[c] for c in captions])
+
+    def conditioning(self, batch, generator) -> torch.Tensor:
+        return self.embed(drop_captions(batch["caption"], self.cfg.data.caption_dropout, generator))
+
+    def latents(self, batch, generator) -> torch.Tensor:
+        with torch.no_grad():
+            return encode_video(self.vae, batch["video"].to(self.device), generator=generator)  # (b c f h w)
+
+
+# --- image ---------------------------------------------------------------------------------------
+
+class ImageStage(DiffusionStage):
+    def __init__(self, cfg, device):
+        m = cfg.model
+        source = Path(m.pretrained) if m.pretrained else None
+        vae_dir = source / "vae" if source else Path(m.vae) if m.vae else None
+        if vae_dir is None:
+            raise VidgenError("the image stage needs a VAE: set model.vae to a folder from the vae stage, or model.pretrained "
+                              "to a diffusers text-to-image folder to fine-tune")
+        text = TextEncoder.from_pretrained(source) if source else TextEncoder.from_pretrained(resolve_text_encoder(m.text_encoder))
+        if m.text_max_length:  # short prompts need few tokens; the cross-attention cost grows with them
+            text.max_length = text.tokenizer.model_max_length = m.text_max_length
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+        super().__init__(cfg, device, vae, text)
+        if source:
+            unet = UNet2DConditionModel.from_pretrained(source / "unet")
+        else:
+            channels = vae.config.latent_channels
+            unet = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels,
+                                           "sample_size": cfg.data.size // latent_factor(vae), **m.unet,
+                                           "cross_attention_dim": text.hidden_size})
+        self.model = unet.to(device)
+        if cfg.train.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+
+    def loss(self, model, batch, generator):
+        x0 = self.latents(batch, generator)[:, :, 0]  # (b c 1 h w) -> (b c h w)
+        cond = self.conditioning(batch, generator)
+        return diffusion_loss(lambda x, t: model(x, t, cond).sample, self.noise_schedule, x0, generator,
+                              self.cfg.model.prediction_type)
+
+    def export(self, model, folder):
+        """A diffusers text-to-image folder: unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json."""
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp / "unet")
+            self.vae.save_pretrained(tmp / "vae")
+            self.text_encoder.save_pretrained(tmp)
+            DDIMScheduler(**NOISE_SCHEDULE, prediction_type=self.cfg.model.prediction_type, clip_sample=False,
+                          set_alpha_to_one=False).save_pretrained(tmp / "scheduler")
+            index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "vidgen",
+                     "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+                     "scheduler": ["diffusers", "DDIMScheduler"],
+                     "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
+                     "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__]}
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+# --- video ---------------------------------------------------------------------------------------
+
+class CascadeStage(DiffusionStage):
+    """A stage of a vidgen video model folder: it loads the folder (model.pretrained), trains one
+    of its video U-Nets and exports the folder with that stage in place."""
+
+    stage_name = "base"
+
+    def __init__(self, cfg, device):
+        from ..pipeline import VideoPipeline
+
+        if not cfg.model.pretrained:
+            raise VidgenError(f"the {cfg.stage} stage starts from a vidgen video model: set model.pretrained to a folder "
+                              "made by `vidgen inflate` or exported by an earlier stage's run (its model/)")
+        self.pipeline = VideoPipeline.from_pretrained(cfg.model.pretrained)
+        super().__init__(cfg, device, self.pipeline.vae, self.pipeline.text_encoder)
+        self.frames_per_sample = cfg.data.num_frames
+        unet = self.build_unet(self.pipeline.stages["base"])
+        unet.freeze_spatial(cfg.model.freeze_spatial)
+        if cfg.train.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.model = unet.to(device).train()
+
+    def build_unet(self, base):
+        return base
+
+    def export(self, model, folder):
+        self.pipeline.set_stage(self.stage_name, model)
+        self.record_settings(self.pipeline.index)
+        self.pipeline.save_pretrained(folder)
+
+    def record_settings(self, index) -> None:
+        """Write what sampling this stage needs to know into the model index (vidgen.json)."""
+
+    def preview(self, model, folder, prompts):
+        was_training = model.training
+        self.pipeline.set_stage(self.stage_name, model.eval())
+        try:
+            frames = self.pipeline(prompts, num_inference_steps=self.cfg.train.preview_steps, seed=0, progress=False)
+            fps = self.pipeline.output_fps()
+            for i, (prompt, clip) in enumerate(zip(prompts, frames)):
+                save_video(clip, folder / f"{i:02d}.mp4", fps=fps, metadata={"prompt": prompt, "seed": 0})
+        finally:
+            model.train(was_training)
+
+
+class VideoStage(CascadeStage):
+    """The temporal layers learn motion from clips (Make-A-Video section 3.2), spatial layers frozen."""
+
+    def loss(self, model, batch, generator):
+        x0 = self.latents(batch, generator)  # (b c f h w)
+        cond = self.conditioning(batch, generator)
+        fps = batch["fps"].to(self.device)
+        return diffusion_loss(lambda x, t: model(x, t, cond, fps=fps), self.noise_schedule, x0, generator,
+                              self.cfg.model.prediction_type)
+
+
+class InterpolationStage(CascadeStage):
+    """Masked frame interpolation and extrapolation (Make-A-Video section 3.3).
+
+    Each clip hides all frames but every k-th (k drawn from 2..model.interp_factor); one clip in
+    ten instead shows only its first frame (image animation) and one in ten its first half
+    (extension). The loss is taken on the hidden frames.
+    """
+
+    stage_name = "interp"
+
+    def build_unet(self, base):
+        if self.cfg.model.interp_factor < 2:
+            raise VidgenError(f"model.interp_factor must be at least 2, got {self.cfg.model.interp_factor}")
+        return cascade.interpolation_unet(base)
+
+    def record_settings(self, index):
+        index.interp.factor = self.cfg.model.interp_factor
+
+    def masks(self, batch_size: int, frames: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, f) known-frame masks and (b,) frame skips."""
+        skips = torch.randint(2, self.cfg.model.interp_factor + 1, (batch_size,), generator=generator)
+        modes = torch.rand(batch_size, generator=generator)
+        masks = torch.stack([cascade.keyframe_mask(frames, int(k)) for k in skips])
+        masks[modes < 0.1] = torch.arange(frames) < 1  # animate the first frame
+        masks[(modes >= 0.1) & (modes < 0.2)] = torch.arange(frames) < frames // 2  # extend the first half
+        return masks, skips
+
+    def loss(self, model, batch, generator):
+        x0 = self.latents(batch, generator)  # (b c f h w)
+        b, _, f, h, w = x0.shape
+        cond = self.conditioning(batch, generator)
+        masks, skips = self.masks(b, f, generator)
+        mask = masks.to(self.device, x0.dtype).view(b, 1, f, 1, 1).expand(b, 1, f, h, w)  # (b 1 f h w)
+        fps = batch["fps"].to(self.device)
+
+        def denoise(x, t):
+            return model(cascade.interpolation_input(x, x0, mask), t, cond, fps=fps,
+                         conditions={cascade.INTERP_CONDITION: skips.to(self.device)})
+
+        return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type,
+                              weight=1.0 - mask)
+
+
+class SuperResolutionStage(CascadeStage):
+    """Video super-resolution (Make-A-Video section 3.4): clips at data.size, their low-resolution
+    versions at data.size / model.sr_scale, noise-augmented at a random level the model is told."""
+
+    stage_name = "sr"
+
+    def build_unet(self, base):
+        return cascade.super_resolution_unet(base)
+
+    def record_settings(self, index):
+        index.sr.scale = self.cfg.model.sr_scale
+
+    def loss(self, model, batch, generator):
+        video = batch["video"].to(self.device)  # (b c f H W)
+        b, _, f, size, _ = video.shape
+        scale = self.cfg.model.sr_scale
+        low = torch.nn.functional.interpolate(video.flatten(1, 2), size=(size // scale, size // scale), mode="bilinear",
+                                              antialias=True, align_corners=False).view(b, 3, f, size // scale, size // scale)
+        with torch.no_grad():
+            x0 = encode_video(self.vae, video, generator=generator)  # (b c f h w)
+            low_latents = encode_video(self.vae, low, generator=generator)  # (b c f h/s w/s)
+        levels = torch.randint(0, self.cfg.model.sr_max_noise_level + 1, (b,), generator=generator)
+        low_latents, _, _ = add_noise(self.noise_schedule, low_latents, generator, timesteps=levels)
+        low_up = cascade.upsample_latents(low_latents, scale)
+        cond = self.conditioning(batch, generator)
+        fps = batch["fps"].to(self.device)
+
+        def denoise(x, t):
+            return model(cascade.super_resolution_input(x, low_up), t, cond, fps=fps,
+                         conditions={cascade.SR_CONDITION: levels.to(self.device)})
+
+        return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type)
+
+
+STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "interp": InterpolationStage,
+                 "sr": SuperResolutionStage}
+
+
+def build_stage(cfg: RunConfig, device: torch.device) -> Stage:
+    if cfg.stage not in STAGES:
+        raise VidgenError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    if not cfg.data.manifest:
+        raise VidgenError("data.manifest is not set: give the manifest of a corpus (from `vidgen data index` or "
+                          "`vidgen data shapes`), e.g. data.manifest=corpus/manifest.jsonl")
+    return STAGE_CLASSES[cfg.stage](cfg, device)
