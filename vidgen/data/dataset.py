@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import VidgenError
-from .clips import sample_clip
+from .clips import clip_indices, frame_step, sample_clip
+from .latent_cache import LatentCache
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class VideoClipDataset(Dataset):
     the video has none), "path": str}. With `fps_range=(lo, hi)` each clip is sampled at a frame
     rate drawn uniformly from that range (Make-A-Video section 3.2); otherwise at `stride`.
     Randomness comes from `seed` and the item index, so an epoch is reproducible.
+
+    With a `latent_cache` the same frames are taken from the cache instead of the video file, and
+    an item holds "latent_mean" and "latent_std", (c f h w) each, in place of "video".
     """
 
     def __init__(
@@ -42,12 +46,14 @@ class VideoClipDataset(Dataset):
         stride: int = 1,
         short_clip: str = "loop",
         seed: int = 0,
+        latent_cache: LatentCache | None = None,
     ):
         if fps_range is not None and not 0 < fps_range[0] <= fps_range[1]:
             raise VidgenError(f"fps_range must be (low, high) with 0 < low <= high, got {fps_range}")
         self.records = list(records)
         self.num_frames, self.size = num_frames, size
         self.fps_range, self.stride, self.short_clip, self.seed = fps_range, stride, short_clip, seed
+        self.latent_cache = latent_cache
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -60,12 +66,22 @@ class VideoClipDataset(Dataset):
         record = self.records[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         fps = float(rng.uniform(*self.fps_range)) if self.fps_range else None
+        item = {"caption": record.get("caption") or "", "path": record["path"]}
         try:
+            if self.latent_cache is not None:
+                return {**item, **self._cached(record["path"], fps, rng)}
             clip = sample_clip(record["path"], self.num_frames, self.size, fps=fps,
                                stride=None if fps else self.stride, short_clip=self.short_clip, rng=rng)
         except VidgenError as exc:  # VideoReadError, ClipTooShortError, an fps the file cannot give
             return SkippedSample(record["path"], str(exc))
-        return {"video": clip.video, "fps": clip.fps, "caption": record.get("caption") or "", "path": record["path"]}
+        return {**item, "video": clip.video, "fps": clip.fps}
+
+    def _cached(self, path: str, fps: float | None, rng: np.random.Generator) -> dict:
+        entry = self.latent_cache.entry(path)
+        step = frame_step(entry.fps, fps=fps, stride=None if fps else self.stride)
+        indices = clip_indices(entry.frames, self.num_frames, step, short_clip=self.short_clip, rng=rng)
+        mean, std = self.latent_cache.load(path)  # (c F h w) each
+        return {"latent_mean": mean[:, indices], "latent_std": std[:, indices], "fps": entry.fps / step}
 
 
 def collate_clips(items: list) -> dict:
@@ -73,10 +89,13 @@ def collate_clips(items: list) -> dict:
     good = [item for item in items if not isinstance(item, SkippedSample)]
     skipped = [item for item in items if isinstance(item, SkippedSample)]
     batch = {
-        "video": torch.stack([item["video"] for item in good]) if good else None,  # (b c f h w)
+        key: torch.stack([item[key] for item in good]) if good and key in good[0] else None  # (b c f h w)
+        for key in ("video", "latent_mean", "latent_std")
+    }
+    batch.update({
         "fps": torch.tensor([item["fps"] for item in good], dtype=torch.float32),
         "caption": [item["caption"] for item in good],
         "path": [item["path"] for item in good],
         "skipped": skipped,
-    }
+    })
     return batch

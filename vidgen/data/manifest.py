@@ -44,7 +44,7 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
 def check_readable(path: Path) -> VideoInfo:
     """Probe a video and decode its first and last frame (a truncated file fails on the last)."""
     info = probe_video(path)
-    read_frames(path, [0, info.num_frames - 1], backend=info.backend)
+    read_frames(path, [0, info.num_frames - 1])
     return info
 
 

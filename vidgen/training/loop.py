@@ -112,6 +112,9 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     accelerator = _make_accelerator(cfg)
     set_seed(cfg.train.seed)  # model initialisation and the data order
     stage = build_stage(cfg, accelerator.device)
+    if cfg.data.latent_cache:
+        with accelerator.main_process_first():  # the main process builds it; the others then read it
+            stage.use_latent_cache(cfg.data.latent_cache, progress=progress and accelerator.is_main_process)
     dataset = stage.dataset()
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.train.batch_size,
                         num_workers=cfg.data.num_workers, collate_fn=collate_clips)
@@ -156,7 +159,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
                 skipped_total += len(batch["skipped"])
                 for skipped in batch["skipped"]:
                     logger.warning("skipped %s: %s", skipped.path, skipped.reason)
-                if batch["video"] is None:
+                if not batch["path"]:  # every clip of the batch was skipped
                     continue
                 with accelerator.accumulate(model):
                     loss = stage.loss(model, batch, step_generator(cfg.train.seed, micro, accelerator.process_index))
@@ -174,7 +177,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
                 losses.append(mean_loss)
-                window_samples += batch["video"].shape[0] * accelerator.num_processes
+                window_samples += len(batch["path"]) * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     continue
                 step += 1

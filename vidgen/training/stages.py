@@ -25,6 +25,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from torch import nn
 
 from ..data.dataset import VideoClipDataset
+from ..data.latent_cache import LatentCache, build_latent_cache
 from ..data.manifest import read_manifest
 from ..diffusion.losses import add_noise, diffusion_loss, vae_loss
 from ..errors import VidgenError
@@ -63,13 +64,17 @@ class Stage:
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.model: nn.Module
+        self.latent_cache: LatentCache | None = None
 
     def dataset(self) -> VideoClipDataset:
         d = self.cfg.data
         records = withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
         fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
         return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
-                                short_clip=d.short_clip, seed=self.cfg.train.seed)
+                                short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache)
+
+    def use_latent_cache(self, folder: str, progress: bool = True) -> None:
+        raise VidgenError(f"the {self.cfg.stage} stage reads frames, not latents: leave data.latent_cache empty")
 
     def preview(self, model: nn.Module, folder: Path, prompts: list[str]) -> None:
         """Write preview clips of the model as it is now (stages that make video override this)."""
@@ -140,9 +145,18 @@ class DiffusionStage(Stage):
     def conditioning(self, batch, generator) -> torch.Tensor:
         return self.embed(drop_captions(batch["caption"], self.cfg.data.caption_dropout, generator))
 
+    def use_latent_cache(self, folder: str, progress: bool = True) -> None:
+        records = read_manifest(self.cfg.data.manifest)
+        self.latent_cache = build_latent_cache(records, self.vae, self.cfg.data.size, folder, progress=progress)
+
     def latents(self, batch, generator) -> torch.Tensor:
+        """(b c f h w) latents of the batch's clips: a posterior sample, from the cache or the VAE."""
+        if batch["latent_mean"] is not None:
+            mean, std = batch["latent_mean"], batch["latent_std"]
+            noise = torch.randn(mean.shape, generator=generator)
+            return (mean + std * noise).to(self.device, self.vae.dtype)
         with torch.no_grad():
-            return encode_video(self.vae, batch["video"].to(self.device), generator=generator)  # (b c f h w)
+            return encode_video(self.vae, batch["video"].to(self.device), generator=generator)
 
 
 # --- image ---------------------------------------------------------------------------------------
@@ -298,6 +312,9 @@ class SuperResolutionStage(CascadeStage):
     versions at data.size / model.sr_scale, noise-augmented at a random level the model is told."""
 
     stage_name = "sr"
+
+    def use_latent_cache(self, folder: str, progress: bool = True) -> None:
+        raise VidgenError("the sr stage encodes each clip at two sizes, so it cannot use data.latent_cache: leave it empty")
 
     def build_unet(self, base):
         return cascade.super_resolution_unet(base)

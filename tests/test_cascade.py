@@ -1,0 +1,99 @@
+"""Frame interpolation and super-resolution: networks that start as the base model, their inputs,
+and the pipeline running base -> interp -> sr."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidgen.errors import VidgenError
+from vidgen.models import cascade
+from vidgen.models.inflate import inflate_unet
+from vidgen.pipeline import VideoPipeline
+
+from conftest import TEXT_DIM, make_unet
+
+
+@pytest.fixture
+def base():
+    torch.manual_seed(0)
+    model = inflate_unet(make_unet())
+    for p in model.temporal_parameters():  # a trained-looking base: temporal layers away from the identity
+        p.data.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("build, extra, condition", [
+    (cascade.interpolation_unet, 5, cascade.INTERP_CONDITION),
+    (cascade.super_resolution_unet, 4, cascade.SR_CONDITION),
+])
+def test_extended_unets_start_as_the_base_model(base, build, extra, condition):
+    model = build(base).eval()
+    assert model.options.extra_in_channels == extra and model.options.extra_conditions == (condition,)
+    x, text = torch.randn(2, 4, 6, 16, 16), torch.randn(2, 7, TEXT_DIM)
+    given = torch.randn(2, extra, 6, 16, 16)
+    with torch.no_grad():
+        expected = base(x, 10, text, fps=8)
+        out = model(torch.cat([x, given], 1), 10, text, fps=8, conditions={condition: torch.tensor([2.0, 3.0])})
+    assert (out - expected).abs().max() < 1e-5
+    base_keys = set(base.state_dict())
+    assert base_keys < set(model.state_dict())  # every base weight kept, under the same name
+    new = set(model.state_dict()) - base_keys
+    assert new and all(k.startswith(("condition_embeddings.", "input_extension.")) for k in new)
+
+
+def test_extended_unet_refuses_missing_inputs_or_conditions(base):
+    model = cascade.interpolation_unet(base)
+    x, text = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 7, TEXT_DIM)
+    with pytest.raises(VidgenError, match="4 latent \\+ 5 extra"):
+        model(x, 1, text, conditions={cascade.INTERP_CONDITION: 2})
+    with pytest.raises(VidgenError, match="frame_skip"):
+        model(torch.randn(1, 9, 3, 16, 16), 1, text)
+
+
+def test_keyframes_are_spread_every_skip_frames_and_the_tail_is_extrapolated():
+    keyframes = torch.arange(3.0).view(1, 1, 3, 1, 1).expand(2, 4, 3, 2, 2)
+    known, mask = cascade.spread_keyframes(keyframes, skip=3)
+    assert known.shape == (2, 4, 9, 2, 2) and mask.shape == (2, 1, 9, 2, 2)
+    assert mask[0, 0, :, 0, 0].tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert known[0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 0, 0, 2, 0, 0]
+    inputs = cascade.interpolation_input(torch.zeros_like(known), known, mask)
+    assert inputs.shape == (2, 9, 9, 2, 2)
+    assert cascade.upsample_latents(keyframes, 2).shape == (2, 4, 3, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def cascade_pipe(sd_image_model):
+    pipe = VideoPipeline.from_image_model(sd_image_model)
+    base = pipe.stages["base"]
+    pipe.set_stage("sr", cascade.super_resolution_unet(base).eval())  # out of order on purpose
+    pipe.set_stage("interp", cascade.interpolation_unet(base).eval())
+    pipe.index.interp.num_inference_steps = pipe.index.sr.num_inference_steps = 2
+    return pipe
+
+
+def test_pipeline_runs_base_interp_sr_with_the_sizes_each_stage_makes(cascade_pipe, tmp_path):
+    assert list(cascade_pipe.stages) == list(cascade_pipe.index.stages) == ["base", "interp", "sr"]
+    settings = cascade_pipe.settings(num_frames=3, height=32, width=32, fps=8, num_inference_steps=2)
+    assert cascade_pipe.output_size(settings) == (9, 64, 64, 24)
+    assert cascade_pipe.output_size(settings, ["base"]) == (3, 32, 32, 8)
+    run = dict(num_frames=3, height=32, width=32, num_inference_steps=2, seed=5, progress=False)
+    full = cascade_pipe("a red circle", **run)
+    assert full.shape == (1, 9, 64, 64, 3) and full.dtype == np.uint8
+    base_only = cascade_pipe("a red circle", stages=["base"], **run)
+    interpolated = cascade_pipe("a red circle", stages=["base", "interp"], **run)
+    assert base_only.shape == (1, 3, 32, 32, 3) and interpolated.shape == (1, 9, 32, 32, 3)
+    assert np.array_equal(interpolated[:, ::3], base_only)  # the keyframes stay as the base stage made them
+    assert np.array_equal(cascade_pipe("a red circle", **run), full)  # same seed, same clip
+
+    cascade_pipe.save_pretrained(tmp_path / "model")
+    loaded = VideoPipeline.from_pretrained(tmp_path / "model")
+    assert list(loaded.stages) == ["base", "interp", "sr"]
+    assert np.array_equal(loaded("a red circle", **run), full)
+
+
+def test_pipeline_refuses_stage_lists_and_frame_counts_it_cannot_run(cascade_pipe):
+    with pytest.raises(VidgenError, match="start with 'base'"):
+        cascade_pipe("x", stages=["interp"], num_frames=2, progress=False)
+    limit = cascade_pipe.stages["interp"].options.max_frames // 3
+    with pytest.raises(VidgenError, match=f"at most {limit} frames"):
+        cascade_pipe.settings(num_frames=limit + 1)

@@ -1,0 +1,48 @@
+import torch
+
+from vidgen.data.dataset import VideoClipDataset, collate_clips
+from vidgen.data.latent_cache import LatentCache, build_latent_cache
+from vidgen.data.clips import frames_to_tensor
+from vidgen.data.reader import read_frames
+
+from conftest import make_vae
+from video_factory import make_mp4
+
+
+def test_cache_holds_the_vae_posterior_of_every_frame_and_feeds_the_dataset(tmp_path):
+    video = make_mp4(tmp_path / "a.mp4", n=12, fps=12, height=40, width=48)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 10)
+    records = [{"path": str(video), "caption": "gray"}, {"path": str(broken)}]
+    vae = make_vae()
+    cache = build_latent_cache(records, vae, size=32, folder=tmp_path / "cache", progress=False)
+
+    mean, std = cache.load(str(video))
+    assert mean.shape == std.shape == (4, 12, 16, 16)  # (c F h w): 32 px frames, latent factor 2
+    frames = frames_to_tensor(read_frames(video), 32)  # (c F H W)
+    with torch.no_grad():
+        posterior = vae.encode(frames.transpose(0, 1)).latent_dist
+    expected = (posterior.mean * vae.config.scaling_factor).transpose(0, 1)
+    assert torch.allclose(mean, expected, atol=2e-3)  # stored in half precision
+    assert str(broken) in cache.failed
+
+    dataset = VideoClipDataset(records, num_frames=4, size=32, stride=2, latent_cache=cache)
+    batch = collate_clips([dataset[0], dataset[1]])
+    assert batch["video"] is None and batch["latent_mean"].shape == (1, 4, 4, 16, 16)
+    starts = [s for s in range(6) if torch.equal(batch["latent_mean"][0], mean[:, [s, s + 2, s + 4, s + 6]])]
+    assert len(starts) == 1  # the clip is every second cached frame from a random start
+    assert batch["fps"].tolist() == [6.0] and [s.path for s in batch["skipped"]] == [str(broken)]
+
+
+def test_cache_is_reused_for_the_same_vae_and_rebuilt_for_another(tmp_path):
+    video = make_mp4(tmp_path / "a.mp4", n=4, fps=8, height=32, width=32)
+    records = [{"path": str(video)}]
+    folder = tmp_path / "cache"
+    build_latent_cache(records, make_vae(seed=0), 32, folder, progress=False)
+    first = (folder / "000000.safetensors").stat().st_mtime_ns
+    build_latent_cache(records, make_vae(seed=0), 32, folder, progress=False)
+    assert (folder / "000000.safetensors").stat().st_mtime_ns == first
+    same = LatentCache(folder).fingerprint
+    other = build_latent_cache(records, make_vae(seed=1), 32, folder, progress=False)
+    assert other.fingerprint != same and LatentCache(folder).fingerprint == other.fingerprint
+    assert (folder / "000000.safetensors").stat().st_mtime_ns != first
