@@ -33,35 +33,42 @@ def timed(work: Path, name: str, cmd: list[str]) -> None:
         csv.writer(f).writerow([name, round(time.perf_counter() - started, 1)])
 
 
-def steps(work: Path, corpus: Path) -> list[tuple[str, Path, list[str]]]:
+def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
     """(name, the folder it makes, command), in cascade order."""
     vidgen = [sys.executable, "-m", "vidgen"]
-    manifest = f"data.manifest={corpus / 'manifest.jsonl'}"
 
-    def train(stage: str, *overrides: str) -> tuple[str, Path, list[str]]:
+    def corpus(size: int) -> tuple[str, Path, list[str]]:
+        folder = work / f"corpus{size}"  # the same seed: the same clips at two sizes
+        return f"corpus{size}", folder / "manifest.jsonl", [*vidgen, "data", "shapes", "--out", str(folder), "--videos",
+                                                           "2000", "--seed", "0", "--size", str(size), "--no-progress"]
+
+    def train(stage: str, *overrides: str, size: int = 64) -> tuple[str, Path, list[str]]:
         out = work / stage
-        return stage, out / "model", [*vidgen, "train", str(CONFIGS / f"{stage}.yaml"), manifest,
+        return stage, out / "model", [*vidgen, "train", str(CONFIGS / f"{stage}.yaml"),
+                                      f"data.manifest={work / f'corpus{size}' / 'manifest.jsonl'}",
                                       f"train.output_dir={out}", *overrides, "--no-progress"]
 
     return [
-        ("corpus", corpus / "manifest.jsonl", [*vidgen, "data", "shapes", "--out", str(corpus), "--videos", "2000",
-                                               "--seed", "0", "--size", "64", "--no-progress"]),
+        corpus(64),
         train("vae"),
         train("image", f"model.vae={work / 'vae' / 'model'}"),
         ("inflate", work / "inflated", [*vidgen, "inflate", "--image-model", str(work / "image" / "model"),
                                         "--out", str(work / "inflated"), "--frames", "16", "--fps", "8"]),
-        train("video", f"model.pretrained={work / 'inflated'}"),
+        train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}"),
+        train("interp", f"model.pretrained={work / 'video' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
+        corpus(128),
+        train("sr", f"model.pretrained={work / 'interp' / 'model'}", size=128),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus, vae, image, inflate, video)")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr)")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    for name, made, cmd in steps(work, work / "corpus64"):
+    for name, made, cmd in steps(work):
         if args.only and name != args.only:
             continue
         if made.exists():

@@ -41,8 +41,10 @@ def parse_overrides(overrides: Sequence[str]) -> Any:
             raise ConfigError(f"command line: override '{item}' is not of the form key=value (e.g. train.lr=1e-4)")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"command line: cannot parse overrides {list(overrides)}: {_first_line(exc)}") from None
+    except Exception as exc:  # OmegaConf's errors, and yaml's for a value it cannot parse
+        text = getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"command line: cannot parse overrides {list(overrides)}: {text.strip().splitlines()[0]} "
+                          "(YAML values need a space after ':' inside braces)") from None
 
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:

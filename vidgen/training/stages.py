@@ -16,6 +16,7 @@ only through its `forward`, so data-parallel training (DDP) sees every call.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..diffusion.losses import add_noise, diffusion_loss, vae_loss
 from ..errors import VidgenError
 from ..fs import atomic_dir
 from ..models import cascade
+from ..models.inflate import inflate_unet
 from ..models.vae import encode_video, latent_factor
 from ..packaged import resolve_text_encoder
 from ..text import TextEncoder
@@ -309,7 +311,12 @@ class InterpolationStage(CascadeStage):
 
 class SuperResolutionStage(CascadeStage):
     """Video super-resolution (Make-A-Video section 3.4): clips at data.size, their low-resolution
-    versions at data.size / model.sr_scale, noise-augmented at a random level the model is told."""
+    versions at data.size / model.sr_scale, noise-augmented at a random level the model is told.
+
+    The network is the base video U-Net extended with the low-resolution input, or, when
+    `model.unet` gives an architecture, a new one of that shape (at the larger size a lighter
+    network, e.g. without attention at the top level, keeps sampling affordable).
+    """
 
     stage_name = "sr"
 
@@ -317,6 +324,12 @@ class SuperResolutionStage(CascadeStage):
         raise VidgenError("the sr stage encodes each clip at two sizes, so it cannot use data.latent_cache: leave it empty")
 
     def build_unet(self, base):
+        if self.cfg.model.unet:
+            channels = base.unet.config.in_channels
+            unet2d = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels,
+                                             "sample_size": self.cfg.data.size // latent_factor(self.vae),
+                                             **self.cfg.model.unet, "cross_attention_dim": self.text_encoder.hidden_size})
+            base = inflate_unet(unet2d, **dataclasses.asdict(base.options))
         return cascade.super_resolution_unet(base)
 
     def record_settings(self, index):
