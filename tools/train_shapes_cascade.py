@@ -51,7 +51,7 @@ def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
     return [
         corpus(64),
         train("vae"),
-        train("image", f"model.vae={work / 'vae' / 'model'}"),
+        train("image", f"model.vae={work / 'vae' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
         ("inflate", work / "inflated", [*vidgen, "inflate", "--image-model", str(work / "image" / "model"),
                                         "--out", str(work / "inflated"), "--frames", "16", "--fps", "8"]),
         train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}"),
