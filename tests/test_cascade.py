@@ -10,7 +10,7 @@ from vidgen.models import cascade
 from vidgen.models.inflate import inflate_unet
 from vidgen.pipeline import VideoPipeline
 
-from conftest import TEXT_DIM, make_unet
+from conftest import TEXT_DIM, TINY_UNET, make_unet, make_vae
 
 
 @pytest.fixture
@@ -97,3 +97,23 @@ def test_pipeline_refuses_stage_lists_and_frame_counts_it_cannot_run(cascade_pip
     limit = cascade_pipe.stages["interp"].options.max_frames // 3
     with pytest.raises(VidgenError, match=f"at most {limit} frames"):
         cascade_pipe.settings(num_frames=limit + 1)
+
+
+def test_a_model_can_name_the_packaged_text_encoder_instead_of_shipping_it(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from vidgen.checkpoint import GenerationDefaults, ModelIndex
+    from vidgen.packaged import minilm_folder
+    from vidgen.text import TextEncoder
+
+    text = TextEncoder.from_pretrained(minilm_folder(), max_length=12)
+    unet = make_unet(dict(TINY_UNET, cross_attention_dim=text.hidden_size))
+    index = ModelIndex(text_encoder="minilm", text_max_length=12,
+                       defaults=GenerationDefaults(num_frames=2, height=32, width=32, num_inference_steps=2))
+    pipe = VideoPipeline({"base": inflate_unet(unet)}, make_vae(), text, DDIMScheduler(), index)
+    pipe.save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m" / "text_encoder").exists() and not (tmp_path / "m" / "tokenizer").exists()
+    loaded = VideoPipeline.from_pretrained(tmp_path / "m")
+    assert loaded.text_encoder.max_length == 12
+    assert torch.equal(loaded.text_encoder.encode(["a red circle"]), text.encode(["a red circle"]))
+    assert np.array_equal(loaded("a red circle", seed=1, progress=False), pipe("a red circle", seed=1, progress=False))

@@ -84,6 +84,10 @@ class ModelIndex:
     vidgen_version: str = __version__
     stages: dict[str, str] = field(default_factory=lambda: {"base": "unet"})  # stage -> folder, in run order
     vae_chunk_size: int = 8  # frames per VAE encode/decode call
+    # "" : the folder's own text_encoder/ and tokenizer/; "minilm": the packaged all-MiniLM-L6-v2,
+    # checked against its pinned sha256 (vidgen.packaged), so a model need not ship a copy.
+    text_encoder: str = ""
+    text_max_length: int = 0  # tokens per prompt for a packaged text encoder (0: the tokenizer's own)
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
     interp: InterpolationSettings = field(default_factory=InterpolationSettings)  # used when stages has "interp"
     sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"

@@ -31,6 +31,7 @@ from .models import cascade
 from .models.inflate import VideoUNet, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
+from .packaged import resolve_text_encoder
 from .text import TextEncoder
 from .video_io import to_uint8_frames
 
@@ -88,7 +89,11 @@ class VideoPipeline:
         index = read_model_index(folder)
         stages = {name: VideoUNet.from_pretrained(folder / sub, dtype) for name, sub in index.stages.items()}
         vae = _load_diffusers(AutoencoderKL, folder / "vae", dtype)
-        text_encoder = TextEncoder.from_pretrained(folder, dtype)
+        if index.text_encoder:
+            text_encoder = TextEncoder.from_pretrained(resolve_text_encoder(index.text_encoder), dtype,
+                                                       max_length=index.text_max_length or None)
+        else:
+            text_encoder = TextEncoder.from_pretrained(folder, dtype)
         pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index)
         return pipe.to(device or "cpu")
 
@@ -125,7 +130,8 @@ class VideoPipeline:
             for name, unet in self.stages.items():
                 unet.save_pretrained(tmp / self.index.stages[name])
             self.vae.save_pretrained(tmp / "vae")
-            self.text_encoder.save_pretrained(tmp)
+            if not self.index.text_encoder:  # else a packaged encoder, named in vidgen.json
+                self.text_encoder.save_pretrained(tmp)
             self.scheduler.save_pretrained(tmp / "scheduler")
             write_model_index(tmp, self.index)
         return Path(folder)

@@ -1,0 +1,21 @@
+import pytest
+
+from vidgen import packaged
+from vidgen.errors import VidgenError
+
+
+def test_packaged_minilm_is_found_and_verified():
+    folder = packaged.minilm_folder()
+    assert (folder / packaged.MINILM_WEIGHTS).is_file()
+    assert packaged.resolve_text_encoder("minilm") == folder
+
+
+def test_a_weight_file_with_another_hash_is_refused(monkeypatch):
+    monkeypatch.setattr(packaged, "MINILM_SHA256", "0" * 64)
+    with pytest.raises(VidgenError, match="not the pinned"):
+        packaged.minilm_folder()
+
+
+def test_unknown_text_encoder_name_is_explained(tmp_path):
+    with pytest.raises(VidgenError, match="neither 'minilm' nor a folder"):
+        packaged.resolve_text_encoder(str(tmp_path / "nope"))
