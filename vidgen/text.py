@@ -22,10 +22,12 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from .errors import VidgenError
 
 logger = logging.getLogger(__name__)
+transformers_logging.disable_progress_bar()  # per-file "Loading weights" bars; vidgen shows its own progress
 
 MODEL_DIR, TOKENIZER_DIR = "text_encoder", "tokenizer"
 
