@@ -75,6 +75,9 @@ class TrainConfig:
     preview_prompts: list[str] = field(default_factory=lambda: ["a red circle moving left"])
     preview_steps: int = 20  # sampling steps of a preview
     export_ema: bool = True  # export the EMA weights (when the EMA is on)
+    # Tests of data-parallel training: each process writes output_dir/rank-{i}.sha256, the digest of its
+    # trained weights (vidgen.training.loop.state_digest), so the ranks can be compared.
+    write_rank_digests: bool = False
 
 
 @dataclass

@@ -11,8 +11,10 @@ non-finite loss.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,6 +49,16 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     what an uninterrupted one would.
     """
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, micro_step, rank]).generate_state(1)[0]))
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict (names, dtypes, shapes and values): equal digests, equal weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class RunLog:
@@ -105,11 +117,21 @@ def _check(cfg: RunConfig) -> None:
             raise VidgenError(f"train.{key} must be at least 1, got {getattr(t, key)}")
 
 
+def _check_world(accelerator: Accelerator) -> None:
+    """Refuse a launch whose processes would each train alone (and overwrite each other's files)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise VidgenError(f"{launched} processes were launched but accelerate sees {accelerator.num_processes}: on a "
+                          "machine without GPUs set ACCELERATE_USE_CPU=true (e.g. `ACCELERATE_USE_CPU=true accelerate "
+                          "launch --multi_gpu --num_processes 2 -m vidgen train ...`)")
+
+
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run (or resume) training as `cfg` says; returns the exported model folder."""
     _check(cfg)
     out = Path(cfg.train.output_dir)
     accelerator = _make_accelerator(cfg)
+    _check_world(accelerator)
     set_seed(cfg.train.seed)  # model initialisation and the data order
     stage = build_stage(cfg, accelerator.device)
     if cfg.data.latent_cache:
@@ -211,6 +233,9 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
         log.close()
     if step != last_saved:
         save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+    if cfg.train.write_rank_digests:
+        digest = state_digest(accelerator.unwrap_model(model).state_dict())
+        (out / f"rank-{accelerator.process_index}.sha256").write_text(digest + "\n", encoding="utf-8")
     return export(accelerator, stage, model, params, ema, out / "model", cfg.train.export_ema)
 
 
