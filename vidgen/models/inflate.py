@@ -13,6 +13,13 @@ output into the layer's sequence over frames, applies the layer and reshapes bac
 the frame count from a small context that `VideoUNet.forward` sets for the length of the call.
 Outside that call, or with one frame, or with `enable_time=False`, the hooks pass outputs
 through, so the same network trains on images and the image U-Net stays usable on its own.
+
+Fast paths (tests/test_fast_paths.py holds each to the plain path; tools/bench.py times them):
+spatial and temporal attention run through `F.scaled_dot_product_attention`; each hook makes
+exactly two copies, into the layer's layout and back; `set_chunk_size` bounds the temporal
+attention's and the feed-forwards' temporaries; `autocast` runs float32 weights in bfloat16 or
+float16; `torch.compile(video_unet)` traces through the hooks (a frame count is a guard) and
+`video_unet.to(memory_format=torch.channels_last)` converts the 2-D convolutions' weights.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Iterator
 import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from einops import rearrange, repeat
@@ -235,6 +243,28 @@ class VideoUNet(nn.Module):
                               f"got {sorted(given or ())}")
         return {name: self._scalars(value, batch, device) for name, value in given.items()}
 
+    # --- fast paths ----------------------------------------------------------------------------
+
+    def set_chunk_size(self, temporal: int | None = None, feed_forward: int | None = None) -> "VideoUNet":
+        """Bound the largest temporaries of a forward pass; None turns a chunking off.
+
+        temporal: each temporal attention runs over this many of its (b h w) sequences at a time.
+        feed_forward: each spatial transformer's feed-forward (GEGLU, 8x as wide as its input: the
+        widest activation of a step) runs over this many images of the (b f) batch at a time,
+        through diffusers' `set_chunk_feed_forward`; it must divide b x f, b counting both guidance
+        branches (1 always does). On a CPU this is also faster (the chunk stays in cache).
+        Outputs stay equal to the unchunked ones up to float rounding.
+        """
+        for name, value in (("temporal", temporal), ("feed_forward", feed_forward)):
+            if value is not None and value < 1:
+                raise VidgenError(f"{name} chunk size must be a positive number or None, got {value}")
+        for layer in self.temporal_attns.values():
+            layer.chunk_size = temporal
+        for module in self.unet.modules():
+            if isinstance(module, BasicTransformerBlock):
+                module.set_chunk_feed_forward(feed_forward, dim=0)
+        return self
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the image U-Net's blocks in the backward pass to save memory.
 
@@ -332,6 +362,23 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
         raise TypeError(f"inflate_unet takes a diffusers UNet2DConditionModel, got {type(unet2d).__name__}")
     param = next(unet2d.parameters())
     return VideoUNet(unet2d, _options("inflate_unet", **options)).to(device=param.device, dtype=param.dtype)
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """A context that runs a float32 model's matrix products in `dtype` (torch.autocast), for
+    sampling on a GPU in bfloat16 or float16 with float32 weights; float32 or None: no change.
+    (The CPU takes bfloat16 too; it is rarely faster there.)
+
+    `with autocast(latents.device, torch.bfloat16): prediction = unet(latents, t, text)`.
+    Loading the model in bfloat16 (`from_pretrained(dtype=...)`) is the other way, with half the
+    weight memory; autocast keeps float32 weights and float32 norms and softmax statistics.
+    """
+    device = torch.device(device)
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise VidgenError(f"autocast runs in bfloat16 or float16, not {dtype}")
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _options(source, **options) -> InflationOptions:

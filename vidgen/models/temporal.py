@@ -64,6 +64,10 @@ class TemporalAttention(nn.Module):
     the normalised input, so the layer knows frame order; more frames than rows is an error.
     Heads are `attention_head_dim` channels wide where the width divides evenly, else one head
     spans all channels. The output projection starts at zero: the layer starts as the identity.
+
+    `chunk_size` (a setting, not a weight; None: all at once) runs the n sequences that many at a
+    time, so the layer's temporaries (q, k, v, attention weights) are bounded by the chunk rather
+    than by batch x pixels; the result is the same up to float rounding.
     """
 
     LAYOUT = "(b h w) f c"
@@ -72,6 +76,7 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.max_frames = max_frames
         self.heads = channels // attention_head_dim if channels % attention_head_dim == 0 else 1
+        self.chunk_size: int | None = None
         self.norm = nn.LayerNorm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
         self.to_out = nn.Linear(channels, channels)
@@ -79,8 +84,16 @@ class TemporalAttention(nn.Module):
         init_identity_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n f c) -> (n f c)
+        check_num_frames(x.shape[1], self.max_frames)
+        if self.chunk_size is None or x.shape[0] <= self.chunk_size:
+            return self._attend(x)
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[0], self.chunk_size):
+            out[start:start + self.chunk_size] = self._attend(x[start:start + self.chunk_size])
+        return out
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:  # (n f c) -> (n f c)
         frames = x.shape[1]
-        check_num_frames(frames, self.max_frames)
         h = self.norm(x) + self.position[:frames].to(x.dtype)
         q, k, v = rearrange(self.to_qkv(h), "n f (three heads d) -> three n heads f d", three=3, heads=self.heads)
         h = F.scaled_dot_product_attention(q, k, v)  # (n heads f d)

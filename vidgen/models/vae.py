@@ -38,5 +38,10 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: int = 
     b = latents.shape[0]
     z = rearrange(latents, "b c f h w -> (b f) c h w").to(vae.dtype)
     z = z / vae.config.scaling_factor + _shift(vae)
-    frames = torch.cat([vae.decode(chunk).sample for chunk in z.split(chunk_size)]).clamp(-1, 1)
+    frames = None
+    for start in range(0, z.shape[0], chunk_size):  # the output is filled in place: no second copy to concatenate
+        chunk = vae.decode(z[start:start + chunk_size]).sample.clamp_(-1, 1)
+        if frames is None:
+            frames = chunk.new_empty((z.shape[0], *chunk.shape[1:]))
+        frames[start:start + chunk_size] = chunk
     return rearrange(frames, "(b f) c h w -> b c f h w", b=b)  # (b c f h w)
