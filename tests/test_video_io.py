@@ -150,3 +150,15 @@ def test_bad_format_or_fps_is_refused(tmp_path):
         save_video(gray_frames(2, 8, 8), tmp_path / "x.avi", fps=10)
     with pytest.raises(VidgenError, match="fps"):
         save_video(gray_frames(2, 8, 8), tmp_path / "x.mp4", fps=0)
+
+
+def test_written_files_get_the_usual_permissions_not_the_temporary_files_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        clip = save_video(gray_frames(2, 8, 8), tmp_path / "p.mp4", fps=10)
+        folder = save_video(gray_frames(2, 8, 8), tmp_path / "frames", fps=10)
+    finally:
+        os.umask(old)
+    assert clip.stat().st_mode & 0o777 == 0o644
+    assert sidecar_path(clip).stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
