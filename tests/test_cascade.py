@@ -99,7 +99,8 @@ def test_pipeline_refuses_stage_lists_and_frame_counts_it_cannot_run(cascade_pip
         cascade_pipe.settings(num_frames=limit + 1)
 
 
-def test_a_model_can_name_the_packaged_text_encoder_instead_of_shipping_it(tmp_path):
+def minilm_pipeline(text_encoder: str = "") -> VideoPipeline:
+    """A tiny random model whose text encoder is the packaged MiniLM (12 tokens)."""
     from diffusers import DDIMScheduler
 
     from vidgen.checkpoint import GenerationDefaults, ModelIndex
@@ -108,12 +109,37 @@ def test_a_model_can_name_the_packaged_text_encoder_instead_of_shipping_it(tmp_p
 
     text = TextEncoder.from_pretrained(minilm_folder(), max_length=12)
     unet = make_unet(dict(TINY_UNET, cross_attention_dim=text.hidden_size))
-    index = ModelIndex(text_encoder="minilm", text_max_length=12,
+    index = ModelIndex(text_encoder=text_encoder, text_max_length=12 if text_encoder else 0,
                        defaults=GenerationDefaults(num_frames=2, height=32, width=32, num_inference_steps=2))
-    pipe = VideoPipeline({"base": inflate_unet(unet)}, make_vae(), text, DDIMScheduler(), index)
+    return VideoPipeline({"base": inflate_unet(unet)}, make_vae(), text, DDIMScheduler(), index)
+
+
+def test_a_model_can_name_the_packaged_text_encoder_instead_of_shipping_it(tmp_path):
+    pipe = minilm_pipeline(text_encoder="minilm")
     pipe.save_pretrained(tmp_path / "m")
     assert not (tmp_path / "m" / "text_encoder").exists() and not (tmp_path / "m" / "tokenizer").exists()
     loaded = VideoPipeline.from_pretrained(tmp_path / "m")
     assert loaded.text_encoder.max_length == 12
-    assert torch.equal(loaded.text_encoder.encode(["a red circle"]), text.encode(["a red circle"]))
+    assert torch.equal(loaded.text_encoder.encode(["a red circle"]), pipe.text_encoder.encode(["a red circle"]))
     assert np.array_equal(loaded("a red circle", seed=1, progress=False), pipe("a red circle", seed=1, progress=False))
+
+
+def test_packaging_halves_the_weights_and_names_the_text_encoder(tmp_path):
+    from safetensors import safe_open
+
+    from vidgen.packaged import package_model
+
+    pipe = minilm_pipeline()
+    pipe.save_pretrained(tmp_path / "trained")
+    assert (tmp_path / "trained" / "text_encoder").is_dir()
+    package_model(tmp_path / "trained", tmp_path / "shipped")
+    shipped = tmp_path / "shipped"
+    assert not (shipped / "text_encoder").exists()
+    with safe_open(str(shipped / "unet" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    loaded = VideoPipeline.from_pretrained(shipped)  # float32 again
+    assert loaded.index.text_encoder == "minilm" and loaded.text_encoder.max_length == 12
+    assert next(loaded.stages["base"].parameters()).dtype == torch.float32
+    before = pipe("a red circle", seed=1, progress=False).astype(int)
+    after = loaded("a red circle", seed=1, progress=False).astype(int)
+    assert np.abs(before - after).max() <= 8  # half-precision rounding of the weights

@@ -184,9 +184,10 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
     assert f"wrote {out}" in printed
 
 
-def test_eval_shapes_says_what_is_missing(tmp_path, capsys):
+def test_eval_shapes_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("vidgen.packaged.DEFAULT_MODEL", tmp_path / "no-default-model")
     assert main(["eval", "shapes", "-o", str(tmp_path / "r.json")]) == 2
-    assert "--model DIR is required" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+    assert "no embedded default model" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
     with pytest.raises(SystemExit):
         main(["eval", "shapes", "--model", "x", "--n", "0"])
     assert "must be at least 1" in capsys.readouterr().err

@@ -19,3 +19,11 @@ def test_a_weight_file_with_another_hash_is_refused(monkeypatch):
 def test_unknown_text_encoder_name_is_explained(tmp_path):
     with pytest.raises(VidgenError, match="neither 'minilm' nor a folder"):
         packaged.resolve_text_encoder(str(tmp_path / "nope"))
+
+
+def test_default_model_is_found_only_when_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(packaged, "DEFAULT_MODEL", tmp_path)
+    with pytest.raises(VidgenError, match="no embedded default model"):
+        packaged.default_model()
+    (tmp_path / "vidgen.json").write_text("{}")
+    assert packaged.default_model() == tmp_path

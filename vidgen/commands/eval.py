@@ -8,6 +8,7 @@ import json
 import time
 
 from ..errors import VidgenError
+from ..packaged import default_model
 from .generate import _device
 
 DEFAULT_N = 48
@@ -41,7 +42,7 @@ def add_parser(subparsers):
         "the (color, shape, direction) triples of the training corpus; --heldout adds as many prompts of the six "
         "held-out triples. Writes a JSON report (settings, per-group accuracies, every clip's judgement) and "
         "prints a table. The same seed and settings give the same report.")
-    shapes.add_argument("--model", metavar="DIR", help="vidgen model folder (required for now)")
+    shapes.add_argument("--model", metavar="DIR", help="vidgen model folder (default: the embedded shapes model)")
     shapes.add_argument("--n", type=_at_least(1), default=DEFAULT_N, help=f"prompts per group (default {DEFAULT_N})")
     shapes.add_argument("--heldout", action="store_true", help="add a group of N prompts of the held-out triples")
     shapes.add_argument("--seed", type=_at_least(0), default=0,
@@ -68,8 +69,7 @@ def run_shapes(args: argparse.Namespace) -> int:
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     if args.model is None:
-        raise VidgenError("--model DIR is required: vidgen has no built-in default model yet (it comes with a later "
-                          "release); train one with `vidgen train`, or make one with `vidgen inflate`")
+        args.model = default_model()
     started = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device))
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import VidgenError
+from ..packaged import default_model
 from ..video_io import FORMATS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -28,7 +29,7 @@ def add_parser(subparsers):
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="clip to write: OUT.mp4, OUT.gif, or a folder for PNG frames; with --prompts, "
                         "OUT_000.mp4, OUT_001.mp4, ...")
-    parser.add_argument("--model", metavar="DIR", help="vidgen model folder")
+    parser.add_argument("--model", metavar="DIR", help="vidgen model folder (default: the embedded shapes model)")
     parser.add_argument("--prompts", metavar="FILE", help="one clip per non-empty line of FILE, all with the same seed")
     parser.add_argument("--negative", metavar="TEXT", help="negative prompt: what the clip should not show")
     parser.add_argument("--steps", type=int, help="denoising steps")
@@ -88,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..video_io import save_video
 
     if args.model is None:
-        raise VidgenError("--model DIR is required: vidgen has no built-in default model yet (it comes with a later "
-                          "release); make a model folder with `vidgen inflate --image-model SD_DIR --out DIR`")
+        args.model = default_model()
     jobs = _prompts_and_outputs(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), dtype=getattr(torch, args.dtype),

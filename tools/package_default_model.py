@@ -1,0 +1,27 @@
+"""Ship a trained cascade as vidgen's embedded default model (vidgen/default_model/).
+
+    python tools/package_default_model.py runs/shapes/sr/model
+
+Weights go in half precision and the text encoder is named ("minilm", the packaged
+all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vidgen.packaged import DEFAULT_MODEL, package_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="trained vidgen model folder (e.g. the sr run's model/)")
+    parser.add_argument("--out", default=str(DEFAULT_MODEL), help=f"where to write it (default {DEFAULT_MODEL})")
+    args = parser.parse_args()
+    folder = package_model(args.model, args.out)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
