@@ -171,7 +171,10 @@ class ImageStage(DiffusionStage):
         if vae_dir is None:
             raise VidgenError("the image stage needs a VAE: set model.vae to a folder from the vae stage, or model.pretrained "
                               "to a diffusers text-to-image folder to fine-tune")
-        text = TextEncoder.from_pretrained(source) if source else TextEncoder.from_pretrained(resolve_text_encoder(m.text_encoder))
+        if source and (source / "text_encoder").is_dir():
+            text = TextEncoder.from_pretrained(source)
+        else:  # from scratch, or a folder that ships without its text encoder
+            text = TextEncoder.from_pretrained(resolve_text_encoder(m.text_encoder))
         if m.text_max_length:  # short prompts need few tokens; the cross-attention cost grows with them
             text.max_length = text.tokenizer.model_max_length = m.text_max_length
         vae = AutoencoderKL.from_pretrained(vae_dir)
