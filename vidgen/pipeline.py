@@ -28,7 +28,7 @@ from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
 from .models import cascade
-from .models.inflate import VideoUNet, inflate_unet
+from .models.inflate import VideoUNet, autocast, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
 from .packaged import resolve_text_encoder
@@ -75,6 +75,7 @@ class VideoPipeline:
                     f"with")
         self.stages, self.vae, self.text_encoder = stages, vae, text_encoder
         self.scheduler, self.index = scheduler, index
+        self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
         for module in (*stages.values(), vae, text_encoder):
             module.eval()
 
@@ -266,8 +267,8 @@ class VideoPipeline:
         # 4. Base stage: noise -> keyframe latents.
         base = self.stages["base"]
 
-        def denoise(x, t, c):  # latents stay float32 for the scheduler; the model runs in its dtype
-            return base(x.to(self.dtype), t, c, fps=s.fps).float()
+        def denoise(x, t, c):
+            return self.predict(base, x, t, c, fps=s.fps)
 
         latents = sample(denoise, self.scheduler, latents, cond, uncond, guidance_scale=s.guidance_scale,
                          num_inference_steps=s.num_inference_steps, eta=eta, generator=generator, progress=progress,
@@ -290,6 +291,12 @@ class VideoPipeline:
             return video
         return np.stack([to_uint8_frames(clip) for clip in video])  # (b f h w 3)
 
+    def predict(self, unet: VideoUNet, x: torch.Tensor, t, cond: torch.Tensor, **kwargs) -> torch.Tensor:
+        """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
+        `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update."""
+        with autocast(self.device, self.autocast_dtype):
+            return unet(x.to(self.dtype), t, cond, **kwargs).float()
+
     def _interpolate(self, keyframes, fps, cond, uncond, eta, generator, progress):
         """(b c f h w) keyframes at fps -> (b c f*k h w) latents at fps*k."""
         settings, unet = self.index.interp, self.stages["interp"]
@@ -300,8 +307,8 @@ class VideoPipeline:
         def denoise(x, t, c):
             repeats = x.shape[0] // known.shape[0]  # 2 when both guidance branches run
             inputs = cascade.interpolation_input(x, known.repeat(repeats, 1, 1, 1, 1), mask.repeat(repeats, 1, 1, 1, 1))
-            return unet(inputs.to(self.dtype), t, c, fps=dense_fps,
-                        conditions={cascade.INTERP_CONDITION: skip.repeat(repeats)}).float()
+            return self.predict(unet, inputs, t, c, fps=dense_fps,
+                                conditions={cascade.INTERP_CONDITION: skip.repeat(repeats)})
 
         noise = torch.randn(known.shape, generator=generator).to(self.device)
         dense = sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
@@ -321,8 +328,8 @@ class VideoPipeline:
         def denoise(x, t, cond_batch):
             repeats = x.shape[0] // b
             inputs = cascade.super_resolution_input(x, low_up.repeat(repeats, 1, 1, 1, 1))
-            return unet(inputs.to(self.dtype), t, cond_batch, fps=fps,
-                        conditions={cascade.SR_CONDITION: levels.to(self.device).repeat(repeats)}).float()
+            return self.predict(unet, inputs, t, cond_batch, fps=fps,
+                                conditions={cascade.SR_CONDITION: levels.to(self.device).repeat(repeats)})
 
         noise = torch.randn((b, c, 1, h * settings.scale, w * settings.scale), generator=generator)
         noise = noise.expand(-1, -1, f, -1, -1).contiguous().to(self.device)  # (b c f H W), the same for every frame

@@ -49,6 +49,8 @@ def add_parser(subparsers):
                         "or a diffusers scheduler class name")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
+    parser.add_argument("--autocast", choices=("bfloat16", "float16"),
+                        help="run the U-Nets' matrix products in this precision with float32 weights (for GPUs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
     return parser
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), dtype=getattr(torch, args.dtype),
                                          scheduler=args.scheduler)
+    pipe.autocast_dtype = getattr(torch, args.autocast) if args.autocast else None
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
