@@ -34,6 +34,21 @@ def test_cache_holds_the_vae_posterior_of_every_frame_and_feeds_the_dataset(tmp_
     assert batch["fps"].tolist() == [6.0] and [s.path for s in batch["skipped"]] == [str(broken)]
 
 
+def test_a_low_resolution_cache_gives_the_same_frames_at_the_smaller_size(tmp_path):
+    video = make_mp4(tmp_path / "a.mp4", n=12, fps=12, height=32, width=32)
+    records = [{"path": str(video), "caption": "gray"}]
+    vae = make_vae()
+    high = build_latent_cache(records, vae, size=32, folder=tmp_path / "32px", progress=False)
+    low = build_latent_cache(records, vae, size=16, folder=tmp_path / "16px", progress=False)
+    dataset = VideoClipDataset(records, num_frames=4, size=32, stride=3, latent_cache=high, low_res_cache=low)
+    batch = collate_clips([dataset[0]])
+    assert batch["latent_mean"].shape == (1, 4, 4, 16, 16) and batch["low_latent_mean"].shape == (1, 4, 4, 8, 8)
+    high_mean, _ = high.load(str(video))
+    low_mean, _ = low.load(str(video))
+    starts = [s for s in range(3) if torch.equal(batch["latent_mean"][0], high_mean[:, s::3])]
+    assert len(starts) == 1 and torch.equal(batch["low_latent_mean"][0], low_mean[:, starts[0]::3])
+
+
 def test_cache_is_reused_for_the_same_vae_and_rebuilt_for_another(tmp_path):
     video = make_mp4(tmp_path / "a.mp4", n=4, fps=8, height=32, width=32)
     records = [{"path": str(video)}]

@@ -188,6 +188,18 @@ def test_tiny_preset_trains_and_exports_a_folder_that_loads(chain, stage, tmp_pa
     STAGE_CHECKS[stage](chain, tmp_path)
 
 
+def test_sr_stage_trains_from_latent_caches_at_both_sizes(chain, tmp_path):
+    from vidgen.data.latent_cache import LatentCache
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    vidgen(*train_argv("sr", chain.manifest, run, f"model.pretrained={chain.folders['interp']}",
+                       f"data.latent_cache={cache}", "train.max_steps=2"))
+    assert (LatentCache(cache / "32px").size, LatentCache(cache / "16px").size) == (32, 16)  # targets, inputs
+    assert len(LatentCache(cache / "16px").videos) == len(chain.records())
+    assert [row["step"] for row in read_log(run)] == [1, 2]
+    assert unet_weights(run / "model", "sr").keys() == unet_weights(chain.folders["sr"], "sr").keys()
+
+
 # --- the video stage learns, and trains only what it should --------------------------------------
 
 def test_video_stage_overfits_one_clip(chain, tmp_path, monkeypatch):

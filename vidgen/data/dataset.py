@@ -47,13 +47,16 @@ class VideoClipDataset(Dataset):
         short_clip: str = "loop",
         seed: int = 0,
         latent_cache: LatentCache | None = None,
+        low_res_cache: LatentCache | None = None,
     ):
         if fps_range is not None and not 0 < fps_range[0] <= fps_range[1]:
             raise VidgenError(f"fps_range must be (low, high) with 0 < low <= high, got {fps_range}")
         self.records = list(records)
         self.num_frames, self.size = num_frames, size
         self.fps_range, self.stride, self.short_clip, self.seed = fps_range, stride, short_clip, seed
-        self.latent_cache = latent_cache
+        if low_res_cache is not None and latent_cache is None:
+            raise VidgenError("a low-resolution latent cache is read alongside a latent cache: give both")
+        self.latent_cache, self.low_res_cache = latent_cache, low_res_cache
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -81,7 +84,13 @@ class VideoClipDataset(Dataset):
         step = frame_step(entry.fps, fps=fps, stride=None if fps else self.stride)
         indices = clip_indices(entry.frames, self.num_frames, step, short_clip=self.short_clip, rng=rng)
         mean, std = self.latent_cache.load(path)  # (c F h w) each
-        return {"latent_mean": mean[:, indices], "latent_std": std[:, indices], "fps": entry.fps / step}
+        item = {"latent_mean": mean[:, indices], "latent_std": std[:, indices], "fps": entry.fps / step}
+        if self.low_res_cache is not None:
+            if self.low_res_cache.entry(path).frames != entry.frames:
+                raise VidgenError(f"the two latent caches hold different frame counts for {path}: rebuild them")
+            low_mean, low_std = self.low_res_cache.load(path)  # (c F h' w') each
+            item.update(low_latent_mean=low_mean[:, indices], low_latent_std=low_std[:, indices])
+        return item
 
 
 def collate_clips(items: list) -> dict:
@@ -90,7 +99,7 @@ def collate_clips(items: list) -> dict:
     skipped = [item for item in items if isinstance(item, SkippedSample)]
     batch = {
         key: torch.stack([item[key] for item in good]) if good and key in good[0] else None  # (b c f h w)
-        for key in ("video", "latent_mean", "latent_std")
+        for key in ("video", "latent_mean", "latent_std", "low_latent_mean", "low_latent_std")
     }
     batch.update({
         "fps": torch.tensor([item["fps"] for item in good], dtype=torch.float32),

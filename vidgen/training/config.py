@@ -29,8 +29,9 @@ class DataConfig:
     # unlabeled video (null conditioning): 1.0 is Make-A-Video's fully unlabeled setting.
     withhold_captions: float = 0.0
     caption_dropout: float = 0.1  # per-sample chance of the null prompt, for classifier-free guidance
-    # Folder of cached VAE latents (vidgen.data.latent_cache) for the image, video and interp
-    # stages: built on first use, rebuilt when the VAE or size changes. "" encodes every step.
+    # Folder of cached VAE latents (vidgen.data.latent_cache) for the diffusion stages (sr keeps
+    # two in it, one per size): built on first use, rebuilt when the VAE or size changes. ""
+    # encodes every step.
     latent_cache: str = ""
 
 

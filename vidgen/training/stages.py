@@ -67,13 +67,15 @@ class Stage:
         self.cfg, self.device = cfg, device
         self.model: nn.Module
         self.latent_cache: LatentCache | None = None
+        self.low_res_cache: LatentCache | None = None  # the sr stage's inputs
 
     def dataset(self) -> VideoClipDataset:
         d = self.cfg.data
         records = withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
         fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
         return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
-                                short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache)
+                                short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache,
+                                low_res_cache=self.low_res_cache)
 
     def use_latent_cache(self, folder: str, progress: bool = True) -> None:
         raise VidgenError(f"the {self.cfg.stage} stage reads frames, not latents: leave data.latent_cache empty")
@@ -151,12 +153,14 @@ class DiffusionStage(Stage):
         records = read_manifest(self.cfg.data.manifest)
         self.latent_cache = build_latent_cache(records, self.vae, self.cfg.data.size, folder, progress=progress)
 
+    def posterior_sample(self, mean: torch.Tensor, std: torch.Tensor, generator) -> torch.Tensor:
+        """A latent drawn from a cached posterior: what encoding the frames would give."""
+        return (mean + std * torch.randn(mean.shape, generator=generator)).to(self.device, self.vae.dtype)
+
     def latents(self, batch, generator) -> torch.Tensor:
         """(b c f h w) latents of the batch's clips: a posterior sample, from the cache or the VAE."""
         if batch["latent_mean"] is not None:
-            mean, std = batch["latent_mean"], batch["latent_std"]
-            noise = torch.randn(mean.shape, generator=generator)
-            return (mean + std * noise).to(self.device, self.vae.dtype)
+            return self.posterior_sample(batch["latent_mean"], batch["latent_std"], generator)
         with torch.no_grad():
             return encode_video(self.vae, batch["video"].to(self.device), generator=generator)
 
@@ -324,7 +328,25 @@ class SuperResolutionStage(CascadeStage):
     stage_name = "sr"
 
     def use_latent_cache(self, folder: str, progress: bool = True) -> None:
-        raise VidgenError("the sr stage encodes each clip at two sizes, so it cannot use data.latent_cache: leave it empty")
+        """Two caches of the corpus under `folder`: at data.size (the targets) and at data.size /
+        model.sr_scale (the inputs, from the same antialiased downscaling as the uncached path)."""
+        records = read_manifest(self.cfg.data.manifest)
+        size, low = self.cfg.data.size, self.cfg.data.size // self.cfg.model.sr_scale
+        self.latent_cache = build_latent_cache(records, self.vae, size, Path(folder) / f"{size}px", progress=progress)
+        self.low_res_cache = build_latent_cache(records, self.vae, low, Path(folder) / f"{low}px", progress=progress)
+
+    def clip_latents(self, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b c f h w) latents of the clips and (b c f h/s w/s) of their low-resolution versions."""
+        if batch["latent_mean"] is not None:
+            return (self.posterior_sample(batch["latent_mean"], batch["latent_std"], generator),
+                    self.posterior_sample(batch["low_latent_mean"], batch["low_latent_std"], generator))
+        video = batch["video"].to(self.device)  # (b c f H W)
+        b, _, f, size, _ = video.shape
+        low_size = size // self.cfg.model.sr_scale
+        low = torch.nn.functional.interpolate(video.flatten(1, 2), size=(low_size, low_size), mode="bilinear",
+                                              antialias=True, align_corners=False).view(b, 3, f, low_size, low_size)
+        with torch.no_grad():
+            return encode_video(self.vae, video, generator=generator), encode_video(self.vae, low, generator=generator)
 
     def build_unet(self, base):
         if self.cfg.model.unet:
@@ -339,14 +361,9 @@ class SuperResolutionStage(CascadeStage):
         index.sr.scale = self.cfg.model.sr_scale
 
     def loss(self, model, batch, generator):
-        video = batch["video"].to(self.device)  # (b c f H W)
-        b, _, f, size, _ = video.shape
+        x0, low_latents = self.clip_latents(batch, generator)  # (b c f h w), (b c f h/s w/s)
+        b = x0.shape[0]
         scale = self.cfg.model.sr_scale
-        low = torch.nn.functional.interpolate(video.flatten(1, 2), size=(size // scale, size // scale), mode="bilinear",
-                                              antialias=True, align_corners=False).view(b, 3, f, size // scale, size // scale)
-        with torch.no_grad():
-            x0 = encode_video(self.vae, video, generator=generator)  # (b c f h w)
-            low_latents = encode_video(self.vae, low, generator=generator)  # (b c f h/s w/s)
         levels = torch.randint(0, self.cfg.model.sr_max_noise_level + 1, (b,), generator=generator)
         low_latents, _, _ = add_noise(self.noise_schedule, low_latents, generator, timesteps=levels)
         low_up = cascade.upsample_latents(low_latents, scale)
