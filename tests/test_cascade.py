@@ -79,7 +79,10 @@ def test_pipeline_runs_base_interp_sr_with_the_sizes_each_stage_makes(cascade_pi
     run = dict(num_frames=3, height=32, width=32, num_inference_steps=2, seed=5, progress=False)
     full = cascade_pipe("a red circle", **run)
     assert full.shape == (1, 9, 64, 64, 3) and full.dtype == np.uint8
+    assert list(cascade_pipe.last_timings) == ["text", "base", "interp", "sr", "decode"]
+    assert all(seconds > 0 for seconds in cascade_pipe.last_timings.values())
     base_only = cascade_pipe("a red circle", stages=["base"], **run)
+    assert list(cascade_pipe.last_timings) == ["text", "base", "decode"]  # the parts this call ran
     interpolated = cascade_pipe("a red circle", stages=["base", "interp"], **run)
     assert base_only.shape == (1, 3, 32, 32, 3) and interpolated.shape == (1, 9, 32, 32, 3)
     assert np.array_equal(interpolated[:, ::3], base_only)  # the keyframes stay as the base stage made them

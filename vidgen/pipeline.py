@@ -5,14 +5,17 @@
 
 A model folder (vidgen.checkpoint) names its stages in run order. Each stage is a video U-Net
 sampled with the same guided loop (vidgen.diffusion.sampler). The base stage makes keyframe
-latents from noise; the frame interpolation and super-resolution stages of the paper will
-refine the previous stage's latents in the same loop, behind the same `__call__`.
+latents from noise; the frame interpolation and super-resolution stages refine the previous
+stage's latents in the same loop, behind the same `__call__`. After each call `last_timings`
+holds the seconds each part took (text, base, interp, sr, decode), for benchmarks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -76,6 +79,7 @@ class VideoPipeline:
         self.stages, self.vae, self.text_encoder = stages, vae, text_encoder
         self.scheduler, self.index = scheduler, index
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
+        self.last_timings: dict[str, float] = {}  # seconds per part of the last call
         for module in (*stages.values(), vae, text_encoder):
             module.eval()
 
@@ -240,16 +244,18 @@ class VideoPipeline:
                               f"{', '.join(self.stages)}")
 
         # 2. Text: prompts and the unconditional branch (negative prompts, else the null conditioning).
+        self.last_timings = {}
         prompts = _as_list(prompt)
-        cond = self.text_encoder.encode(prompts)
-        if negative_prompt is None:
-            uncond = self.text_encoder.null(len(prompts))
-        else:
-            negatives = _as_list(negative_prompt)
-            if len(negatives) not in (1, len(prompts)):
-                raise VidgenError(f"{len(negatives)} negative prompts for {len(prompts)} prompts: "
-                                  f"give one, or one per prompt")
-            uncond = self.text_encoder.encode(negatives).expand_as(cond)
+        with self._timed("text"):
+            cond = self.text_encoder.encode(prompts)
+            if negative_prompt is None:
+                uncond = self.text_encoder.null(len(prompts))
+            else:
+                negatives = _as_list(negative_prompt)
+                if len(negatives) not in (1, len(prompts)):
+                    raise VidgenError(f"{len(negatives)} negative prompts for {len(prompts)} prompts: "
+                                      f"give one, or one per prompt")
+                uncond = self.text_encoder.encode(negatives).expand_as(cond)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
         if generator is not None and seed is not None:
@@ -270,26 +276,40 @@ class VideoPipeline:
         def denoise(x, t, c):
             return self.predict(base, x, t, c, fps=s.fps)
 
-        latents = sample(denoise, self.scheduler, latents, cond, uncond, guidance_scale=s.guidance_scale,
-                         num_inference_steps=s.num_inference_steps, eta=eta, generator=generator, progress=progress,
-                         desc="base stage")
+        with self._timed("base"):
+            latents = sample(denoise, self.scheduler, latents, cond, uncond, guidance_scale=s.guidance_scale,
+                             num_inference_steps=s.num_inference_steps, eta=eta, generator=generator,
+                             progress=progress, desc="base stage")
         fps = s.fps
 
         # 5. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
         if "interp" in run:
-            latents, fps = self._interpolate(latents, fps, cond, uncond, eta, generator, progress)
+            with self._timed("interp"):
+                latents, fps = self._interpolate(latents, fps, cond, uncond, eta, generator, progress)
 
         # 6. Super-resolution: the latents, upsampled and noise-augmented, condition a sampler at the
         #    larger size; one noise image shared by every frame keeps the detail steady (section 3.4).
         if "sr" in run:
-            latents = self._super_resolve(latents, fps, cond, uncond, eta, generator, progress)
+            with self._timed("sr"):
+                latents = self._super_resolve(latents, fps, cond, uncond, eta, generator, progress)
 
         # 7. Latents -> frames, a chunk of frames at a time.
-        video = decode_latents(self.vae, latents, self.index.vae_chunk_size).float().cpu()  # (b c f h w)
+        with self._timed("decode"):
+            video = decode_latents(self.vae, latents, self.index.vae_chunk_size).float().cpu()  # (b c f h w)
         if output_type == "pt":
             return video
         return np.stack([to_uint8_frames(clip) for clip in video])  # (b f h w 3)
+
+    @contextmanager
+    def _timed(self, part: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.last_timings[part] = time.perf_counter() - started
 
     def predict(self, unet: VideoUNet, x: torch.Tensor, t, cond: torch.Tensor, **kwargs) -> torch.Tensor:
         """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
