@@ -176,6 +176,7 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
         "model": str(video_model), "steps": 2, "frames": 4, "height": 32, "width": 32, "seed": 1, "batch_size": 3,
         "prompts": {"seen": 2, "heldout": 2}}
     assert report["settings"]["guidance"] == 7.5 and "vidgen_version" in report["settings"]
+    assert report["settings"]["stages"] == ["base"] and report["settings"]["keyframes"] == 4
     assert [report["groups"][g]["clips"] for g in ("seen", "heldout")] == [2, 2]
     assert len(report["clips"]) == 4 and len(list((tmp_path / "clips").glob("*.mp4"))) == 4
     assert all(not c["obeys"] and c["failures"] for c in report["clips"])  # noise obeys no prompt

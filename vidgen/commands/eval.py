@@ -50,6 +50,7 @@ def add_parser(subparsers):
     shapes.add_argument("--steps", type=_at_least(1), help="denoising steps (default: the model's)")
     shapes.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     shapes.add_argument("--frames", type=_at_least(1), help="frames per clip (default: the model's)")
+    shapes.add_argument("--stages", help="comma-separated stages to run, base first (default: all the model has)")
     shapes.add_argument("--batch-size", type=_at_least(1), default=8, help="clips generated at once (default 8)")
     shapes.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     shapes.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="REPORT",
@@ -74,11 +75,11 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device))
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, frames=args.frames, model_path=args.model,
-                            clip_dir=args.save_clips, progress=not args.no_progress)
+                            stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips, progress=not args.no_progress)
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     s = report["settings"]
-    print(f"shapes eval of {args.model}: {s['steps']} steps, guidance {s['guidance']:g}, {s['frames']} frames, "
-          f"{s['width']}x{s['height']}, seed {s['seed']}")
+    print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['steps']} steps, guidance {s['guidance']:g}, "
+          f"{s['frames']} frames at {s['fps']:g} fps, {s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f}s")
     return 0
