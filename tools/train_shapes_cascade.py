@@ -57,7 +57,7 @@ def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
         train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}"),
         train("interp", f"model.pretrained={work / 'video' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
         corpus(128),
-        train("sr", f"model.pretrained={work / 'interp' / 'model'}", size=128),
+        train("sr", f"model.pretrained={work / 'interp' / 'model'}", f"data.latent_cache={work / 'latents128'}", size=128),
     ]
 
 
