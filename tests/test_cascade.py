@@ -146,3 +146,18 @@ def test_packaging_halves_the_weights_and_names_the_text_encoder(tmp_path):
     before = pipe("a red circle", seed=1, progress=False).astype(int)
     after = loaded("a red circle", seed=1, progress=False).astype(int)
     assert np.abs(before - after).max() <= 8  # half-precision rounding of the weights
+
+
+def test_packaging_sets_the_sampling_settings_it_is_given_and_names_bad_ones(tmp_path):
+    from vidgen.errors import VidgenError
+    from vidgen.packaged import package_model
+
+    minilm_pipeline().save_pretrained(tmp_path / "trained")
+    package_model(tmp_path / "trained", tmp_path / "shipped",
+                  settings={"defaults": {"num_inference_steps": 7, "guidance_scale": 5}})
+    index = VideoPipeline.from_pretrained(tmp_path / "shipped").index
+    assert (index.defaults.num_inference_steps, index.defaults.guidance_scale) == (7, 5.0)
+    with pytest.raises(VidgenError, match="defaults.steps is not a setting"):
+        package_model(tmp_path / "trained", tmp_path / "bad", settings={"defaults": {"steps": 7}})
+    with pytest.raises(VidgenError, match="no settings section 'base'"):
+        package_model(tmp_path / "trained", tmp_path / "bad", settings={"base": {"steps": 7}})

@@ -1,6 +1,7 @@
 """Ship a trained cascade as vidgen's embedded default model (vidgen/default_model/).
 
     python tools/package_default_model.py runs/shapes/sr/model
+    python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged
 all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
@@ -16,9 +17,18 @@ from vidgen.packaged import DEFAULT_MODEL, package_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="trained vidgen model folder (e.g. the sr run's model/)")
+    parser.add_argument("settings", nargs="*", metavar="SECTION.KEY=VALUE",
+                        help="sampling settings to ship (sections: defaults, interp, sr)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL), help=f"where to write it (default {DEFAULT_MODEL})")
     args = parser.parse_args()
-    folder = package_model(args.model, args.out)
+    settings: dict[str, dict] = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not (sep and dot):
+            parser.error(f"settings are SECTION.KEY=VALUE, got {item!r}")
+        settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
+    folder = package_model(args.model, args.out, settings=settings)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
 

@@ -71,15 +71,26 @@ def default_model() -> Path:
     return DEFAULT_MODEL
 
 
-def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME) -> Path:
+def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME,
+                  settings: dict[str, dict] | None = None) -> Path:
     """Write `source` (a trained vidgen model folder) to `destination` for shipping: every weight in
     half precision, and the text encoder named (`text_encoder`, e.g. the packaged MiniLM, checked by
-    hash when loaded) instead of copied. Loading converts back to the dtype asked for."""
+    hash when loaded) instead of copied. Loading converts back to the dtype asked for.
+    `settings` overrides sampling settings of the model index by section, e.g.
+    {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}."""
     import torch
 
     from .pipeline import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(source, dtype=torch.float16)
+    for section, values in (settings or {}).items():
+        target = getattr(pipe.index, section, None)
+        if section not in ("defaults", "interp", "sr") or target is None:
+            raise VidgenError(f"no settings section {section!r} in a model index: use defaults, interp or sr")
+        for key, value in values.items():
+            if not hasattr(target, key):
+                raise VidgenError(f"{section}.{key} is not a setting; {section} has {', '.join(vars(target))}")
+            setattr(target, key, type(getattr(target, key))(value))
     pipe.index.text_encoder = text_encoder
     pipe.index.text_max_length = pipe.text_encoder.max_length
     return pipe.save_pretrained(destination)
