@@ -335,7 +335,23 @@ def test_two_cpu_processes_end_with_identical_weights(chain, tmp_path):
 
 # --- stopping ----------------------------------------------------------------------------------
 
-def test_ctrl_c_saves_a_checkpoint_exits_130_and_a_rerun_resumes(chain, tmp_path, capsys):
+def start_run_and_wait_past_step_3(run: Path, argv: list, output) -> subprocess.Popen:
+    """A `vidgen train` process, once it has saved its step-3 checkpoint and logged step 4."""
+    process = subprocess.Popen([sys.executable, "-m", "vidgen", *map(str, argv)], cwd=run.parent,
+                               env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    # wait past the first checkpoint (step 3) into steps no periodic checkpoint saves
+    while not ((run / "checkpoints" / "step-00000003").is_dir() and (run / "log.csv").is_file()
+               and len(read_log(run)) >= 4):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(Path(output.name).read_text())
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, tmp_path, capsys, signum, code, said):
     run = tmp_path / "interrupted"
 
     def argv(max_steps):
@@ -343,33 +359,43 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_a_rerun_resumes(chain, tmp_path
                           f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
 
     with open(tmp_path / "output.txt", "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "vidgen", *map(str, argv(1000))], cwd=tmp_path,
-                                   env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT)
+        process = start_run_and_wait_past_step_3(run, argv(1000), output)
         try:
-            deadline = time.monotonic() + 120
-            # wait past the first checkpoint (step 3) into steps no periodic checkpoint saves
-            while not ((run / "checkpoints" / "step-00000003").is_dir() and (run / "log.csv").is_file()
-                       and len(read_log(run)) >= 4):
-                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "output.txt").read_text()
-                time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=60) == 130
+            process.send_signal(signum)
+            assert process.wait(timeout=60) == code
         finally:
             if process.poll() is None:
                 process.kill()
-    said = (tmp_path / "output.txt").read_text()
+    printed = (tmp_path / "output.txt").read_text()
     step = int(read_log(run)[-1]["step"])  # the last step taken, logged before its checkpoint
     assert checkpoint_steps(run)[-1] == step
     assert json.loads((run / "checkpoints" / f"step-{step:08d}" / "trainer.json").read_text())["step"] == step
     if step % 3:
-        assert f"interrupted: saving a checkpoint at step {step}" in said
-    assert "resume with: vidgen train" in said and "interrupted" in said
+        assert f"interrupted: saving a checkpoint at step {step}" in printed
+    assert "resume with: vidgen train" in printed and f"vidgen train: {said}" in printed
 
     capsys.readouterr()
     vidgen(*argv(step + 2))
     assert f"resumed from {run / 'checkpoints' / f'step-{step:08d}'} at step {step}" in capsys.readouterr().out
     assert [row["step"] for row in read_log(run)][-3:] == [step, step + 1, step + 2]
     assert (run / "model" / "vidgen.json").is_file()
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_its_log_drops_the_lost_steps(chain, tmp_path):
+    run = tmp_path / "killed"
+
+    def argv(max_steps):
+        return train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
+                          f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
+
+    with open(tmp_path / "output.txt", "w") as output:
+        process = start_run_and_wait_past_step_3(run, argv(1000), output)
+        process.kill()  # SIGKILL: nothing is saved
+        process.wait(timeout=60)
+    resumed = checkpoint_steps(run)[-1]
+    assert len(read_log(run)) > resumed  # the killed run logged steps no checkpoint holds
+    vidgen(*argv(resumed + 2))
+    assert [row["step"] for row in read_log(run)] == list(range(1, resumed + 3))
 
 
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_path, monkeypatch, capsys):
@@ -395,10 +421,12 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("train.max_stepz=3", "train.max_stepz"),
     ("train.lr=fast", "train.lr"),
     ("stage=audio", "stage must be one of"),
+    ("model.loss_weighting=snr", "model.loss_weighting must be one of"),
+    ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",
-                      override)
+                      *override.split())
     assert main([str(a) for a in argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith("vidgen train: error:") and named in error

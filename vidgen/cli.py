@@ -35,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidgenError as exc:
         print(f"vidgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"vidgen {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command turns it into one
+        terminated = type(exc).__name__ == "Terminated"
+        print(f"vidgen {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,24 @@ import torch
 import torch.nn.functional as F
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+LOSS_WEIGHTINGS = ("uniform", "v")
+
+
+def timestep_weights(scheduler, timesteps: torch.Tensor, weighting: str) -> torch.Tensor | None:
+    """Per-sample loss weights for an epsilon-prediction model, or None for "uniform".
+
+    "v" weighs each noise error as the v objective does (Salimans & Ho 2022: v - v_hat =
+    (eps - eps_hat) / sqrt(alpha_bar_t), so the weight is 1 / alpha_bar_t), normalised to mean 1
+    over the training timesteps. Plain epsilon MSE spends almost all its weight on low noise,
+    where each frame can be denoised alone; the layout every frame must share (background,
+    object, where it is) is decided at high noise, which this weighting brings into the loss.
+    """
+    if weighting == "uniform":
+        return None
+    if weighting != "v":
+        raise ValueError(f"loss weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+    inverse = 1.0 / scheduler.alphas_cumprod.float()  # (T,)
+    return (inverse / inverse.mean())[timesteps.cpu()].to(timesteps.device)
 
 
 def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps: torch.Tensor | None = None,
@@ -32,11 +50,15 @@ def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps
 
 def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor,
                    generator: torch.Generator, prediction_type: str = "epsilon",
-                   weight: torch.Tensor | None = None) -> torch.Tensor:
+                   weight: torch.Tensor | None = None, weighting: str = "uniform") -> torch.Tensor:
     """Mean squared error between `denoise(x_t, t)` and the noise (or v) that made x_t.
 
     weight: optional per-element weights broadcast against x0 (e.g. zero on known frames).
+    weighting: how timesteps weigh against each other (`timestep_weights`; epsilon only).
     """
+    if weighting != "uniform" and prediction_type != "epsilon":
+        raise ValueError(f"loss weighting {weighting!r} reweighs an epsilon objective; with {prediction_type} "
+                         f"use 'uniform'")
     x_t, noise, timesteps = add_noise(scheduler, x0, generator)
     if prediction_type == "epsilon":
         target = noise
@@ -45,6 +67,9 @@ def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     else:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     error = (denoise(x_t, timesteps).float() - target.float()) ** 2
+    per_sample = timestep_weights(scheduler, timesteps, weighting)
+    if per_sample is not None:
+        error = error * per_sample.view(-1, *[1] * (error.dim() - 1))
     if weight is None:
         return error.mean()
     weight = weight.expand_as(error).float()

@@ -48,6 +48,9 @@ class ModelConfig:
     max_frames: int = 64  # frame position table of the temporal attention (inflation)
     freeze_spatial: bool = True  # video/interp/sr: train only the temporal and new layers
     prediction_type: str = "epsilon"  # or "v_prediction"
+    # How timesteps weigh in the loss: "uniform", or "v" (epsilon errors weighted as the v
+    # objective weighs them; see vidgen.diffusion.losses.timestep_weights).
+    loss_weighting: str = "uniform"
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

@@ -15,9 +15,12 @@ import hashlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,6 +34,8 @@ from tqdm.auto import tqdm
 from ..config import save_config
 from ..data.dataset import collate_clips
 from ..errors import VidgenError
+from ..fs import atomic_path
+from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
 from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .stages import build_stage
@@ -61,17 +66,38 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler's preemption): handled like Ctrl-C, save and exit."""
+
+
+def catch_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into `Terminated` until the returned function is called, so a killed run saves
+    a checkpoint first. (Runs started in the background with `&` ignore SIGINT, so SIGTERM is
+    how one stops them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 class RunLog:
-    """CSV log of a run (appended to on resume), mirrored to TensorBoard when it is installed."""
+    """CSV log of a run, mirrored to TensorBoard when it is installed. On resume, rows past the
+    resumed step (written by a run killed before its next checkpoint) are dropped, then appended to."""
 
     FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped_clips", "elapsed_s")
 
-    def __init__(self, output_dir: Path, enabled: bool):
+    def __init__(self, output_dir: Path, enabled: bool, resumed_step: int = 0):
         self.enabled = enabled
         self.path = output_dir / "log.csv"
         self.tensorboard = None
         if not enabled:
             return
+        if self.path.exists():
+            self._drop_rows_after(resumed_step)
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="", encoding="utf-8")
         self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
@@ -83,6 +109,16 @@ class RunLog:
             self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
         except ImportError:
             pass
+
+    def _drop_rows_after(self, step: int) -> None:
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        kept = [row for row in rows if float(row["step"]) <= step]
+        if len(kept) != len(rows):
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -109,7 +145,14 @@ def _make_accelerator(cfg: RunConfig) -> Accelerator:
 
 
 def _check(cfg: RunConfig) -> None:
-    t = cfg.train
+    t, m = cfg.train, cfg.model
+    if m.prediction_type not in PREDICTION_TYPES:
+        raise VidgenError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {m.prediction_type!r}")
+    if m.loss_weighting not in LOSS_WEIGHTINGS:
+        raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
+    if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
+        raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
+                          f"model.prediction_type={m.prediction_type} use uniform")
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         raise VidgenError(f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {t.mixed_precision!r}")
     for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every"):
@@ -161,7 +204,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
 
-    log = RunLog(out, enabled=accelerator.is_main_process)
+    log = RunLog(out, enabled=accelerator.is_main_process, resumed_step=step)
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
                disable=not (progress and accelerator.is_main_process))
     state = {"stage": cfg.stage, "config": asdict(cfg), "micro_step": 0}
@@ -170,6 +213,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
         raise VidgenError(f"the manifest gives no batch of {cfg.train.batch_size} clips: lower train.batch_size")
     skipped_total, started, window_start, window_samples, losses = 0, time.perf_counter(), time.perf_counter(), 0, []
     last_saved = step if resume_from is not None else -1
+    restore_sigterm = catch_sigterm()
     try:
         while step < cfg.train.max_steps:
             epoch, into_epoch = divmod(micro, batches_per_epoch)
@@ -229,6 +273,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
         accelerator.print(f"resume with: vidgen train {out / 'config.yaml'} (train.resume=auto)")
         raise
     finally:
+        restore_sigterm()
         bar.close()
         log.close()
     if step != last_saved:

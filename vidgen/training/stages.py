@@ -198,7 +198,7 @@ class ImageStage(DiffusionStage):
         x0 = self.latents(batch, generator)[:, :, 0]  # (b c 1 h w) -> (b c h w)
         cond = self.conditioning(batch, generator)
         return diffusion_loss(lambda x, t: model(x, t, cond).sample, self.noise_schedule, x0, generator,
-                              self.cfg.model.prediction_type)
+                              self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting)
 
     def export(self, model, folder):
         """A diffusers text-to-image folder: unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json."""
@@ -270,7 +270,7 @@ class VideoStage(CascadeStage):
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
         return diffusion_loss(lambda x, t: model(x, t, cond, fps=fps), self.noise_schedule, x0, generator,
-                              self.cfg.model.prediction_type)
+                              self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting)
 
 
 class InterpolationStage(CascadeStage):
@@ -313,7 +313,7 @@ class InterpolationStage(CascadeStage):
                          conditions={cascade.INTERP_CONDITION: skips.to(self.device)})
 
         return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type,
-                              weight=1.0 - mask)
+                              weight=1.0 - mask, weighting=self.cfg.model.loss_weighting)
 
 
 class SuperResolutionStage(CascadeStage):
@@ -374,7 +374,8 @@ class SuperResolutionStage(CascadeStage):
             return model(cascade.super_resolution_input(x, low_up), t, cond, fps=fps,
                          conditions={cascade.SR_CONDITION: levels.to(self.device)})
 
-        return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type)
+        return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type,
+                              weighting=self.cfg.model.loss_weighting)
 
 
 STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "interp": InterpolationStage,
