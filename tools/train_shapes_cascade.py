@@ -6,6 +6,11 @@
 Each stage is a `vidgen train` run with its config in configs/shapes/; a stage whose exported
 model exists is skipped, and an interrupted stage resumes from its newest checkpoint. Stage
 times are appended to WORK/times.csv.
+
+Finished early stages are kept in git in half precision: the VAE as shipped
+(vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with
+--archive-image). On a machine whose WORK folder is gone they are rebuilt from there (the image
+model with the packaged MiniLM) instead of retrained; delete them to retrain from nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "shapes"
+IMAGE_ARCHIVE = ROOT / "tools" / "shapes_stages" / "image-unet"
+SHIPPED_VAE = ROOT / "vidgen" / "default_model" / "vae"
 
 
 def run(cmd: list[str]) -> None:
@@ -61,13 +68,60 @@ def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
     ]
 
 
+def archive_image_unet(work: Path) -> None:
+    """Keep the trained image U-Net in git, in half precision."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(work / "image" / "model" / "unet", torch_dtype=torch.float16)
+    unet.save_pretrained(IMAGE_ARCHIVE)
+    print(f"archived the image U-Net to {IMAGE_ARCHIVE}")
+
+
+def restore_vae_model(work: Path) -> None:
+    """Rebuild WORK/vae/model from the VAE that ships in the package (vidgen/default_model/vae)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from vidgen.fs import atomic_dir
+
+    vae = AutoencoderKL.from_pretrained(SHIPPED_VAE, torch_dtype=torch.float32)
+    with atomic_dir(work / "vae" / "model") as tmp:
+        vae.save_pretrained(tmp)
+    print(f"vae: rebuilt {work / 'vae' / 'model'} from {SHIPPED_VAE}")
+
+
+def restore_image_model(work: Path) -> None:
+    """Rebuild WORK/image/model from the archived U-Net, the shipped VAE and the packaged MiniLM."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from vidgen.packaged import resolve_text_encoder
+    from vidgen.text import TextEncoder
+    from vidgen.training.stages import save_text_to_image_folder
+
+    unet = UNet2DConditionModel.from_pretrained(IMAGE_ARCHIVE, torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(SHIPPED_VAE, torch_dtype=torch.float32)
+    text = TextEncoder.from_pretrained(resolve_text_encoder("minilm"))
+    save_text_to_image_folder(work / "image" / "model", unet, vae, text)
+    print(f"image: rebuilt {work / 'image' / 'model'} from {IMAGE_ARCHIVE}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
     parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr)")
+    parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.archive_image:
+        archive_image_unet(work)
+        return
+    if not (work / "vae" / "model").exists() and SHIPPED_VAE.is_dir() and args.only in (None, "vae"):
+        restore_vae_model(work)
+    if not (work / "image" / "model").exists() and IMAGE_ARCHIVE.is_dir() and args.only in (None, "image"):
+        restore_image_model(work)
     for name, made, cmd in steps(work):
         if args.only and name != args.only:
             continue

@@ -201,19 +201,24 @@ class ImageStage(DiffusionStage):
                               self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting)
 
     def export(self, model, folder):
-        """A diffusers text-to-image folder: unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json."""
-        with atomic_dir(folder) as tmp:
-            model.save_pretrained(tmp / "unet")
-            self.vae.save_pretrained(tmp / "vae")
-            self.text_encoder.save_pretrained(tmp)
-            DDIMScheduler(**NOISE_SCHEDULE, prediction_type=self.cfg.model.prediction_type, clip_sample=False,
-                          set_alpha_to_one=False).save_pretrained(tmp / "scheduler")
-            index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "vidgen",
-                     "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-                     "scheduler": ["diffusers", "DDIMScheduler"],
-                     "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
-                     "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__]}
-            (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        save_text_to_image_folder(folder, model, self.vae, self.text_encoder, self.cfg.model.prediction_type)
+
+
+def save_text_to_image_folder(folder, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
+                              prediction_type: str = "epsilon") -> None:
+    """A diffusers text-to-image folder: unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json."""
+    with atomic_dir(folder) as tmp:
+        unet.save_pretrained(tmp / "unet")
+        vae.save_pretrained(tmp / "vae")
+        text_encoder.save_pretrained(tmp)
+        DDIMScheduler(**NOISE_SCHEDULE, prediction_type=prediction_type, clip_sample=False,
+                      set_alpha_to_one=False).save_pretrained(tmp / "scheduler")
+        index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "vidgen",
+                 "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+                 "scheduler": ["diffusers", "DDIMScheduler"],
+                 "text_encoder": ["transformers", type(text_encoder.model).__name__],
+                 "tokenizer": ["transformers", type(text_encoder.tokenizer).__name__]}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 # --- video ---------------------------------------------------------------------------------------
