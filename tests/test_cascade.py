@@ -94,6 +94,22 @@ def test_pipeline_runs_base_interp_sr_with_the_sizes_each_stage_makes(cascade_pi
     assert np.array_equal(loaded("a red circle", **run), full)
 
 
+def test_a_model_trained_with_correlated_frame_noise_is_sampled_with_it(cascade_pipe, tmp_path):
+    run = dict(num_frames=3, height=32, width=32, num_inference_steps=2, seed=5, progress=False, stages=["base"])
+    independent = cascade_pipe("a red circle", **run)
+    cascade_pipe.index.frame_noise_correlation = 0.5
+    try:
+        correlated = cascade_pipe("a red circle", **run)
+        assert not np.array_equal(correlated, independent)
+        assert np.array_equal(cascade_pipe("a red circle", **run), correlated)  # still one clip per seed
+        cascade_pipe.save_pretrained(tmp_path / "model")
+    finally:
+        cascade_pipe.index.frame_noise_correlation = 0.0
+    loaded = VideoPipeline.from_pretrained(tmp_path / "model")
+    assert loaded.index.frame_noise_correlation == 0.5
+    assert np.array_equal(loaded("a red circle", **run), correlated)
+
+
 def test_pipeline_refuses_stage_lists_and_frame_counts_it_cannot_run(cascade_pipe):
     with pytest.raises(VidgenError, match="start with 'base'"):
         cascade_pipe("x", stages=["interp"], num_frames=2, progress=False)

@@ -200,6 +200,16 @@ def test_sr_stage_trains_from_latent_caches_at_both_sizes(chain, tmp_path):
     assert unet_weights(run / "model", "sr").keys() == unet_weights(chain.folders["sr"], "sr").keys()
 
 
+def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(chain, tmp_path):
+    video, interp = tmp_path / "video", tmp_path / "interp"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
+                       "model.frame_noise_correlation=0.5", "train.max_steps=1"))
+    vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}",
+                       "model.frame_noise_correlation=0.25", "train.max_steps=1"))
+    index = json.loads((interp / "model" / "vidgen.json").read_text())
+    assert index["frame_noise_correlation"] == 0.5 and index["interp"]["noise_correlation"] == 0.25
+
+
 # --- the video stage learns, and trains only what it should --------------------------------------
 
 def test_video_stage_overfits_one_clip(chain, tmp_path, monkeypatch):
@@ -422,6 +432,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("train.lr=fast", "train.lr"),
     ("stage=audio", "stage must be one of"),
     ("model.loss_weighting=snr", "model.loss_weighting must be one of"),
+    ("model.frame_noise_correlation=1.0", "model.frame_noise_correlation must be in [0, 1)"),
     ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):

@@ -63,6 +63,7 @@ class InterpolationSettings:
     factor: int = 3  # dense frames per keyframe: f keyframes at fps -> f * factor frames at fps * factor
     num_inference_steps: int = 20
     guidance_scale: float = 1.0  # 1: the conditional branch alone
+    noise_correlation: float = 0.0  # frame noise prior it was trained with (vidgen.diffusion.noise)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class ModelIndex:
     # checked against its pinned sha256 (vidgen.packaged), so a model need not ship a copy.
     text_encoder: str = ""
     text_max_length: int = 0  # tokens per prompt for a packaged text encoder (0: the tokenizer's own)
+    frame_noise_correlation: float = 0.0  # the base stage's frame noise prior (vidgen.diffusion.noise)
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
     interp: InterpolationSettings = field(default_factory=InterpolationSettings)  # used when stages has "interp"
     sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"

@@ -26,6 +26,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import __version__
 from .checkpoint import CheckpointError, GenerationDefaults, ModelIndex, read_model_index, write_model_index
+from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
@@ -268,7 +269,7 @@ class VideoPipeline:
                 generator.manual_seed(seed)
         k = latent_factor(self.vae)
         shape = (len(prompts), self.vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
-        latents = torch.randn(shape, generator=generator).to(self.device)  # (b c f h w)
+        latents = frame_noise(shape, generator, self.index.frame_noise_correlation).to(self.device)  # (b c f h w)
 
         # 4. Base stage: noise -> keyframe latents.
         base = self.stages["base"]
@@ -330,7 +331,7 @@ class VideoPipeline:
             return self.predict(unet, inputs, t, c, fps=dense_fps,
                                 conditions={cascade.INTERP_CONDITION: skip.repeat(repeats)})
 
-        noise = torch.randn(known.shape, generator=generator).to(self.device)
+        noise = frame_noise(known.shape, generator, settings.noise_correlation).to(self.device)
         dense = sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
                        num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
                        progress=progress, desc="interp stage")

@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .noise import frame_noise
+
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("uniform", "v")
 
@@ -33,7 +35,7 @@ def timestep_weights(scheduler, timesteps: torch.Tensor, weighting: str) -> torc
 
 
 def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps: torch.Tensor | None = None,
-              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              noise: torch.Tensor | None = None, correlation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward process q(x_t | x_0) at uniformly drawn (or given) timesteps, one per sample.
 
     Returns (x_t, noise, timesteps). Randomness comes only from `generator`, so a training step
@@ -43,23 +45,25 @@ def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps
     if timesteps is None:
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+        noise = frame_noise(x0.shape, generator, correlation)  # correlated across frames where asked
     timesteps, noise = timesteps.to(x0.device), noise.to(x0.device, x0.dtype)
     return scheduler.add_noise(x0, noise, timesteps), noise, timesteps
 
 
 def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor,
                    generator: torch.Generator, prediction_type: str = "epsilon",
-                   weight: torch.Tensor | None = None, weighting: str = "uniform") -> torch.Tensor:
+                   weight: torch.Tensor | None = None, weighting: str = "uniform",
+                   noise_correlation: float = 0.0) -> torch.Tensor:
     """Mean squared error between `denoise(x_t, t)` and the noise (or v) that made x_t.
 
     weight: optional per-element weights broadcast against x0 (e.g. zero on known frames).
     weighting: how timesteps weigh against each other (`timestep_weights`; epsilon only).
+    noise_correlation: share of the noise common to a clip's frames (vidgen.diffusion.noise).
     """
     if weighting != "uniform" and prediction_type != "epsilon":
         raise ValueError(f"loss weighting {weighting!r} reweighs an epsilon objective; with {prediction_type} "
                          f"use 'uniform'")
-    x_t, noise, timesteps = add_noise(scheduler, x0, generator)
+    x_t, noise, timesteps = add_noise(scheduler, x0, generator, correlation=noise_correlation)
     if prediction_type == "epsilon":
         target = noise
     elif prediction_type == "v_prediction":

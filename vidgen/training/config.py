@@ -51,6 +51,9 @@ class ModelConfig:
     # How timesteps weigh in the loss: "uniform", or "v" (epsilon errors weighted as the v
     # objective weighs them; see vidgen.diffusion.losses.timestep_weights).
     loss_weighting: str = "uniform"
+    # video/interp: share of the training noise common to a clip's frames (PYoCo's mixed noise
+    # prior, vidgen.diffusion.noise); recorded in the exported model, which samples with it.
+    frame_noise_correlation: float = 0.0
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

@@ -150,6 +150,8 @@ def _check(cfg: RunConfig) -> None:
         raise VidgenError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     if m.loss_weighting not in LOSS_WEIGHTINGS:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
+    if not 0.0 <= m.frame_noise_correlation < 1.0:
+        raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
     if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
         raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
                           f"model.prediction_type={m.prediction_type} use uniform")

@@ -275,7 +275,11 @@ class VideoStage(CascadeStage):
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
         return diffusion_loss(lambda x, t: model(x, t, cond, fps=fps), self.noise_schedule, x0, generator,
-                              self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting)
+                              self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
+                              noise_correlation=self.cfg.model.frame_noise_correlation)
+
+    def record_settings(self, index):
+        index.frame_noise_correlation = self.cfg.model.frame_noise_correlation
 
 
 class InterpolationStage(CascadeStage):
@@ -295,6 +299,7 @@ class InterpolationStage(CascadeStage):
 
     def record_settings(self, index):
         index.interp.factor = self.cfg.model.interp_factor
+        index.interp.noise_correlation = self.cfg.model.frame_noise_correlation
 
     def masks(self, batch_size: int, frames: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, f) known-frame masks and (b,) frame skips."""
@@ -318,7 +323,8 @@ class InterpolationStage(CascadeStage):
                          conditions={cascade.INTERP_CONDITION: skips.to(self.device)})
 
         return diffusion_loss(denoise, self.noise_schedule, x0, generator, self.cfg.model.prediction_type,
-                              weight=1.0 - mask, weighting=self.cfg.model.loss_weighting)
+                              weight=1.0 - mask, weighting=self.cfg.model.loss_weighting,
+                              noise_correlation=self.cfg.model.frame_noise_correlation)
 
 
 class SuperResolutionStage(CascadeStage):
