@@ -2,6 +2,8 @@
 
     python tools/train_shapes_cascade.py --work runs/shapes            # everything, resuming where it stopped
     python tools/train_shapes_cascade.py --work runs/shapes --only vae  # one stage
+    python tools/train_shapes_cascade.py --work runs/shapes --comparison --only video-unlabeled
+                                    # the video stage with every caption withheld, for comparison
 
 Each stage is a `vidgen train` run with its config in configs/shapes/; a stage whose exported
 model exists is skipped, and an interrupted stage resumes from its newest checkpoint. Stage
@@ -40,8 +42,9 @@ def timed(work: Path, name: str, cmd: list[str]) -> None:
         csv.writer(f).writerow([name, round(time.perf_counter() - started, 1)])
 
 
-def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
-    """(name, the folder it makes, command), in cascade order."""
+def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[str]]]:
+    """(name, the folder it makes, command), in cascade order; with `comparison`, also the video
+    stage with every caption withheld (for the README's direction table)."""
     vidgen = [sys.executable, "-m", "vidgen"]
 
     def corpus(size: int) -> tuple[str, Path, list[str]]:
@@ -49,12 +52,15 @@ def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
         return f"corpus{size}", folder / "manifest.jsonl", [*vidgen, "data", "shapes", "--out", str(folder), "--videos",
                                                            "2000", "--seed", "0", "--size", str(size), "--no-progress"]
 
-    def train(stage: str, *overrides: str, size: int = 64) -> tuple[str, Path, list[str]]:
-        out = work / stage
-        return stage, out / "model", [*vidgen, "train", str(CONFIGS / f"{stage}.yaml"),
+    def train(stage: str, *overrides: str, size: int = 64, name: str | None = None) -> tuple[str, Path, list[str]]:
+        name = name or stage
+        out = work / name
+        return name, out / "model", [*vidgen, "train", str(CONFIGS / f"{stage}.yaml"),
                                       f"data.manifest={work / f'corpus{size}' / 'manifest.jsonl'}",
                                       f"train.output_dir={out}", *overrides, "--no-progress"]
 
+    unlabeled = [train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}",
+                       "data.withhold_captions=1.0", name="video-unlabeled")] if comparison else []
     return [
         corpus(64),
         train("vae"),
@@ -65,6 +71,7 @@ def steps(work: Path) -> list[tuple[str, Path, list[str]]]:
         train("interp", f"model.pretrained={work / 'video' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
         corpus(128),
         train("sr", f"model.pretrained={work / 'interp' / 'model'}", f"data.latent_cache={work / 'latents128'}", size=128),
+        *unlabeled,  # last: the shipped cascade does not need it
     ]
 
 
@@ -110,7 +117,9 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr)")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, [video-unlabeled,] interp, corpus128, sr)")
+    parser.add_argument("--comparison", action="store_true",
+                        help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
     args = parser.parse_args()
     work = Path(args.work).resolve()
@@ -122,7 +131,7 @@ def main() -> None:
         restore_vae_model(work)
     if not (work / "image" / "model").exists() and IMAGE_ARCHIVE.is_dir() and args.only in (None, "image"):
         restore_image_model(work)
-    for name, made, cmd in steps(work):
+    for name, made, cmd in steps(work, comparison=args.comparison):
         if args.only and name != args.only:
             continue
         if made.exists():
