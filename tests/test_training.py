@@ -225,10 +225,10 @@ def test_video_stage_overfits_one_clip(chain, tmp_path, monkeypatch):
     """
     add_noise, drawn = losses.add_noise, []
 
-    def add_noise_at_750(scheduler, x0, generator, timesteps=None, noise=None):
+    def add_noise_at_750(scheduler, x0, generator, timesteps=None, noise=None, correlation=0.0):
         drawn.append(timesteps is None)
         timesteps = torch.full((x0.shape[0],), 750) if timesteps is None else timesteps
-        return add_noise(scheduler, x0, generator, timesteps, noise)
+        return add_noise(scheduler, x0, generator, timesteps, noise, correlation)
 
     monkeypatch.setattr(losses, "add_noise", add_noise_at_750)
     one_clip = write_manifest(tmp_path / "one.jsonl", chain.records()[:1])
