@@ -360,16 +360,18 @@ def start_run_and_wait_past_step_3(run: Path, argv: list, output) -> subprocess.
     return process
 
 
+def stoppable_argv(chain: Chain, run: Path, max_steps: int) -> list:
+    """A video-stage run checkpointing every 3 steps, without EMA, for the stop-and-resume tests."""
+    return train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
+                      f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
+
+
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, tmp_path, capsys, signum, code, said):
     run = tmp_path / "interrupted"
 
-    def argv(max_steps):
-        return train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
-                          f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
-
     with open(tmp_path / "output.txt", "w") as output:
-        process = start_run_and_wait_past_step_3(run, argv(1000), output)
+        process = start_run_and_wait_past_step_3(run, stoppable_argv(chain, run, 1000), output)
         try:
             process.send_signal(signum)
             assert process.wait(timeout=60) == code
@@ -385,7 +387,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, t
     assert "resume with: vidgen train" in printed and f"vidgen train: {said}" in printed
 
     capsys.readouterr()
-    vidgen(*argv(step + 2))
+    vidgen(*stoppable_argv(chain, run, step + 2))
     assert f"resumed from {run / 'checkpoints' / f'step-{step:08d}'} at step {step}" in capsys.readouterr().out
     assert [row["step"] for row in read_log(run)][-3:] == [step, step + 1, step + 2]
     assert (run / "model" / "vidgen.json").is_file()
@@ -394,17 +396,13 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, t
 def test_a_killed_run_resumes_from_its_checkpoint_and_its_log_drops_the_lost_steps(chain, tmp_path):
     run = tmp_path / "killed"
 
-    def argv(max_steps):
-        return train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
-                          f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
-
     with open(tmp_path / "output.txt", "w") as output:
-        process = start_run_and_wait_past_step_3(run, argv(1000), output)
+        process = start_run_and_wait_past_step_3(run, stoppable_argv(chain, run, 1000), output)
         process.kill()  # SIGKILL: nothing is saved
         process.wait(timeout=60)
     resumed = checkpoint_steps(run)[-1]
     assert len(read_log(run)) > resumed  # the killed run logged steps no checkpoint holds
-    vidgen(*argv(resumed + 2))
+    vidgen(*stoppable_argv(chain, run, resumed + 2))
     assert [row["step"] for row in read_log(run)] == list(range(1, resumed + 3))
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from . import __version__
 from .commands import data, eval as eval_cmd, generate, inflate, train
-from .errors import VidgenError
+from .errors import Terminated, VidgenError
 
 # Order is the order `vidgen --help` lists them in.
 COMMANDS = (generate, train, inflate, data, eval_cmd)
@@ -35,10 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidgenError as exc:
         print(f"vidgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a command turns it into one
-        terminated = type(exc).__name__ == "Terminated"
-        print(f"vidgen {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
+    except Terminated:
+        print(f"vidgen {args.command}: terminated", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"vidgen {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,3 +18,8 @@ class VideoReadError(VidgenError):
 
 class ClipTooShortError(VidgenError):
     """A video has fewer frames than a clip needs and the short-clip rule says to skip it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler's preemption) where a command handles it like Ctrl-C
+    (`vidgen train` saves a checkpoint first); the CLI exits 143 for it, 130 for Ctrl-C."""

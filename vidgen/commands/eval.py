@@ -75,7 +75,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device))
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, frames=args.frames, model_path=args.model,
-                            stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips, progress=not args.no_progress)
+                            stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
+                            progress=not args.no_progress)
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     s = report["settings"]
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['steps']} steps, guidance {s['guidance']:g}, "

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..config import save_config
 from ..data.dataset import collate_clips
-from ..errors import VidgenError
+from ..errors import Terminated, VidgenError
 from ..fs import atomic_path
 from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
 from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, save_checkpoint
@@ -64,10 +64,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, `timeout`, a scheduler's preemption): handled like Ctrl-C, save and exit."""
 
 
 def catch_sigterm() -> Callable[[], None]:
