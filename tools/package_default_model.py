@@ -27,7 +27,10 @@ def main() -> None:
         section, dot, name = key.partition(".")
         if not (sep and dot):
             parser.error(f"settings are SECTION.KEY=VALUE, got {item!r}")
-        settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
+        try:
+            settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
+        except ValueError:
+            parser.error(f"{key} takes a number, got {value!r}")
     folder = package_model(args.model, args.out, settings=settings)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
