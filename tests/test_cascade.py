@@ -41,6 +41,16 @@ def test_extended_unets_start_as_the_base_model(base, build, extra, condition):
     assert new and all(k.startswith(("condition_embeddings.", "input_extension.")) for k in new)
 
 
+def test_a_new_super_resolution_network_reads_its_low_resolution_input_from_the_start(base):
+    model = cascade.super_resolution_unet(base, new_network=True).eval()
+    assert model.input_extension.weight.abs().min() > 0  # the usual random init, not zeros
+    x, text, levels = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 7, TEXT_DIM), {cascade.SR_CONDITION: 0}
+    with torch.no_grad():
+        one, other = (model(torch.cat([x, torch.randn(1, 4, 3, 16, 16)], 1), 10, text, fps=8, conditions=levels)
+                      for _ in range(2))
+    assert (one - other).abs().mean() > 1e-3  # the low-resolution latents change the prediction
+
+
 def test_extended_unet_refuses_missing_inputs_or_conditions(base):
     model = cascade.interpolation_unet(base)
     x, text = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 7, TEXT_DIM)

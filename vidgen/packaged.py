@@ -65,9 +65,9 @@ def resolve_text_encoder(name_or_folder: str) -> Path:
 def default_model() -> Path:
     """The embedded default model's folder; a clear error where this installation has none yet."""
     if not (DEFAULT_MODEL / "vidgen.json").is_file():
-        raise VidgenError("this vidgen has no embedded default model yet (it is being trained: roadmap issue #5): give "
-                          "--model DIR, e.g. one made by `python tools/make_tiny_model.py DIR`, `vidgen inflate` or "
-                          "`vidgen train`")
+        raise VidgenError(f"this vidgen installation has no embedded default model ({DEFAULT_MODEL / 'vidgen.json'} "
+                          "is missing): reinstall vidgen, or give --model DIR (a folder from `vidgen train`, "
+                          "`vidgen inflate` or `python tools/make_tiny_model.py DIR`)")
     return DEFAULT_MODEL
 
 
