@@ -41,16 +41,6 @@ def test_extended_unets_start_as_the_base_model(base, build, extra, condition):
     assert new and all(k.startswith(("condition_embeddings.", "input_extension.")) for k in new)
 
 
-def test_a_new_super_resolution_network_reads_its_low_resolution_input_from_the_start(base):
-    model = cascade.super_resolution_unet(base, new_network=True).eval()
-    assert model.input_extension.weight.abs().min() > 0  # the usual random init, not zeros
-    x, text, levels = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 7, TEXT_DIM), {cascade.SR_CONDITION: 0}
-    with torch.no_grad():
-        one, other = (model(torch.cat([x, torch.randn(1, 4, 3, 16, 16)], 1), 10, text, fps=8, conditions=levels)
-                      for _ in range(2))
-    assert (one - other).abs().mean() > 1e-3  # the low-resolution latents change the prediction
-
-
 def test_extended_unet_refuses_missing_inputs_or_conditions(base):
     model = cascade.interpolation_unet(base)
     x, text = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 7, TEXT_DIM)
@@ -102,6 +92,25 @@ def test_pipeline_runs_base_interp_sr_with_the_sizes_each_stage_makes(cascade_pi
     loaded = VideoPipeline.from_pretrained(tmp_path / "model")
     assert list(loaded.stages) == ["base", "interp", "sr"]
     assert np.array_equal(loaded("a red circle", **run), full)
+
+
+def test_super_resolution_below_full_strength_starts_from_the_upsampled_base_latents(cascade_pipe, tmp_path):
+    run = dict(num_frames=2, height=32, width=32, num_inference_steps=2, seed=5, progress=False, stages=["base", "sr"],
+               output_type="pt")
+    base = cascade_pipe(**{**run, "stages": ["base"]}, prompt="a red circle")
+    full = cascade_pipe("a red circle", **run)
+    cascade_pipe.index.sr.num_inference_steps = 4
+    try:
+        cascade_pipe.index.sr.strength = 0.25
+        partial = cascade_pipe("a red circle", **run)
+        cascade_pipe.save_pretrained(tmp_path / "model")
+    finally:
+        cascade_pipe.index.sr.strength, cascade_pipe.index.sr.num_inference_steps = 1.0, 2
+    assert partial.shape == full.shape == (1, 3, 2, 64, 64)
+    upsampled = torch.nn.functional.interpolate(base[0].transpose(0, 1), scale_factor=2, mode="bilinear")
+    nearer = (partial[0].transpose(0, 1) - upsampled).abs().mean(), (full[0].transpose(0, 1) - upsampled).abs().mean()
+    assert nearer[0] < nearer[1]  # it keeps the base stage's picture
+    assert VideoPipeline.from_pretrained(tmp_path / "model").index.sr.strength == 0.25  # saved in vidgen.json
 
 
 def test_a_model_trained_with_correlated_frame_noise_is_sampled_with_it(cascade_pipe, tmp_path):
@@ -164,6 +173,7 @@ def test_packaging_halves_the_weights_and_names_the_text_encoder(tmp_path):
     package_model(tmp_path / "trained", tmp_path / "shipped")
     shipped = tmp_path / "shipped"
     assert not (shipped / "text_encoder").exists()
+    assert str(tmp_path) not in "".join(f.read_text() for f in shipped.rglob("*.json"))  # no training-machine paths
     with safe_open(str(shipped / "unet" / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     loaded = VideoPipeline.from_pretrained(shipped)  # float32 again

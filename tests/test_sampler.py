@@ -77,6 +77,34 @@ def test_callback_sees_every_step():
     assert seen[0][1] > seen[-1][1] and seen[0][2] == noise().shape
 
 
+def test_strength_runs_the_end_of_the_schedule_from_the_noised_start():
+    start = torch.full(noise().shape, 2.0)
+    seen = []
+    out = run(start=start, strength=0.5, eta=0.0, callback=lambda i, t, latents: seen.append(int(t)))
+    full = ddim()
+    full.set_timesteps(4)
+    assert seen == full.timesteps[2:].tolist()  # the last half of the 4 steps
+    assert torch.allclose(run(start=start, strength=0.25, eta=0.0), _one_step(start))  # 1 of 4 steps
+    assert (out - start).abs().mean() < (run(eta=0.0) - start).abs().mean()  # it stays nearer its start
+    with pytest.raises(ValueError, match="start"):
+        run(strength=0.5)
+    with pytest.raises(ValueError, match="strength"):
+        run(start=start, strength=0.0)
+
+
+def _one_step(start):
+    """What the sampler's single last step gives, spelled out: noise `start` to the last timestep of
+    4, predict with the stand-in model (guidance 3), step to the end."""
+    scheduler = ddim()
+    scheduler.set_timesteps(4)
+    t = scheduler.timesteps[-1]
+    cond, uncond = conds()
+    latents = scheduler.add_noise(start, noise(), t.expand(2))
+    denoise = linear_denoiser()
+    pred_uncond, pred_cond = denoise(torch.cat([latents, latents]), t, torch.cat([uncond, cond])).chunk(2)
+    return scheduler.step(pred_uncond + 3.0 * (pred_cond - pred_uncond), t, latents).prev_sample
+
+
 def test_other_diffusers_schedulers_run_deterministically():
     dpm = DPMSolverMultistepScheduler.from_config(ddim().config)
     first = run(eta=0.0, scheduler=dpm)

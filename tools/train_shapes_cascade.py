@@ -9,6 +9,10 @@ Each stage is a `vidgen train` run with its config in configs/shapes/; a stage w
 model exists is skipped, and an interrupted stage resumes from its newest checkpoint. Stage
 times are appended to WORK/times.csv.
 
+Time each stage took for the shipped model on a 2-core CPU (2 torch threads): corpus64 1 min,
+vae 32 min, image 55 min, inflate 4 s, video 71 min (0.95 s/step), interp 24 min (0.71 s/step),
+corpus128 80 min (beside a training run), sr 32 min (0.77 s/step); about 4.9 hours in all.
+
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with
 --archive-image). On a machine whose WORK folder is gone they are rebuilt from there (the image

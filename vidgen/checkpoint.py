@@ -74,6 +74,10 @@ class SuperResolutionSettings:
     noise_level: int = 100  # noise augmentation of the low-resolution latents, in training timesteps
     num_inference_steps: int = 20
     guidance_scale: float = 1.0
+    # Share of the schedule run, from the upsampled low-resolution latents noised to where it
+    # starts (SDEdit, Meng et al. 2022); 1 starts from pure noise. Below 1 the layout and colors
+    # come from the base stage and the network adds the detail, in fewer steps.
+    strength: float = 1.0
 
 
 @dataclass

@@ -12,9 +12,11 @@ trained on.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from .errors import VidgenError
+from .fs import write_text_atomic
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
@@ -93,4 +95,9 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
             setattr(target, key, type(getattr(target, key))(value))
     pipe.index.text_encoder = text_encoder
     pipe.index.text_max_length = pipe.text_encoder.max_length
-    return pipe.save_pretrained(destination)
+    folder = pipe.save_pretrained(destination)
+    for config in folder.rglob("config.json"):  # diffusers records where each part was loaded from:
+        entries = json.loads(config.read_text())  # a path on the training machine, meaningless elsewhere
+        if entries.pop("_name_or_path", None) is not None:
+            write_text_atomic(config, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return folder

@@ -343,6 +343,7 @@ class VideoPipeline:
         b, c, f, h, w = low.shape
         levels = torch.full((b,), settings.noise_level, dtype=torch.long)
         augmentation = torch.randn(low.shape, generator=generator).to(self.device)
+        start = cascade.upsample_latents(low, settings.scale)  # (b c f H W), where strength < 1 starts
         low = self.scheduler.add_noise(low, augmentation, levels.to(self.device))
         low_up = cascade.upsample_latents(low, settings.scale)  # (b c f H W)
 
@@ -356,4 +357,4 @@ class VideoPipeline:
         noise = noise.expand(-1, -1, f, -1, -1).contiguous().to(self.device)  # (b c f H W), the same for every frame
         return sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
                       num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
-                      progress=progress, desc="sr stage")
+                      progress=progress, desc="sr stage", start=start, strength=settings.strength)

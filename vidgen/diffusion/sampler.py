@@ -52,6 +52,8 @@ def sample(
     callback: Callback | None = None,
     progress: bool = False,
     desc: str = "sampling",
+    start: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -60,15 +62,28 @@ def sample(
     guidance_scale != 1; otherwise only the conditional branch runs.
     eta: DDIM's noise level (0: deterministic DDIM, 1: DDPM-like). generator: the randomness
     of stochastic steps. callback(i, t, latents) runs after every step.
+    start, strength: run only the last `strength` of the schedule, from `start` noised with `noise`
+    to the first timestep run (SDEdit, Meng et al. 2022); strength 1 starts from the noise alone.
     """
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if strength < 1.0 and start is None:
+        raise ValueError("a strength below 1 needs the `start` latents to noise")
     guided = uncond is not None and guidance_scale != 1.0
     if guided and uncond.shape != cond.shape:
         raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have the same shape")
     step_kwargs = _step_kwargs(scheduler, eta, generator)
     both = torch.cat([uncond, cond]) if guided else cond
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    latents = noise * scheduler.init_noise_sigma
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
+    timesteps = scheduler.timesteps
+    if strength < 1.0:
+        timesteps = timesteps[len(timesteps) - max(1, round(strength * len(timesteps))):]
+        if hasattr(scheduler, "set_begin_index"):  # schedulers that count their own steps (DPM-Solver, Euler)
+            scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
+        latents = scheduler.add_noise(start, noise, timesteps[:1].expand(noise.shape[0]))
+    else:
+        latents = noise * scheduler.init_noise_sigma
+    for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
         x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
         prediction = denoise(scheduler.scale_model_input(x, t), t, both)
         if guided:

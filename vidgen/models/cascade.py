@@ -46,18 +46,9 @@ def interpolation_unet(base: VideoUNet) -> VideoUNet:
     return extend_unet(base, base.unet.config.in_channels + 1, (INTERP_CONDITION,))
 
 
-def super_resolution_unet(base: VideoUNet, new_network: bool = False) -> VideoUNet:
-    """Input: latents + upsampled low-resolution latents (2c channels); conditioned on the noise level.
-
-    new_network: `base` is untrained, so there is nothing to preserve and the low-resolution input
-    starts with the convolution's usual random init instead of zeros. (From zeros, in the shapes
-    run, its weights grew ten times slower than the latents' and after 2500 steps the model still
-    all but ignored its input.)
-    """
-    model = extend_unet(base, base.unet.config.in_channels, (SR_CONDITION,))
-    if new_network:
-        model.input_extension.reset_parameters()
-    return model
+def super_resolution_unet(base: VideoUNet) -> VideoUNet:
+    """Input: latents + upsampled low-resolution latents (2c channels); conditioned on the noise level."""
+    return extend_unet(base, base.unet.config.in_channels, (SR_CONDITION,))
 
 
 # --- interpolation inputs ---------------------------------------------------------------------

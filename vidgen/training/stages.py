@@ -365,8 +365,7 @@ class SuperResolutionStage(CascadeStage):
             unet2d = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels,
                                              "sample_size": self.cfg.data.size // latent_factor(self.vae),
                                              **self.cfg.model.unet, "cross_attention_dim": self.text_encoder.hidden_size})
-            return cascade.super_resolution_unet(inflate_unet(unet2d, **dataclasses.asdict(base.options)),
-                                                 new_network=True)
+            base = inflate_unet(unet2d, **dataclasses.asdict(base.options))
         return cascade.super_resolution_unet(base)
 
     def record_settings(self, index):

@@ -1,0 +1,42 @@
+"""The embedded default model: it ships inside the package, loads offline with no --model, and
+makes a clip through its whole cascade."""
+
+from __future__ import annotations
+
+import json
+
+from safetensors import safe_open
+
+from vidgen.cli import main
+from vidgen.data.reader import probe_video, read_frames
+from vidgen.packaged import DEFAULT_MODEL, default_model
+from vidgen.pipeline import VideoPipeline
+
+
+def test_the_default_model_ships_in_half_precision_under_60_mb():
+    folder = default_model()
+    assert folder == DEFAULT_MODEL
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 60 * 2**20
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert weights
+    for path in weights:
+        with safe_open(path, "pt") as f:
+            assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
+    index = json.loads((folder / "vidgen.json").read_text())
+    assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
+
+
+def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "a red circle moving left", "-o", str(out), "--steps", "2", "--frames", "4",
+                 "--seed", "0", "--no-progress"]) == 0
+    pipe = VideoPipeline.from_pretrained(default_model())
+    frames, height, width, fps = pipe.output_size(pipe.settings(num_frames=4))
+    info = probe_video(out)
+    assert (info.num_frames, info.height, info.width, info.fps) == (frames, height, width, fps)
+    assert (frames, height, width) == (12, 128, 128)  # 3x the keyframes, twice the base size
+    clip = read_frames(out)
+    assert clip.std() > 5  # a picture, not a flat frame
+    assert json.loads(out.with_name("clip.mp4.json").read_text())["model"] == str(DEFAULT_MODEL)
+    assert "wrote" in capsys.readouterr().out
