@@ -184,6 +184,23 @@ def test_packaging_halves_the_weights_and_names_the_text_encoder(tmp_path):
     assert np.abs(before - after).max() <= 8  # half-precision rounding of the weights
 
 
+def test_sampling_settings_out_of_range_are_refused_when_written_and_when_read(tmp_path):
+    import json
+
+    from vidgen.errors import VidgenError
+    from vidgen.packaged import package_model
+
+    minilm_pipeline().save_pretrained(tmp_path / "trained")
+    with pytest.raises(VidgenError, match=r"sr.strength must be in \(0, 1\], got 2.0"):
+        package_model(tmp_path / "trained", tmp_path / "bad", settings={"sr": {"strength": 2.0}})
+    assert not (tmp_path / "bad").exists()  # nothing half-written
+    index = json.loads((tmp_path / "trained" / "vidgen.json").read_text())
+    index["frame_noise_correlation"] = 1.0  # a hand-edited model folder
+    (tmp_path / "trained" / "vidgen.json").write_text(json.dumps(index))
+    with pytest.raises(VidgenError, match=r"frame_noise_correlation must be in \[0, 1\), got 1.0"):
+        VideoPipeline.from_pretrained(tmp_path / "trained")
+
+
 def test_packaging_sets_the_sampling_settings_it_is_given_and_names_bad_ones(tmp_path):
     from vidgen.errors import VidgenError
     from vidgen.packaged import package_model

@@ -1,7 +1,8 @@
 """Ship a trained cascade as vidgen's embedded default model (vidgen/default_model/).
 
     python tools/package_default_model.py runs/shapes/sr/model
-    python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10
+    python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10 sr.num_inference_steps=10 sr.strength=0.5
+                                            # the settings of the shipped model
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged
 all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
@@ -10,7 +11,9 @@ all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from vidgen.errors import VidgenError
 from vidgen.packaged import DEFAULT_MODEL, package_model
 
 
@@ -31,7 +34,10 @@ def main() -> None:
             settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
         except ValueError:
             parser.error(f"{key} takes a number, got {value!r}")
-    folder = package_model(args.model, args.out, settings=settings)
+    try:
+        folder = package_model(args.model, args.out, settings=settings)
+    except VidgenError as exc:
+        sys.exit(f"error: {exc}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"wrote {folder} ({size / 2**20:.1f} MiB)")
 

@@ -171,7 +171,19 @@ def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
 
 # --- the model folder --------------------------------------------------------------------------
 
+def check_model_index(index: ModelIndex, source: str) -> None:
+    """Refuse sampling settings outside their range, naming the key, before anything runs on them."""
+    ranges = {"frame_noise_correlation": (index.frame_noise_correlation, "[0, 1)"),
+              "interp.noise_correlation": (index.interp.noise_correlation, "[0, 1)"),
+              "sr.strength": (index.sr.strength, "(0, 1]")}
+    inside = {"[0, 1)": lambda v: 0.0 <= v < 1.0, "(0, 1]": lambda v: 0.0 < v <= 1.0}
+    for key, (value, interval) in ranges.items():
+        if not inside[interval](value):
+            raise CheckpointError(f"{source}: {key} must be in {interval}, got {value}")
+
+
 def write_model_index(folder: str | os.PathLike, index: ModelIndex) -> Path:
+    check_model_index(index, f"the model index ({INDEX_NAME})")  # folder may be a temporary one
     return write_json(Path(folder) / INDEX_NAME, dataclasses.asdict(index))
 
 
@@ -188,4 +200,5 @@ def read_model_index(folder: str | os.PathLike) -> ModelIndex:
     if index.format != FORMAT or index.format_version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format {index.format!r} version {index.format_version} is not one this vidgen "
                               f"{__version__} reads ({FORMAT!r} up to version {FORMAT_VERSION}); upgrade vidgen")
+    check_model_index(index, str(path))
     return index

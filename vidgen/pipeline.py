@@ -343,7 +343,7 @@ class VideoPipeline:
         b, c, f, h, w = low.shape
         levels = torch.full((b,), settings.noise_level, dtype=torch.long)
         augmentation = torch.randn(low.shape, generator=generator).to(self.device)
-        start = cascade.upsample_latents(low, settings.scale)  # (b c f H W), where strength < 1 starts
+        start = cascade.upsample_latents(low, settings.scale) if settings.strength < 1 else None  # (b c f H W)
         low = self.scheduler.add_noise(low, augmentation, levels.to(self.device))
         low_up = cascade.upsample_latents(low, settings.scale)  # (b c f H W)
 
