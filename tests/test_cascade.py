@@ -61,6 +61,15 @@ def test_keyframes_are_spread_every_skip_frames_and_the_tail_is_extrapolated():
     assert cascade.upsample_latents(keyframes, 2).shape == (2, 4, 3, 4, 4)
 
 
+def test_blended_keyframes_are_linear_between_keyframes_and_hold_the_last():
+    keyframes = torch.tensor([0.0, 3.0, 9.0]).view(1, 1, 3, 1, 1).expand(2, 4, 3, 2, 2)
+    blend = cascade.blend_keyframes(keyframes, skip=3)  # (b c 9 h w)
+    assert blend.shape == (2, 4, 9, 2, 2)
+    assert torch.allclose(blend[1, 3, :, 1, 0], torch.tensor([0.0, 1, 2, 3, 5, 7, 9, 9, 9]))
+    known, mask = cascade.spread_keyframes(keyframes, skip=3)
+    assert torch.equal(blend * mask, known * mask)  # the keyframes themselves unchanged
+
+
 @pytest.fixture(scope="module")
 def cascade_pipe(sd_image_model):
     pipe = VideoPipeline.from_image_model(sd_image_model)
@@ -111,6 +120,27 @@ def test_super_resolution_below_full_strength_starts_from_the_upsampled_base_lat
     nearer = (partial[0].transpose(0, 1) - upsampled).abs().mean(), (full[0].transpose(0, 1) - upsampled).abs().mean()
     assert nearer[0] < nearer[1]  # it keeps the base stage's picture
     assert VideoPipeline.from_pretrained(tmp_path / "model").index.sr.strength == 0.25  # saved in vidgen.json
+
+
+def test_interpolation_below_full_strength_starts_from_the_blended_keyframes(cascade_pipe, tmp_path):
+    run = dict(num_frames=3, height=32, width=32, num_inference_steps=2, seed=5, progress=False,
+               stages=["base", "interp"], output_type="pt")
+    base = cascade_pipe(**{**run, "stages": ["base"]}, prompt="a red circle")  # (1 3 f h w)
+    full = cascade_pipe("a red circle", **run)
+    cascade_pipe.index.interp.num_inference_steps = 4
+    try:
+        cascade_pipe.index.interp.strength = 0.25
+        partial = cascade_pipe("a red circle", **run)
+        cascade_pipe.save_pretrained(tmp_path / "model")
+    finally:
+        cascade_pipe.index.interp.strength, cascade_pipe.index.interp.num_inference_steps = 1.0, 2
+    assert partial.shape == full.shape == (1, 3, 9, 32, 32)
+    assert torch.equal(partial[:, :, ::3], base) and torch.equal(full[:, :, ::3], base)  # keyframes kept
+    between = [i for i in range(9) if i % 3]
+    held = base[:, :, [i // 3 for i in between]]  # the keyframe before each frame between
+    nearer = (partial[:, :, between] - held).abs().mean(), (full[:, :, between] - held).abs().mean()
+    assert nearer[0] < nearer[1]  # frames between look like the keyframes around them
+    assert VideoPipeline.from_pretrained(tmp_path / "model").index.interp.strength == 0.25  # saved in vidgen.json
 
 
 def test_a_model_trained_with_correlated_frame_noise_is_sampled_with_it(cascade_pipe, tmp_path):
@@ -194,6 +224,8 @@ def test_sampling_settings_out_of_range_are_refused_when_written_and_when_read(t
     with pytest.raises(VidgenError, match=r"sr.strength must be in \(0, 1\], got 2.0"):
         package_model(tmp_path / "trained", tmp_path / "bad", settings={"sr": {"strength": 2.0}})
     assert not (tmp_path / "bad").exists()  # nothing half-written
+    with pytest.raises(VidgenError, match=r"interp.strength must be in \(0, 1\], got 0.0"):
+        package_model(tmp_path / "trained", tmp_path / "bad", settings={"interp": {"strength": 0.0}})
     index = json.loads((tmp_path / "trained" / "vidgen.json").read_text())
     index["frame_noise_correlation"] = 1.0  # a hand-edited model folder
     (tmp_path / "trained" / "vidgen.json").write_text(json.dumps(index))

@@ -49,6 +49,33 @@ def test_inflated_unet_equals_image_unet_frame_by_frame(tiny_unet, frames):
 
 
 @torch.no_grad()
+@torch.no_grad()
+def test_text_embedding_starts_at_nothing_and_once_trained_tells_prompts_apart_in_clips_only(tiny_unet, tmp_path):
+    from vidgen.models.inflate import with_options
+
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    model = with_options(plain, text_embedding=True)
+    assert {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict()) == {
+        "text_embedding.linear_1.weight", "text_embedding.linear_1.bias",
+        "text_embedding.linear_2.weight", "text_embedding.linear_2.bias"}
+    assert model.text_embedding.linear_2.weight.requires_grad and any(
+        p is model.text_embedding.linear_2.weight for p in model.temporal_parameters())
+    sample, timestep, text = inputs(3)
+    assert (model(sample, timestep, text, fps=8) - plain(sample, timestep, text, fps=8)).abs().max() < 1e-5
+    torch.nn.init.normal_(model.text_embedding.linear_2.weight, std=0.1)  # as if trained
+    other_text = text.flip(0)  # the two prompts swapped
+    clips = model(sample, timestep, text, fps=8), model(sample, timestep, other_text, fps=8)
+    added = [clip - plain(sample, timestep, t, fps=8) for clip, t in zip(clips, (text, other_text))]
+    assert added[0].abs().mean() > 1e-3  # the embedding changes clips ...
+    assert (added[0] - added[1]).abs().mean() > 1e-3  # ... by what the prompt says
+    one_frame = sample[:, :, :1]
+    assert torch.allclose(model(one_frame, timestep, text), plain(one_frame, timestep, text), atol=1e-5)  # images: no
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoUNet.from_pretrained(tmp_path / "m")
+    assert loaded.options.text_embedding
+    assert torch.allclose(loaded(sample, timestep, text, fps=8), clips[0], atol=1e-5)
+
+
 def test_sd15_layout_inflates_with_a_temporal_layer_after_every_resnet_and_transformer(sd15_layout_unet):
     model = inflate_unet(sd15_layout_unet, max_frames=8)
     resnets = sum(isinstance(m, ResnetBlock2D) for m in sd15_layout_unet.modules())

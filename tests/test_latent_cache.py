@@ -61,3 +61,16 @@ def test_cache_is_reused_for_the_same_vae_and_rebuilt_for_another(tmp_path):
     other = build_latent_cache(records, make_vae(seed=1), 32, folder, progress=False)
     assert other.fingerprint != same and LatentCache(folder).fingerprint == other.fingerprint
     assert (folder / "000000.safetensors").stat().st_mtime_ns != first
+
+
+def test_the_same_vae_loaded_from_another_folder_reuses_the_cache(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from vidgen.data.latent_cache import vae_fingerprint
+
+    vae = make_vae(seed=0)
+    vae.save_pretrained(tmp_path / "a")
+    vae.save_pretrained(tmp_path / "model" / "vae")  # as a later stage's export copies it
+    first, copied = AutoencoderKL.from_pretrained(tmp_path / "a"), AutoencoderKL.from_pretrained(tmp_path / "model" / "vae")
+    assert first.config._name_or_path != copied.config._name_or_path
+    assert vae_fingerprint(first, 32) == vae_fingerprint(copied, 32)

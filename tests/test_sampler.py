@@ -92,6 +92,27 @@ def test_strength_runs_the_end_of_the_schedule_from_the_noised_start():
         run(start=start, strength=0.0)
 
 
+def test_known_entries_are_replaced_by_their_noised_values_before_every_step():
+    values = torch.full((2, 4, 1, 8, 8), 2.0)  # (b c 1 h w): broadcast over the frames
+    mask = torch.tensor([1.0, 0.0, 0.0]).view(1, 1, 3, 1, 1)  # the first of 3 frames known
+    seen = []
+
+    def frame_mixing(x, t, cond):  # a stand-in whose frames see each other, as temporal layers do
+        seen.append((x.clone(), int(t)))
+        return 0.1 * x + 0.1 * x.mean(dim=2, keepdim=True) + cond.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+
+    cond, uncond = conds()
+    steps = dict(guidance_scale=3.0, num_inference_steps=4, eta=0.0)
+    out = sample(frame_mixing, ddim(), noise(), cond, uncond, known=(values, mask), **steps)
+    assert len(seen) == 4
+    for x, t in seen:  # both guidance branches see the known frame noised to the step's level
+        expected = ddim().add_noise(values, noise()[:, :, :1], torch.tensor([t, t]))
+        assert torch.allclose(x[:2, :, :1], expected, atol=1e-6) and torch.allclose(x[2:, :, :1], expected, atol=1e-6)
+    seen.clear()
+    free = sample(frame_mixing, ddim(), noise(), cond, uncond, **steps)
+    assert not torch.allclose(out[:, :, 1:], free[:, :, 1:])  # the frames around it follow the known one
+
+
 def _one_step(start):
     """What the sampler's single last step gives, spelled out: noise `start` to the last timestep of
     4, predict with the stand-in model (guidance 3), step to the end."""

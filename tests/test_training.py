@@ -210,6 +210,18 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
     assert index["frame_noise_correlation"] == 0.5 and index["interp"]["noise_correlation"] == 0.25
 
 
+def test_video_stage_adds_a_text_embedding_that_trains_and_the_interp_stage_keeps(chain, tmp_path):
+    video, interp = tmp_path / "video", tmp_path / "interp"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
+                       "model.text_embedding=true", "train.max_steps=2"))
+    weights = unet_weights(video / "model")
+    assert weights["text_embedding.linear_2.weight"].abs().max() > 0  # trained away from its zero start
+    vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
+    assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())["text_embedding"]
+    assert torch.equal(unet_weights(interp / "model", "unet")["text_embedding.linear_2.weight"],
+                       weights["text_embedding.linear_2.weight"])  # the base stage as the video stage made it
+
+
 # --- the video stage learns, and trains only what it should --------------------------------------
 
 def test_video_stage_overfits_one_clip(chain, tmp_path, monkeypatch):

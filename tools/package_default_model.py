@@ -1,7 +1,7 @@
 """Ship a trained cascade as vidgen's embedded default model (vidgen/default_model/).
 
     python tools/package_default_model.py runs/shapes/sr/model
-    python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10 sr.num_inference_steps=10 sr.strength=0.5
+    python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
                                             # the settings of the shipped model
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged

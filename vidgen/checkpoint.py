@@ -64,6 +64,9 @@ class InterpolationSettings:
     num_inference_steps: int = 20
     guidance_scale: float = 1.0  # 1: the conditional branch alone
     noise_correlation: float = 0.0  # frame noise prior it was trained with (vidgen.diffusion.noise)
+    # Share of the schedule run, from the keyframes blended linearly over the frames between them
+    # and noised to where it starts (SDEdit, Meng et al. 2022); 1 starts from noise alone.
+    strength: float = 1.0
 
 
 @dataclass
@@ -175,6 +178,7 @@ def check_model_index(index: ModelIndex, source: str) -> None:
     """Refuse sampling settings outside their range, naming the key, before anything runs on them."""
     ranges = {"frame_noise_correlation": (index.frame_noise_correlation, "[0, 1)"),
               "interp.noise_correlation": (index.interp.noise_correlation, "[0, 1)"),
+              "interp.strength": (index.interp.strength, "(0, 1]"),
               "sr.strength": (index.sr.strength, "(0, 1]")}
     inside = {"[0, 1)": lambda v: 0.0 <= v < 1.0, "(0, 1]": lambda v: 0.0 < v <= 1.0}
     for key, (value, interval) in ranges.items():

@@ -332,9 +332,11 @@ class VideoPipeline:
                                 conditions={cascade.INTERP_CONDITION: skip.repeat(repeats)})
 
         noise = frame_noise(known.shape, generator, settings.noise_correlation).to(self.device)
+        start = cascade.blend_keyframes(keyframes, settings.factor) if settings.strength < 1 else None  # (b c F h w)
         dense = sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
                        num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
-                       progress=progress, desc="interp stage")
+                       progress=progress, desc="interp stage", start=start, strength=settings.strength,
+                       known=(known, mask))
         return mask * known + (1 - mask) * dense, dense_fps  # the keyframes stay as the base stage made them
 
     def _super_resolve(self, low, fps, cond, uncond, eta, generator, progress):

@@ -34,7 +34,10 @@ INDEX_NAME = "index.json"
 
 
 def vae_fingerprint(vae, size: int) -> str:
-    digest = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    # diffusers' private config entries (_name_or_path: the folder it was loaded from) are left
+    # out: the same VAE copied into another model folder encodes the same latents.
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())

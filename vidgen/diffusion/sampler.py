@@ -54,6 +54,7 @@ def sample(
     desc: str = "sampling",
     start: torch.Tensor | None = None,
     strength: float = 1.0,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -64,6 +65,11 @@ def sample(
     of stochastic steps. callback(i, t, latents) runs after every step.
     start, strength: run only the last `strength` of the schedule, from `start` noised with `noise`
     to the first timestep run (SDEdit, Meng et al. 2022); strength 1 starts from the noise alone.
+    known: (values, mask), mask 1 where the sample is known to be `values` (broadcast to the
+    latents' shape). Before every step those entries are set to `values` noised with `noise` to
+    that step's level, so the network sees the known part as it saw it in training and fills in
+    the rest to agree with it (the replacement method, Ho et al. 2022, "Video Diffusion Models",
+    section 3.1); the last step's output keeps what the network made of them.
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -84,6 +90,10 @@ def sample(
     else:
         latents = noise * scheduler.init_noise_sigma
     for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
+        if known is not None:
+            values, mask = known
+            noised = scheduler.add_noise(values.expand_as(latents), noise, t.expand(noise.shape[0]))
+            latents = mask * noised + (1 - mask) * latents
         x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
         prediction = denoise(scheduler.scale_model_input(x, t), t, both)
         if guided:

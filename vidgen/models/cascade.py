@@ -16,15 +16,11 @@ base model; what they learn is how to use what they are given.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from einops import rearrange
 
-from .. import checkpoint as ckpt
-from .inflate import VideoUNet
+from .inflate import VideoUNet, with_options
 
 INTERP_CONDITION = "frame_skip"
 SR_CONDITION = "noise_level"
@@ -32,13 +28,7 @@ SR_CONDITION = "noise_level"
 
 def extend_unet(base: VideoUNet, extra_in_channels: int, extra_conditions: tuple[str, ...]) -> VideoUNet:
     """A new video U-Net with `base`'s weights plus zero-initialised extra inputs and conditions."""
-    unet2d = UNet2DConditionModel.from_config(base.unet.config)
-    unet2d.load_state_dict(base.unet.state_dict())
-    options = dataclasses.replace(base.options, extra_in_channels=extra_in_channels, extra_conditions=extra_conditions)
-    model = VideoUNet(unet2d, options).to(device=base.unet.device, dtype=base.unet.dtype)
-    ckpt.load_strict(model, base.temporal_state_dict(), source="the base video U-Net",
-                     only=base.temporal_state_dict().keys())
-    return model
+    return with_options(base, extra_in_channels=extra_in_channels, extra_conditions=extra_conditions)
 
 
 def interpolation_unet(base: VideoUNet) -> VideoUNet:
@@ -72,6 +62,23 @@ def spread_keyframes(keyframes: torch.Tensor, skip: int) -> tuple[torch.Tensor, 
     known[:, :, ::skip] = keyframes
     mask = keyframe_mask(f * skip, skip, keyframes.device).to(keyframes.dtype)
     return known, mask.view(1, 1, -1, 1, 1).expand(b, 1, -1, h, w)
+
+
+def blend_keyframes(keyframes: torch.Tensor, skip: int) -> torch.Tensor:
+    """(b, c, f, h, w) keyframes -> (b, c, f*skip, h, w): each dense frame a linear blend of the
+    keyframes on either side by its distance to them; the frames after the last keyframe hold it.
+
+    Where interpolation starts part-way through its schedule (`InterpolationSettings.strength`),
+    this is the clip it starts from: background and colors are the keyframes', and the network
+    only has to resolve where the object is between them.
+    """
+    f = keyframes.shape[2]
+    position = torch.arange(f * skip, device=keyframes.device, dtype=torch.float32) / skip  # in keyframes
+    before = position.floor().long().clamp(max=f - 1)
+    after = (before + 1).clamp(max=f - 1)
+    weight = (position - before).clamp(max=1.0).where(after > before, torch.zeros_like(position))
+    weight = weight.view(1, 1, -1, 1, 1).to(keyframes.dtype)
+    return (1 - weight) * keyframes[:, :, before] + weight * keyframes[:, :, after]
 
 
 def interpolation_input(latents: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

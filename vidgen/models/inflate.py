@@ -6,7 +6,8 @@ their own containers and are attached with forward hooks:
 
 - after every `ResnetBlock2D`: a `TemporalConv` (pseudo-3D convolution, eq. 2);
 - after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3);
-- after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added.
+- after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
+  the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set.
 
 The 2-D network sees video as a batch of frames, `(b f) c h w`. Each hook reshapes its module's
 output into the layer's sequence over frames, applies the layer and reshapes back; it learns
@@ -44,13 +45,14 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
-from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, check_num_frames
+from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
-TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.")
+TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
+                     "text_embedding.")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class InflationOptions:
     # Scalar conditions beyond fps, each embedded and added to the time embedding like fps:
     # the frame skip of interpolation, the noise-augmentation level of super-resolution.
     extra_conditions: tuple[str, ...] = ()
+    # The prompt pooled over its tokens and added to the time embedding of clips (TextEmbedding),
+    # so that motion words reach the temporal layers.
+    text_embedding: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
@@ -78,18 +83,20 @@ class _FrameContext:
     fps: torch.Tensor | None = None  # (b,), or None for no fps conditioning
     conditions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # extra scalar conditions, (b,) each
     extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
+    text: torch.Tensor | None = None  # (b n d): the prompt, for the text embedding
 
     def values(self) -> tuple:
-        return self.num_frames, self.fps, self.conditions, self.extra_input
+        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text
 
     @contextlib.contextmanager
-    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None) -> Iterator[None]:
+    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None) -> Iterator[None]:
         saved = self.values()
-        self.num_frames, self.fps, self.conditions, self.extra_input = num_frames, fps, conditions or {}, extra_input
+        self.num_frames, self.fps, self.conditions, self.extra_input, self.text = (num_frames, fps, conditions or {},
+                                                                                   extra_input, text)
         try:
             yield
         finally:
-            self.num_frames, self.fps, self.conditions, self.extra_input = saved
+            self.num_frames, self.fps, self.conditions, self.extra_input, self.text = saved
 
 
 def _module_key(name: str) -> str:
@@ -126,17 +133,20 @@ class _TemporalHook:
 
 
 class _FpsHook:
-    """Forward hook on `unet.time_embedding`: add the fps embedding (video only) and the extra
-    conditions' embeddings, each repeated for every frame."""
+    """Forward hook on `unet.time_embedding`: add the fps and text embeddings (video only) and the
+    extra conditions' embeddings, each repeated for every frame."""
 
-    def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext):
-        self.embedding, self.extra, self.context = embedding, extra, context
+    def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
+                 text: TextEmbedding | None = None):
+        self.embedding, self.extra, self.context, self.text = embedding, extra, context, text
 
     def __call__(self, module, args, output):
         c = self.context
         added = [self.extra[name](value) for name, value in c.conditions.items()]  # (b d) each
         if c.num_frames > 1 and c.fps is not None:
             added.append(self.embedding(c.fps))
+        if c.num_frames > 1 and self.text is not None:
+            added.append(self.text(c.text))
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -187,7 +197,10 @@ class VideoUNet(nn.Module):
         time_dim = unet.time_embedding.linear_2.out_features
         self.fps_embedding = FpsEmbedding(time_dim)
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
-        unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context))
+        self.text_embedding = (TextEmbedding(unet.config.cross_attention_dim, time_dim)
+                               if options.text_embedding else None)
+        unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
+                                                           self.text_embedding))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -226,7 +239,7 @@ class VideoUNet(nn.Module):
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
         cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
-                               self._conditions(conditions, b, sample.device), extra):
+                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
@@ -285,10 +298,10 @@ class VideoUNet(nn.Module):
     # --- parameter groups ----------------------------------------------------------------------
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The new parameters: temporal convolutions, temporal attention, fps and extra-condition
+        """The new parameters: temporal convolutions, temporal attention, fps, text and extra-condition
         embeddings, the convolution of the extra input channels."""
         for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding, self.condition_embeddings,
-                          self.input_extension):
+                          self.input_extension, self.text_embedding):
             if container is not None:
                 yield from container.parameters()
 
@@ -362,6 +375,19 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
         raise TypeError(f"inflate_unet takes a diffusers UNet2DConditionModel, got {type(unet2d).__name__}")
     param = next(unet2d.parameters())
     return VideoUNet(unet2d, _options("inflate_unet", **options)).to(device=param.device, dtype=param.dtype)
+
+
+def with_options(base: VideoUNet, **changes) -> VideoUNet:
+    """A new video U-Net with `base`'s weights (copied) and some inflation options changed:
+    what the change adds (extra inputs, conditions, the text embedding) starts where it adds
+    nothing, so the new network computes what `base` did until trained."""
+    unet2d = UNet2DConditionModel.from_config(base.unet.config)
+    unet2d.load_state_dict(base.unet.state_dict())
+    options = _options("with_options", **{**dataclasses.asdict(base.options), **changes})
+    model = VideoUNet(unet2d, options).to(device=base.unet.device, dtype=base.unet.dtype)
+    ckpt.load_strict(model, base.temporal_state_dict(), source="the base video U-Net",
+                     only=base.temporal_state_dict().keys())
+    return model
 
 
 def autocast(device: str | torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -8,6 +8,8 @@
   every pixel, with a frame position encoding.
 - `FpsEmbedding`: the frame-rate conditioning ("Frame rate conditioning", section 3.2), added
   to the diffusion time embedding.
+- `TextEmbedding`: the prompt, pooled over tokens, added to the time embedding (optional; see
+  the class).
 
 Every layer starts as the identity (the paper initialises the temporal convolutions to the
 identity and the temporal attention's output projection to zero), so an inflated network
@@ -121,12 +123,35 @@ class FpsEmbedding(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
+class TextEmbedding(nn.Module):
+    """The prompt, averaged over its tokens -> a vector added to the time embedding of video clips.
+
+    Imagen (Saharia et al. 2022, section 2.4) adds a pooled text embedding to the diffusion
+    timestep embedding; here it is what lets the temporal layers read the prompt. Cross-attention
+    reaches only the frozen spatial layers, which learned from still frames what a caption says
+    about looks, not about motion, so "moving left" barely reaches the layers that make motion.
+    Through the time embedding it enters every ResNet block, and the temporal convolution after
+    it. The last layer starts at zero: the embedding adds nothing until trained.
+    """
+
+    def __init__(self, text_dim: int, time_embed_dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(text_dim, time_embed_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
+        init_identity_(self)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:  # (b n d) -> (b e)
+        pooled = text.mean(dim=1).to(self.linear_1.weight.dtype)  # (b d)
+        return self.linear_2(self.act(self.linear_1(pooled)))
+
+
 @torch.no_grad()
 def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
     TemporalConv: dirac kernel, zero bias. TemporalAttention: zero output projection,
-    sinusoidal position table. FpsEmbedding: zero last layer. Other weights keep PyTorch's
+    sinusoidal position table. FpsEmbedding, TextEmbedding: zero last layer. Other weights keep PyTorch's
     default initialisation.
     """
     for m in module.modules():
@@ -138,7 +163,7 @@ def init_identity_(module: nn.Module) -> nn.Module:
             nn.init.zeros_(m.to_out.bias)
             frames = torch.arange(m.max_frames, device=m.position.device)
             m.position.copy_(get_timestep_embedding(frames, m.position.shape[1], flip_sin_to_cos=True))
-        elif isinstance(m, FpsEmbedding):
+        elif isinstance(m, (FpsEmbedding, TextEmbedding)):
             nn.init.zeros_(m.linear_2.weight)
             nn.init.zeros_(m.linear_2.bias)
     return module

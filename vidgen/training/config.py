@@ -54,6 +54,10 @@ class ModelConfig:
     # video/interp: share of the training noise common to a clip's frames (PYoCo's mixed noise
     # prior, vidgen.diffusion.noise); recorded in the exported model, which samples with it.
     frame_noise_correlation: float = 0.0
+    # video: give the video U-Net a text embedding (the prompt pooled and added to the time
+    # embedding, vidgen.models.temporal.TextEmbedding) if the model.pretrained one has none, so
+    # that motion words reach the temporal layers; the interp and sr stages inherit it.
+    text_embedding: bool = False
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

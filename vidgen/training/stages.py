@@ -32,7 +32,7 @@ from ..diffusion.losses import add_noise, diffusion_loss, vae_loss
 from ..errors import VidgenError
 from ..fs import atomic_dir
 from ..models import cascade
-from ..models.inflate import inflate_unet
+from ..models.inflate import inflate_unet, with_options
 from ..models.vae import encode_video, latent_factor
 from ..packaged import resolve_text_encoder
 from ..text import TextEncoder
@@ -269,6 +269,11 @@ class CascadeStage(DiffusionStage):
 
 class VideoStage(CascadeStage):
     """The temporal layers learn motion from clips (Make-A-Video section 3.2), spatial layers frozen."""
+
+    def build_unet(self, base):
+        if self.cfg.model.text_embedding and not base.options.text_embedding:
+            return with_options(base, text_embedding=True)
+        return base
 
     def loss(self, model, batch, generator):
         x0 = self.latents(batch, generator)  # (b c f h w)
