@@ -135,7 +135,8 @@ def test_interpolation_below_full_strength_starts_from_the_blended_keyframes(cas
     finally:
         cascade_pipe.index.interp.strength, cascade_pipe.index.interp.num_inference_steps = 1.0, 2
     assert partial.shape == full.shape == (1, 3, 9, 32, 32)
-    assert torch.equal(partial[:, :, ::3], base) and torch.equal(full[:, :, ::3], base)  # keyframes kept
+    # the keyframes kept (up to float rounding: the VAE decodes them in other batches)
+    assert torch.allclose(partial[:, :, ::3], base, atol=1e-4) and torch.allclose(full[:, :, ::3], base, atol=1e-4)
     between = [i for i in range(9) if i % 3]
     held = base[:, :, [i // 3 for i in between]]  # the keyframe before each frame between
     nearer = (partial[:, :, between] - held).abs().mean(), (full[:, :, between] - held).abs().mean()
