@@ -103,18 +103,25 @@ def test_pipeline_runs_base_interp_sr_with_the_sizes_each_stage_makes(cascade_pi
     assert np.array_equal(loaded("a red circle", **run), full)
 
 
+def _at_strength(pipe, section: str, strength: float, run: dict, folder) -> torch.Tensor:
+    """A clip with `section`'s (interp or sr) strength set and its steps raised from 2 to 4, and
+    the model saved to `folder` with that setting; the fixture's settings restored afterwards."""
+    settings = getattr(pipe.index, section)
+    settings.strength, settings.num_inference_steps = strength, 4
+    try:
+        clip = pipe("a red circle", **run)
+        pipe.save_pretrained(folder)
+    finally:
+        settings.strength, settings.num_inference_steps = 1.0, 2
+    return clip
+
+
 def test_super_resolution_below_full_strength_starts_from_the_upsampled_base_latents(cascade_pipe, tmp_path):
     run = dict(num_frames=2, height=32, width=32, num_inference_steps=2, seed=5, progress=False, stages=["base", "sr"],
                output_type="pt")
     base = cascade_pipe(**{**run, "stages": ["base"]}, prompt="a red circle")
     full = cascade_pipe("a red circle", **run)
-    cascade_pipe.index.sr.num_inference_steps = 4
-    try:
-        cascade_pipe.index.sr.strength = 0.25
-        partial = cascade_pipe("a red circle", **run)
-        cascade_pipe.save_pretrained(tmp_path / "model")
-    finally:
-        cascade_pipe.index.sr.strength, cascade_pipe.index.sr.num_inference_steps = 1.0, 2
+    partial = _at_strength(cascade_pipe, "sr", 0.25, run, tmp_path / "model")
     assert partial.shape == full.shape == (1, 3, 2, 64, 64)
     upsampled = torch.nn.functional.interpolate(base[0].transpose(0, 1), scale_factor=2, mode="bilinear")
     nearer = (partial[0].transpose(0, 1) - upsampled).abs().mean(), (full[0].transpose(0, 1) - upsampled).abs().mean()
@@ -127,13 +134,7 @@ def test_interpolation_below_full_strength_starts_from_the_blended_keyframes(cas
                stages=["base", "interp"], output_type="pt")
     base = cascade_pipe(**{**run, "stages": ["base"]}, prompt="a red circle")  # (1 3 f h w)
     full = cascade_pipe("a red circle", **run)
-    cascade_pipe.index.interp.num_inference_steps = 4
-    try:
-        cascade_pipe.index.interp.strength = 0.25
-        partial = cascade_pipe("a red circle", **run)
-        cascade_pipe.save_pretrained(tmp_path / "model")
-    finally:
-        cascade_pipe.index.interp.strength, cascade_pipe.index.interp.num_inference_steps = 1.0, 2
+    partial = _at_strength(cascade_pipe, "interp", 0.25, run, tmp_path / "model")
     assert partial.shape == full.shape == (1, 3, 9, 32, 32)
     # the keyframes kept (up to float rounding: the VAE decodes them in other batches)
     assert torch.allclose(partial[:, :, ::3], base, atol=1e-4) and torch.allclose(full[:, :, ::3], base, atol=1e-4)

@@ -444,6 +444,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.loss_weighting=snr", "model.loss_weighting must be one of"),
     ("model.frame_noise_correlation=1.0", "model.frame_noise_correlation must be in [0, 1)"),
     ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
+    ("stage=interp model.text_embedding=true", "model.text_embedding is added by the video stage, not the interp"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",

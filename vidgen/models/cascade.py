@@ -76,8 +76,7 @@ def blend_keyframes(keyframes: torch.Tensor, skip: int) -> torch.Tensor:
     position = torch.arange(f * skip, device=keyframes.device, dtype=torch.float32) / skip  # in keyframes
     before = position.floor().long().clamp(max=f - 1)
     after = (before + 1).clamp(max=f - 1)
-    weight = (position - before).clamp(max=1.0).where(after > before, torch.zeros_like(position))
-    weight = weight.view(1, 1, -1, 1, 1).to(keyframes.dtype)
+    weight = torch.where(after > before, position - before, 0.0).view(1, 1, -1, 1, 1).to(keyframes.dtype)
     return (1 - weight) * keyframes[:, :, before] + weight * keyframes[:, :, after]
 
 

@@ -148,6 +148,9 @@ def _check(cfg: RunConfig) -> None:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
     if not 0.0 <= m.frame_noise_correlation < 1.0:
         raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
+    if m.text_embedding and cfg.stage != "video":
+        raise VidgenError(f"model.text_embedding is added by the video stage, not the {cfg.stage} stage (interp and sr "
+                          f"keep the one their model.pretrained has): remove it, or set it in the video stage's config")
     if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
         raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
                           f"model.prediction_type={m.prediction_type} use uniform")
