@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -445,6 +446,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.frame_noise_correlation=1.0", "model.frame_noise_correlation must be in [0, 1)"),
     ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
     ("stage=interp model.text_embedding=true", "model.text_embedding is added by the video stage, not the interp"),
+    ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
+    ("data.captioned_repeat=0", "data.captioned_repeat must be a whole number >= 1"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",
@@ -453,6 +456,19 @@ def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, cap
     error = capsys.readouterr().err
     assert error.startswith("vidgen train: error:") and named in error
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_withheld_captions_stay_withheld_when_captioned_clips_repeat():
+    records = [{"path": f"{i}.mp4", "caption": f"clip {i}"} for i in range(200)] + [{"path": "unlabeled.mp4"}]
+    kept = stages.withhold_captions(records, 0.8, seed=0)
+    assert kept == stages.withhold_captions(records, 0.8, seed=0)  # the seed fixes which clips keep a caption
+    captioned = {r["path"] for r in kept if r.get("caption")}
+    assert 20 <= len(captioned) <= 60  # about 20 % of the 200
+    listed = stages.repeat_captioned(kept, 3)
+    assert len(listed) == len(kept) + 2 * len(captioned)
+    listings = Counter(r["path"] for r in listed)
+    assert all(listings[r["path"]] == (3 if r["path"] in captioned else 1) for r in kept)
+    assert {r["path"] for r in listed if r.get("caption")} == captioned  # no withheld caption comes back
 
 
 def test_unreadable_clip_is_skipped_and_counted(chain, tmp_path):

@@ -28,6 +28,9 @@ class DataConfig:
     # Fraction of captioned clips whose caption is withheld for the whole run, so they train as
     # unlabeled video (null conditioning): 1.0 is Make-A-Video's fully unlabeled setting.
     withhold_captions: float = 0.0
+    # Times each clip that keeps its caption is listed per epoch: labeled video then weighs more in
+    # a batch (word-motion binding learns from it alone) without more captions being revealed.
+    captioned_repeat: int = 1
     caption_dropout: float = 0.1  # per-sample chance of the null prompt, for classifier-free guidance
     # Folder of cached VAE latents (vidgen.data.latent_cache) for the diffusion stages (sr keeps
     # two in it, one per size): built on first use, rebuilt when the VAE or size changes. ""

@@ -52,6 +52,14 @@ def withhold_captions(records: list[dict], fraction: float, seed: int) -> list[d
             for r, draw in zip(records, draws)]
 
 
+def repeat_captioned(records: list[dict], times: int) -> list[dict]:
+    """List every record that has a caption `times` times (unlabeled ones once), so that a batch
+    holds more labeled clips; the dataset draws each listing's frames and fps on its own."""
+    if times < 1:
+        raise VidgenError(f"data.captioned_repeat must be a whole number >= 1, got {times}")
+    return [r for r in records for _ in range(times if r.get("caption") else 1)]
+
+
 def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:
     """Replace each caption by the empty prompt with `probability` (classifier-free guidance training)."""
     drops = torch.rand(len(captions), generator=generator) < probability
@@ -72,6 +80,7 @@ class Stage:
     def dataset(self) -> VideoClipDataset:
         d = self.cfg.data
         records = withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
+        records = repeat_captioned(records, d.captioned_repeat)
         fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
         return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
                                 short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache,
