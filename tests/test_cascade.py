@@ -248,3 +248,25 @@ def test_packaging_sets_the_sampling_settings_it_is_given_and_names_bad_ones(tmp
         package_model(tmp_path / "trained", tmp_path / "bad", settings={"defaults": {"steps": 7}})
     with pytest.raises(VidgenError, match="no settings section 'base'"):
         package_model(tmp_path / "trained", tmp_path / "bad", settings={"base": {"steps": 7}})
+
+
+def test_packaging_can_take_the_base_stage_from_a_later_video_run(tmp_path):
+    from vidgen.errors import VidgenError
+    from vidgen.packaged import package_model
+
+    torch.manual_seed(0)
+    first = minilm_pipeline()
+    first.save_pretrained(tmp_path / "cascade")
+    torch.manual_seed(1)
+    later = minilm_pipeline()
+    later.save_pretrained(tmp_path / "later")
+    package_model(tmp_path / "cascade", tmp_path / "shipped", base=tmp_path / "later")
+    shipped = VideoPipeline.from_pretrained(tmp_path / "shipped").stages["base"].state_dict()
+    weights = {key: value.half().float() for key, value in later.stages["base"].state_dict().items()}
+    assert all(torch.equal(shipped[key], weights[key]) for key in weights)
+    assert not all(torch.equal(shipped[k], v.half().float()) for k, v in first.stages["base"].state_dict().items())
+    later.index.frame_noise_correlation = 0.5
+    later.save_pretrained(tmp_path / "other-prior")
+    with pytest.raises(VidgenError, match="the stages must share one frame-noise prior"):
+        package_model(tmp_path / "cascade", tmp_path / "bad", base=tmp_path / "other-prior")
+    assert not (tmp_path / "bad").exists()

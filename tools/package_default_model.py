@@ -3,6 +3,8 @@
     python tools/package_default_model.py runs/shapes/sr/model
     python tools/package_default_model.py runs/shapes/sr/model defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
                                             # the settings of the shipped model
+    python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model ...
+                                            # the base stage from a later video-stage run
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged
 all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
@@ -22,8 +24,10 @@ def main() -> None:
     parser.add_argument("model", help="trained vidgen model folder (e.g. the sr run's model/)")
     parser.add_argument("settings", nargs="*", metavar="SECTION.KEY=VALUE",
                         help="sampling settings to ship (sections: defaults, interp, sr)")
+    parser.add_argument("--base", metavar="DIR",
+                        help="take the base stage from this vidgen video model (a later video-stage run) instead")
     parser.add_argument("--out", default=str(DEFAULT_MODEL), help=f"where to write it (default {DEFAULT_MODEL})")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # --base may come after the settings
     settings: dict[str, dict] = {}
     for item in args.settings:
         key, sep, value = item.partition("=")
@@ -35,7 +39,7 @@ def main() -> None:
         except ValueError:
             parser.error(f"{key} takes a number, got {value!r}")
     try:
-        folder = package_model(args.model, args.out, settings=settings)
+        folder = package_model(args.model, args.out, settings=settings, base=args.base)
     except VidgenError as exc:
         sys.exit(f"error: {exc}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -11,7 +11,15 @@ times are appended to WORK/times.csv.
 
 Time each stage took for the shipped model on a 2-core CPU (2 torch threads): corpus64 1 min,
 vae 32 min, image 55 min, inflate 4 s, video 71 min (0.95 s/step), interp 24 min (0.71 s/step),
-corpus128 80 min (beside a training run), sr 32 min (0.77 s/step); about 4.9 hours in all.
+corpus128 80 min (beside a training run), sr 32 min (0.77 s/step), then the base stage's later
+phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), video-full 20 min
+(1.19 s/step), video-rep 60 min (1.2 s/step); about 7.7 hours in all.
+
+The shipped folder is the sr run's cascade with the base stage of the last video phase:
+
+    python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model \
+        defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 \
+        sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with
@@ -63,20 +71,40 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
                                       f"data.manifest={work / f'corpus{size}' / 'manifest.jsonl'}",
                                       f"train.output_dir={out}", *overrides, "--no-progress"]
 
-    unlabeled = [train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}",
+    cache = f"data.latent_cache={work / 'latents64'}"
+    unlabeled = [train("video", f"model.pretrained={work / 'inflated'}", cache,
                        "data.withhold_captions=1.0", name="video-unlabeled")] if comparison else []
+    # The base stage trains on after interp and sr have started from its 4500-step model, in
+    # three phases, all with the same 80 % of captions withheld (configs/shapes/video.yaml):
+    video_8000 = train("video", f"model.pretrained={work / 'inflated'}", cache, "train.max_steps=8000")
+    base = [
+        # 1. the video run itself, resumed from its step-4500 checkpoint to 8000 steps;
+        ("video-8000", work / "video" / "checkpoints" / "step-00008000", video_8000[2]),
+        # 2. a pooled text embedding added to the time embedding (model.text_embedding);
+        train("video", f"model.pretrained={work / 'video' / 'model'}", cache, "model.text_embedding=true",
+              "train.max_steps=1500", name="video-text"),
+        # 3. the spatial layers unfrozen, so that frames can move and not only fade;
+        train("video", f"model.pretrained={work / 'video-text' / 'model'}", cache, "model.freeze_spatial=false",
+              "train.max_steps=1000", "train.lr=1e-4", "train.warmup_steps=100", name="video-full"),
+        # 4. the same, each of the 20 % captioned clips listed 6 times per epoch, so that half of a
+        #    batch is labeled and the words for direction bind to motion. Ships as the base stage.
+        train("video", f"model.pretrained={work / 'video-full' / 'model'}", cache, "model.freeze_spatial=false",
+              "data.captioned_repeat=6", "train.max_steps=3000", "train.lr=1e-4", "train.warmup_steps=50",
+              name="video-rep"),
+    ]
     return [
         corpus(64),
         train("vae"),
-        train("image", f"model.vae={work / 'vae' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
+        train("image", f"model.vae={work / 'vae' / 'model'}", cache),
         ("inflate", work / "inflated", [*vidgen, "inflate", "--image-model", str(work / "image" / "model"),
                                         "--out", str(work / "inflated"), "--frames", "16", "--fps", "8"]),
-        train("video", f"model.pretrained={work / 'inflated'}", f"data.latent_cache={work / 'latents64'}"),
-        train("interp", f"model.pretrained={work / 'video' / 'model'}", f"data.latent_cache={work / 'latents64'}"),
+        train("video", f"model.pretrained={work / 'inflated'}", cache),
+        train("interp", f"model.pretrained={work / 'video' / 'model'}", cache),
         corpus(128),
         # No latent cache for sr: caching every frame of 2000 clips at two sizes encodes more
         # frames than its steps x batch x 8 frames do.
         train("sr", f"model.pretrained={work / 'interp' / 'model'}", size=128),
+        *base,
         *unlabeled,  # last: the shipped cascade does not need it
     ]
 
@@ -123,7 +151,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, [video-unlabeled,] interp, corpus128, sr)")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")

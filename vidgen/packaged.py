@@ -74,17 +74,26 @@ def default_model() -> Path:
 
 
 def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME,
-                  settings: dict[str, dict] | None = None) -> Path:
+                  settings: dict[str, dict] | None = None, base: str | Path | None = None) -> Path:
     """Write `source` (a trained vidgen model folder) to `destination` for shipping: every weight in
     half precision, and the text encoder named (`text_encoder`, e.g. the packaged MiniLM, checked by
     hash when loaded) instead of copied. Loading converts back to the dtype asked for.
     `settings` overrides sampling settings of the model index by section, e.g.
-    {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}."""
+    {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}.
+    `base`, a vidgen video model folder (a later run of the video stage), replaces `source`'s base
+    stage; both must sample the same frame-noise prior."""
     import torch
 
     from .pipeline import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(source, dtype=torch.float16)
+    if base is not None:
+        base_pipe = VideoPipeline.from_pretrained(base, dtype=torch.float16)
+        if base_pipe.index.frame_noise_correlation != pipe.index.frame_noise_correlation:
+            raise VidgenError(f"the base model {base} was trained with frame_noise_correlation "
+                              f"{base_pipe.index.frame_noise_correlation}, the cascade {source} with "
+                              f"{pipe.index.frame_noise_correlation}: the stages must share one frame-noise prior")
+        pipe.set_stage("base", base_pipe.stages["base"])
     for section, values in (settings or {}).items():
         target = getattr(pipe.index, section, None)
         if section not in ("defaults", "interp", "sr") or target is None:
