@@ -128,8 +128,8 @@ class TextEmbedding(nn.Module):
 
     Imagen (Saharia et al. 2022, section 2.4) adds a pooled text embedding to the diffusion
     timestep embedding; here it is what lets the temporal layers read the prompt. Cross-attention
-    reaches only the frozen spatial layers, which learned from still frames what a caption says
-    about looks, not about motion, so "moving left" barely reaches the layers that make motion.
+    reaches only the spatial layers, which learned from still frames what a caption says about
+    looks, not about motion, so "moving left" barely reaches the layers that make motion.
     Through the time embedding it enters every ResNet block, and the temporal convolution after
     it. The last layer starts at zero: the embedding adds nothing until trained.
     """

@@ -141,11 +141,7 @@ def _make_accelerator(cfg: RunConfig) -> Accelerator:
 
 
 def _check(cfg: RunConfig) -> None:
-    d, t, m = cfg.data, cfg.train, cfg.model
-    if not 0.0 <= d.withhold_captions <= 1.0:
-        raise VidgenError(f"data.withhold_captions must be in [0, 1], got {d.withhold_captions}")
-    if d.captioned_repeat < 1:
-        raise VidgenError(f"data.captioned_repeat must be a whole number >= 1, got {d.captioned_repeat}")
+    t, m = cfg.train, cfg.model
     if m.prediction_type not in PREDICTION_TYPES:
         raise VidgenError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {m.prediction_type!r}")
     if m.loss_weighting not in LOSS_WEIGHTINGS:

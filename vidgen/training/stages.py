@@ -277,7 +277,8 @@ class CascadeStage(DiffusionStage):
 
 
 class VideoStage(CascadeStage):
-    """The temporal layers learn motion from clips (Make-A-Video section 3.2), spatial layers frozen."""
+    """The temporal layers learn motion from clips (Make-A-Video section 3.2); the spatial layers
+    stay frozen unless model.freeze_spatial is false."""
 
     def build_unet(self, base):
         if self.cfg.model.text_embedding and not base.options.text_embedding:
