@@ -76,6 +76,37 @@ def test_text_embedding_starts_at_nothing_and_once_trained_tells_prompts_apart_i
     assert torch.allclose(loaded(sample, timestep, text, fps=8), clips[0], atol=1e-5)
 
 
+@torch.no_grad()
+def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_own_prompt(tiny_unet, tmp_path):
+    from vidgen.models.inflate import with_options
+
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    model = with_options(plain, frame_prompt=True)
+    assert {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict()) == {
+        "frame_prompt.linear_1.weight", "frame_prompt.linear_1.bias",
+        "frame_prompt.linear_2.weight", "frame_prompt.linear_2.bias"}
+    assert any(p is model.frame_prompt.linear_2.weight for p in model.temporal_parameters())
+    sample, timestep, text = inputs(4)
+    assert (model(sample, timestep, text, fps=8) - plain(sample, timestep, text, fps=8)).abs().max() < 1e-5
+    torch.nn.init.normal_(model.frame_prompt.linear_2.weight, std=0.1)  # as if trained
+
+    prompts = model.frame_prompt(text, 4)  # (b f n d)
+    assert prompts.shape == (2, 4, *text.shape[1:])
+    offsets = prompts - text[:, None]
+    assert (offsets[:, 0] - offsets[:, 3]).abs().mean() > 1e-3  # the first and last frame read different prompts
+    token_to_token = offsets[:, :, 0] - offsets[:, :, 1]  # two tokens of one frame
+    assert token_to_token.abs().mean() > 1e-3  # not one shift for all tokens (that would change no attention weight)
+
+    clip = model(sample, timestep, text, fps=8)
+    assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
+    one_frame = sample[:, :, :1]
+    assert torch.allclose(model(one_frame, timestep, text), plain(one_frame, timestep, text), atol=1e-5)  # images: no
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoUNet.from_pretrained(tmp_path / "m")
+    assert loaded.options.frame_prompt
+    assert torch.allclose(loaded(sample, timestep, text, fps=8), clip, atol=1e-5)
+
+
 def test_sd15_layout_inflates_with_a_temporal_layer_after_every_resnet_and_transformer(sd15_layout_unet):
     model = inflate_unet(sd15_layout_unet, max_frames=8)
     resnets = sum(isinstance(m, ResnetBlock2D) for m in sd15_layout_unet.modules())

@@ -223,6 +223,30 @@ def test_video_stage_adds_a_text_embedding_that_trains_and_the_interp_stage_keep
                        weights["text_embedding.linear_2.weight"])  # the base stage as the video stage made it
 
 
+def test_video_stage_adds_a_frame_prompt_that_trains_and_the_interp_stage_keeps(chain, tmp_path):
+    video, interp = tmp_path / "video", tmp_path / "interp"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
+                       "model.frame_prompt=true", "train.max_steps=2"))
+    weights = unet_weights(video / "model")
+    assert weights["frame_prompt.linear_2.weight"].abs().max() > 0  # trained away from its zero start
+    vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
+    assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())["frame_prompt"]
+    assert torch.equal(unet_weights(interp / "model", "unet")["frame_prompt.linear_2.weight"],
+                       weights["frame_prompt.linear_2.weight"])  # the base stage as the video stage made it
+
+
+def test_lr_multipliers_give_named_layers_their_own_rate_and_leave_frozen_ones_out():
+    from vidgen.training.loop import parameter_groups
+
+    model = torch.nn.ModuleDict({"unet": torch.nn.Linear(2, 2), "frame_prompt": torch.nn.Linear(2, 2),
+                                 "frozen": torch.nn.Linear(2, 2).requires_grad_(False)})
+    groups = parameter_groups(model, 1e-4, {"frame_prompt": 10.0})
+    by_lr = {round(g["lr"], 12): {id(p) for p in g["params"]} for g in groups}
+    assert by_lr == {1e-4: {id(p) for p in model["unet"].parameters()},
+                     1e-3: {id(p) for p in model["frame_prompt"].parameters()}}
+    assert [g["lr"] for g in parameter_groups(model, 1e-4, {})] == [1e-4]
+
+
 # --- the video stage learns, and trains only what it should --------------------------------------
 
 def test_video_stage_overfits_one_clip(chain, tmp_path, monkeypatch):
@@ -446,7 +470,10 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.frame_noise_correlation=1.0", "model.frame_noise_correlation must be in [0, 1)"),
     ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
     ("stage=interp model.text_embedding=true", "model.text_embedding is added by the video stage, not the interp"),
+    ("stage=sr model.frame_prompt=true", "model.frame_prompt is added by the video stage, not the sr"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
+    ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
+    ("train.lr_multipliers.temporal_convs=0", "train.lr_multipliers.temporal_convs must be a positive number"),
     ("data.captioned_repeat=0", "data.captioned_repeat must be a whole number >= 1"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):

@@ -9,6 +9,9 @@ their own containers and are attached with forward hooks:
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set.
 
+Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
+version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
+
 The 2-D network sees video as a batch of frames, `(b f) c h w`. Each hook reshapes its module's
 output into the layer's sequence over frames, applies the layer and reshapes back; it learns
 the frame count from a small context that `VideoUNet.forward` sets for the length of the call.
@@ -45,14 +48,14 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
-from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
+from .temporal import FpsEmbedding, FramePrompt, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.")
+                     "text_embedding.", "frame_prompt.")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class InflationOptions:
     # The prompt pooled over its tokens and added to the time embedding of clips (TextEmbedding),
     # so that motion words reach the temporal layers.
     text_embedding: bool = False
+    # Each frame of a clip reads its own version of the prompt through cross-attention
+    # (FramePrompt), so a motion word can say where the object is at each frame.
+    frame_prompt: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
@@ -199,6 +205,7 @@ class VideoUNet(nn.Module):
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
         self.text_embedding = (TextEmbedding(unet.config.cross_attention_dim, time_dim)
                                if options.text_embedding else None)
+        self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
                                                            self.text_embedding))
         self.input_extension = None
@@ -237,7 +244,10 @@ class VideoUNet(nn.Module):
             timestep = repeat(timestep, "b -> (b f)", f=f)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
-        cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
+        if temporal and self.frame_prompt is not None:
+            cond = rearrange(self.frame_prompt(encoder_hidden_states, f), "b f n d -> (b f) n d")
+        else:
+            cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
                                self._conditions(conditions, b, sample.device), extra, encoder_hidden_states):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
@@ -299,9 +309,9 @@ class VideoUNet(nn.Module):
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """The new parameters: temporal convolutions, temporal attention, fps, text and extra-condition
-        embeddings, the convolution of the extra input channels."""
+        embeddings, the frame prompt, the convolution of the extra input channels."""
         for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding, self.condition_embeddings,
-                          self.input_extension, self.text_embedding):
+                          self.input_extension, self.text_embedding, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 
@@ -379,8 +389,8 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
 
 def with_options(base: VideoUNet, **changes) -> VideoUNet:
     """A new video U-Net with `base`'s weights (copied) and some inflation options changed:
-    what the change adds (extra inputs, conditions, the text embedding) starts where it adds
-    nothing, so the new network computes what `base` did until trained."""
+    what the change adds (extra inputs, conditions, the text embedding, the frame prompt) starts
+    where it adds nothing, so the new network computes what `base` did until trained."""
     unet2d = UNet2DConditionModel.from_config(base.unet.config)
     unet2d.load_state_dict(base.unet.state_dict())
     options = _options("with_options", **{**dataclasses.asdict(base.options), **changes})

@@ -10,6 +10,8 @@
   to the diffusion time embedding.
 - `TextEmbedding`: the prompt, pooled over tokens, added to the time embedding (optional; see
   the class).
+- `FramePrompt`: the prompt as each frame reads it through cross-attention, every token shifted
+  by where the frame sits in the clip (optional; see the class).
 
 Every layer starts as the identity (the paper initialises the temporal convolutions to the
 identity and the temporal attention's output projection to zero), so an inflated network
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from ..errors import VidgenError
@@ -146,12 +148,46 @@ class TextEmbedding(nn.Module):
         return self.linear_2(self.act(self.linear_1(pooled)))
 
 
+class FramePrompt(nn.Module):
+    """The prompt as each frame of a clip reads it: every token plus an offset computed from the
+    token and the frame's place in the clip (0 first, 1 last).
+
+    Where a moving object is depends on what the prompt says and on when: an object "moving left"
+    that stays in view starts right of centre and ends left of it. Cross-attention gives every
+    frame the same prompt, and a pooled embedding (`TextEmbedding`) blurs the one word that names
+    the motion into the others, so neither can say "frame 12 of a clip moving left". Frame-level
+    prompts (Free-Bloom, Huang et al. 2023; DirecT2V, Hong et al. 2023) write a prompt per frame
+    with a language model; here the per-frame prompt is learned from captioned video. The offset
+    depends on the token, so "left" and "right" move differently from frame to frame (an offset
+    shared by all tokens would shift every attention key alike and change nothing). The last
+    layer starts at zero: every frame reads the prompt as given until trained.
+    """
+
+    def __init__(self, text_dim: int, frequency_dim: int = 64):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.linear_1 = nn.Linear(text_dim + frequency_dim, text_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(text_dim, text_dim)
+        init_identity_(self)
+
+    def forward(self, text: torch.Tensor, num_frames: int) -> torch.Tensor:  # (b n d) -> (b f n d)
+        b, n, _ = text.shape
+        place = torch.linspace(0.0, 1.0, num_frames, device=text.device)  # (f,)
+        # Sinusoids of the place scaled to 0..100: the slowest features stay near-linear over a clip.
+        features = get_timestep_embedding(place * 100.0, self.frequency_dim).to(self.linear_1.weight.dtype)  # (f e)
+        tokens = repeat(text.to(self.linear_1.weight.dtype), "b n d -> b f n d", f=num_frames)
+        features = repeat(features, "f e -> b f n e", b=b, n=n)
+        offset = self.linear_2(self.act(self.linear_1(torch.cat([tokens, features], dim=-1))))
+        return (tokens + offset).to(text.dtype)
+
+
 @torch.no_grad()
 def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
     TemporalConv: dirac kernel, zero bias. TemporalAttention: zero output projection,
-    sinusoidal position table. FpsEmbedding, TextEmbedding: zero last layer. Other weights keep PyTorch's
+    sinusoidal position table. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other weights keep PyTorch's
     default initialisation.
     """
     for m in module.modules():
@@ -163,7 +199,7 @@ def init_identity_(module: nn.Module) -> nn.Module:
             nn.init.zeros_(m.to_out.bias)
             frames = torch.arange(m.max_frames, device=m.position.device)
             m.position.copy_(get_timestep_embedding(frames, m.position.shape[1], flip_sin_to_cos=True))
-        elif isinstance(m, (FpsEmbedding, TextEmbedding)):
+        elif isinstance(m, (FpsEmbedding, TextEmbedding, FramePrompt)):
             nn.init.zeros_(m.linear_2.weight)
             nn.init.zeros_(m.linear_2.bias)
     return module

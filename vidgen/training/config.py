@@ -61,6 +61,10 @@ class ModelConfig:
     # embedding, vidgen.models.temporal.TextEmbedding) if the model.pretrained one has none, so
     # that motion words reach the temporal layers; the interp and sr stages inherit it.
     text_embedding: bool = False
+    # video: give the video U-Net a frame prompt (each frame reads the prompt shifted by its place in
+    # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
+    # interp and sr stages inherit it.
+    frame_prompt: bool = False
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale
@@ -74,6 +78,9 @@ class TrainConfig:
     batch_size: int = 4  # clips per process per micro-step
     grad_accum: int = 1
     lr: float = 1e-4
+    # Parameter-name prefix -> lr multiplier, e.g. {frame_prompt: 10}: layers added at zero on a
+    # trained network learn faster than the rest (vidgen.training.loop.parameter_groups).
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     max_grad_norm: float = 1.0

@@ -148,9 +148,10 @@ def _check(cfg: RunConfig) -> None:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
     if not 0.0 <= m.frame_noise_correlation < 1.0:
         raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
-    if m.text_embedding and cfg.stage != "video":
-        raise VidgenError(f"model.text_embedding is added by the video stage, not the {cfg.stage} stage (interp and sr "
-                          f"keep the one their model.pretrained has): remove it, or set it in the video stage's config")
+    for key in ("text_embedding", "frame_prompt"):
+        if getattr(m, key) and cfg.stage != "video":
+            raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "
+                              f"the one their model.pretrained has): remove it, or set it in the video stage's config")
     if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
         raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
                           f"model.prediction_type={m.prediction_type} use uniform")
@@ -170,6 +171,34 @@ def _check_world(accelerator: Accelerator) -> None:
                           "launch --multi_gpu --num_processes 2 -m vidgen train ...`)")
 
 
+def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict]:
+    """The trainable parameters as optimizer groups: those under a module named by a key of
+    `multipliers` (a dotted name: `frame_prompt`, `temporal_attns`) learn at lr x its value, the
+    rest at lr.
+
+    A layer added at zero on top of a trained network (a frame prompt, a text embedding) moves by
+    about lr per step under Adam, whatever its gradient's size; at the network's fine-tuning
+    rate it takes thousands of steps to matter, so it may be given a larger one.
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+    def under(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
+    for prefix, value in multipliers.items():
+        if not value > 0:
+            raise VidgenError(f"train.lr_multipliers.{prefix} must be a positive number, got {value}")
+        if not any(under(name, prefix) for name, _ in named):
+            tops = sorted({name.split(".")[0] for name, _ in named})
+            raise VidgenError(f"train.lr_multipliers.{prefix} names no trainable parameter of the {type(model).__name__}: "
+                              f"parameter names start with {', '.join(tops)}")
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in named:
+        scale = next((value for prefix, value in multipliers.items() if under(name, prefix)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
+
+
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run (or resume) training as `cfg` says; returns the exported model folder."""
     _check(cfg)
@@ -187,7 +216,8 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     params = [p for p in stage.model.parameters() if p.requires_grad]
     if not params:
         raise VidgenError(f"the {cfg.stage} stage has nothing to train: every parameter is frozen")
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(stage.model, cfg.train.lr, cfg.train.lr_multipliers),
+                                  lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.train.warmup_steps)
     model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
     ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None

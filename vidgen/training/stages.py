@@ -281,9 +281,9 @@ class VideoStage(CascadeStage):
     stay frozen unless model.freeze_spatial is false."""
 
     def build_unet(self, base):
-        if self.cfg.model.text_embedding and not base.options.text_embedding:
-            return with_options(base, text_embedding=True)
-        return base
+        added = {key: True for key in ("text_embedding", "frame_prompt")
+                 if getattr(self.cfg.model, key) and not getattr(base.options, key)}
+        return with_options(base, **added) if added else base
 
     def loss(self, model, batch, generator):
         x0 = self.latents(batch, generator)  # (b c f h w)

@@ -1,0 +1,80 @@
+"""How much a base stage uses each part of its prompt: the noise-prediction error on captioned
+training clips with the true caption, with the motion words swapped, and with no caption.
+
+A model that reads a word predicts the noise worse when that word is wrong. If swapping
+"left" for "right" costs nothing while dropping the caption costs a lot, the model draws what
+the caption says about looks and ignores what it says about motion (the shapes model's state;
+see README, "How well it does"). Every caption, timestep and noise draw is the same for the
+three prompts, so the differences come from the words alone.
+
+    python tools/probe_prompt_use.py --model runs/shapes/video-rep/model \
+        --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from diffusers import DDPMScheduler
+
+from vidgen.data.dataset import VideoClipDataset
+from vidgen.data.latent_cache import LatentCache
+from vidgen.data.manifest import read_manifest
+from vidgen.diffusion.noise import frame_noise
+from vidgen.pipeline import VideoPipeline
+from vidgen.training.stages import NOISE_SCHEDULE
+
+OPPOSITES = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def swap_words(caption: str, swaps: dict[str, str]) -> str:
+    return " ".join(swaps.get(word, word) for word in caption.split())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="vidgen model folder (its base stage is probed)")
+    parser.add_argument("--manifest", required=True, help="manifest of a captioned corpus")
+    parser.add_argument("--latent-cache", required=True, help="its latent cache (vidgen train data.latent_cache)")
+    parser.add_argument("--clips", type=int, default=12, help="captioned clips, spread over the corpus (default 12)")
+    parser.add_argument("--timesteps", default="100,300,500,650,800,900,980", help="comma-separated timesteps")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate the clips are read at (default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    pipe = VideoPipeline.from_pretrained(args.model)
+    unet = pipe.stages["base"].float().eval()
+    frames = pipe.index.defaults.num_frames
+    records = [r for r in read_manifest(args.manifest) if r.get("caption")]
+    dataset = VideoClipDataset(records, frames, pipe.index.defaults.height, fps_range=(args.fps, args.fps),
+                               latent_cache=LatentCache(args.latent_cache))
+    picks = [dataset[i] for i in range(0, len(dataset), max(1, len(dataset) // args.clips))][:args.clips]
+    x0 = torch.stack([item["latent_mean"] for item in picks]).float()  # (b c f h w)
+    captions = [item["caption"] for item in picks]
+    prompts = {"true caption": captions, "motion swapped": [swap_words(c, OPPOSITES) for c in captions],
+               "no caption": [""] * len(captions)}
+    with torch.no_grad():
+        embeddings = {name: pipe.text_encoder.encode(texts).float() for name, texts in prompts.items()}
+    fps = torch.full((len(picks),), args.fps)
+    schedule = DDPMScheduler(**NOISE_SCHEDULE)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    print(f"{args.model}: eps MSE on {len(picks)} captioned clips; in brackets, the change from the true caption")
+    for t in (int(v) for v in args.timesteps.split(",")):
+        noise = frame_noise(x0.shape, generator, pipe.index.frame_noise_correlation)
+        timesteps = torch.full((len(picks),), t)
+        noisy = schedule.add_noise(x0, noise, timesteps)
+        errors = {}
+        for name, embedding in embeddings.items():
+            with torch.no_grad():
+                errors[name] = ((unet(noisy, timesteps, embedding, fps=fps) - noise) ** 2).mean().item()
+        base = errors["true caption"]
+        cells = [f"{name} {err:.6f}" + ("" if name == "true caption" else f" ({(err - base) / base * 100:+.2f} %)")
+                 for name, err in errors.items()]
+        print(f"t={t:4d}: " + ", ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
