@@ -48,63 +48,56 @@ def test_inflated_unet_equals_image_unet_frame_by_frame(tiny_unet, frames):
     assert (out - per_frame(tiny_unet, sample, timestep, text)).abs().max() < 1e-5
 
 
-@torch.no_grad()
-@torch.no_grad()
-def test_text_embedding_starts_at_nothing_and_once_trained_tells_prompts_apart_in_clips_only(tiny_unet, tmp_path):
+def add_at_zero(plain: VideoUNet, option: str, frames: int):
+    """`plain` with the conditioning layer `option` added; checks it is new, trainable and adds nothing yet."""
     from vidgen.models.inflate import with_options
 
-    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
-    model = with_options(plain, text_embedding=True)
+    model = with_options(plain, **{option: True})
     assert {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict()) == {
-        "text_embedding.linear_1.weight", "text_embedding.linear_1.bias",
-        "text_embedding.linear_2.weight", "text_embedding.linear_2.bias"}
-    assert model.text_embedding.linear_2.weight.requires_grad and any(
-        p is model.text_embedding.linear_2.weight for p in model.temporal_parameters())
-    sample, timestep, text = inputs(3)
+        f"{option}.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
+    last = getattr(model, option).linear_2.weight
+    assert last.requires_grad and any(p is last for p in model.temporal_parameters())
+    sample, timestep, text = inputs(frames)
     assert (model(sample, timestep, text, fps=8) - plain(sample, timestep, text, fps=8)).abs().max() < 1e-5
-    torch.nn.init.normal_(model.text_embedding.linear_2.weight, std=0.1)  # as if trained
+    torch.nn.init.normal_(last, std=0.1)  # as if trained
+    return model, (sample, timestep, text)
+
+
+def check_images_untouched_and_reload(model: VideoUNet, plain: VideoUNet, inputs_, clip, option: str, folder) -> None:
+    sample, timestep, text = inputs_
+    one_frame = sample[:, :, :1]
+    assert torch.allclose(model(one_frame, timestep, text), plain(one_frame, timestep, text), atol=1e-5)  # images: no
+    model.save_pretrained(folder)
+    loaded = VideoUNet.from_pretrained(folder)
+    assert getattr(loaded.options, option)
+    assert torch.allclose(loaded(sample, timestep, text, fps=8), clip, atol=1e-5)
+
+
+@torch.no_grad()
+def test_text_embedding_starts_at_nothing_and_once_trained_tells_prompts_apart_in_clips_only(tiny_unet, tmp_path):
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    model, (sample, timestep, text) = add_at_zero(plain, "text_embedding", 3)
     other_text = text.flip(0)  # the two prompts swapped
     clips = model(sample, timestep, text, fps=8), model(sample, timestep, other_text, fps=8)
     added = [clip - plain(sample, timestep, t, fps=8) for clip, t in zip(clips, (text, other_text))]
     assert added[0].abs().mean() > 1e-3  # the embedding changes clips ...
     assert (added[0] - added[1]).abs().mean() > 1e-3  # ... by what the prompt says
-    one_frame = sample[:, :, :1]
-    assert torch.allclose(model(one_frame, timestep, text), plain(one_frame, timestep, text), atol=1e-5)  # images: no
-    model.save_pretrained(tmp_path / "m")
-    loaded = VideoUNet.from_pretrained(tmp_path / "m")
-    assert loaded.options.text_embedding
-    assert torch.allclose(loaded(sample, timestep, text, fps=8), clips[0], atol=1e-5)
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clips[0], "text_embedding", tmp_path / "m")
 
 
 @torch.no_grad()
 def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_own_prompt(tiny_unet, tmp_path):
-    from vidgen.models.inflate import with_options
-
     plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
-    model = with_options(plain, frame_prompt=True)
-    assert {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict()) == {
-        "frame_prompt.linear_1.weight", "frame_prompt.linear_1.bias",
-        "frame_prompt.linear_2.weight", "frame_prompt.linear_2.bias"}
-    assert any(p is model.frame_prompt.linear_2.weight for p in model.temporal_parameters())
-    sample, timestep, text = inputs(4)
-    assert (model(sample, timestep, text, fps=8) - plain(sample, timestep, text, fps=8)).abs().max() < 1e-5
-    torch.nn.init.normal_(model.frame_prompt.linear_2.weight, std=0.1)  # as if trained
-
+    model, (sample, timestep, text) = add_at_zero(plain, "frame_prompt", 4)
     prompts = model.frame_prompt(text, 4)  # (b f n d)
     assert prompts.shape == (2, 4, *text.shape[1:])
     offsets = prompts - text[:, None]
     assert (offsets[:, 0] - offsets[:, 3]).abs().mean() > 1e-3  # the first and last frame read different prompts
     token_to_token = offsets[:, :, 0] - offsets[:, :, 1]  # two tokens of one frame
     assert token_to_token.abs().mean() > 1e-3  # not one shift for all tokens (that would change no attention weight)
-
     clip = model(sample, timestep, text, fps=8)
     assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
-    one_frame = sample[:, :, :1]
-    assert torch.allclose(model(one_frame, timestep, text), plain(one_frame, timestep, text), atol=1e-5)  # images: no
-    model.save_pretrained(tmp_path / "m")
-    loaded = VideoUNet.from_pretrained(tmp_path / "m")
-    assert loaded.options.frame_prompt
-    assert torch.allclose(loaded(sample, timestep, text, fps=8), clip, atol=1e-5)
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "frame_prompt", tmp_path / "m")
 
 
 def test_sd15_layout_inflates_with_a_temporal_layer_after_every_resnet_and_transformer(sd15_layout_unet):

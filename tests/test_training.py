@@ -211,28 +211,17 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
     assert index["frame_noise_correlation"] == 0.5 and index["interp"]["noise_correlation"] == 0.25
 
 
-def test_video_stage_adds_a_text_embedding_that_trains_and_the_interp_stage_keeps(chain, tmp_path):
+@pytest.mark.parametrize("option", ["text_embedding", "frame_prompt"])
+def test_video_stage_adds_a_conditioning_layer_that_trains_and_the_interp_stage_keeps(chain, tmp_path, option):
     video, interp = tmp_path / "video", tmp_path / "interp"
     vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
-                       "model.text_embedding=true", "train.max_steps=2"))
+                       f"model.{option}=true", "train.max_steps=2"))
     weights = unet_weights(video / "model")
-    assert weights["text_embedding.linear_2.weight"].abs().max() > 0  # trained away from its zero start
+    assert weights[f"{option}.linear_2.weight"].abs().max() > 0  # trained away from its zero start
     vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
-    assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())["text_embedding"]
-    assert torch.equal(unet_weights(interp / "model", "unet")["text_embedding.linear_2.weight"],
-                       weights["text_embedding.linear_2.weight"])  # the base stage as the video stage made it
-
-
-def test_video_stage_adds_a_frame_prompt_that_trains_and_the_interp_stage_keeps(chain, tmp_path):
-    video, interp = tmp_path / "video", tmp_path / "interp"
-    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
-                       "model.frame_prompt=true", "train.max_steps=2"))
-    weights = unet_weights(video / "model")
-    assert weights["frame_prompt.linear_2.weight"].abs().max() > 0  # trained away from its zero start
-    vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
-    assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())["frame_prompt"]
-    assert torch.equal(unet_weights(interp / "model", "unet")["frame_prompt.linear_2.weight"],
-                       weights["frame_prompt.linear_2.weight"])  # the base stage as the video stage made it
+    assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())[option]
+    assert torch.equal(unet_weights(interp / "model", "unet")[f"{option}.linear_2.weight"],
+                       weights[f"{option}.linear_2.weight"])  # the base stage as the video stage made it
 
 
 def test_lr_multipliers_give_named_layers_their_own_rate_and_leave_frozen_ones_out():
@@ -401,6 +390,17 @@ def stoppable_argv(chain: Chain, run: Path, max_steps: int) -> list:
     """A video-stage run checkpointing every 3 steps, without EMA, for the stop-and-resume tests."""
     return train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
                       f"train.max_steps={max_steps}", "train.checkpoint_every=3", "train.ema_decay=0")
+
+
+def test_a_resume_under_other_lr_multipliers_is_refused_naming_both(chain, tmp_path, capsys):
+    run = tmp_path / "run"
+    video_run(chain, run, "train.max_steps=3")
+    argv = train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
+                      "train.max_steps=6", "train.lr_multipliers.temporal_attns=10")
+    assert main([str(a) for a in argv]) == 2
+    said = capsys.readouterr().err
+    assert "train.lr_multipliers={}" in said and "{'temporal_attns': 10.0}" in said
+    assert checkpoint_steps(run) == [3]  # nothing trained or written past the checkpoint
 
 
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])

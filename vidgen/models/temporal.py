@@ -187,8 +187,8 @@ def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
     TemporalConv: dirac kernel, zero bias. TemporalAttention: zero output projection,
-    sinusoidal position table. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other weights keep PyTorch's
-    default initialisation.
+    sinusoidal position table. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other
+    weights keep PyTorch's default initialisation.
     """
     for m in module.modules():
         if isinstance(m, TemporalConv):

@@ -70,7 +70,12 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
     return final
 
 
+def read_trainer_state(folder: Path) -> dict:
+    """trainer.json of a checkpoint: step, micro_step, stage and the run's config."""
+    return json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(accelerator, folder: Path) -> dict:
     """Restore the state saved in `folder`; returns trainer.json's contents (step, ...)."""
     accelerator.load_state(str(folder))
-    return json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+    return read_trainer_state(folder)

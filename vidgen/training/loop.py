@@ -36,7 +36,7 @@ from ..data.dataset import collate_clips
 from ..errors import Terminated, VidgenError
 from ..fs import atomic_path
 from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
-from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from .config import RunConfig
 from .stages import build_stage
 
@@ -199,6 +199,16 @@ def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, f
     return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
 
 
+def _check_same_lr_groups(cfg: RunConfig, saved: dict, folder: Path) -> None:
+    """Refuse to resume under other train.lr_multipliers: the optimizer state restores each group's
+    saved lr, so a changed multiplier would be silently ignored, or the groups would not match."""
+    before = saved.get("config", {}).get("train", {}).get("lr_multipliers", {})
+    now = dict(cfg.train.lr_multipliers)
+    if before != now:
+        raise VidgenError(f"{folder} was written with train.lr_multipliers={before}, this run asks for {now}: resume "
+                          f"with the same ones, or start afresh (another train.output_dir, or train.resume=never)")
+
+
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run (or resume) training as `cfg` says; returns the exported model folder."""
     _check(cfg)
@@ -228,6 +238,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     step, micro = 0, 0  # optimizer steps; batches drawn (the data position)
     resume_from = find_resume_point(out, cfg.train.resume)
     if resume_from is not None:
+        _check_same_lr_groups(cfg, read_trainer_state(resume_from), resume_from)
         saved = load_checkpoint(accelerator, resume_from)
         step, micro = saved["step"], saved["micro_step"]
         accelerator.print(f"resumed from {resume_from} at step {step}")
