@@ -2,10 +2,16 @@
 training clips with the true caption, with the motion words swapped, and with no caption.
 
 A model that reads a word predicts the noise worse when that word is wrong. If swapping
-"left" for "right" costs nothing while dropping the caption costs a lot, the model draws what
-the caption says about looks and ignores what it says about motion (the shapes model's state;
-see README, "How well it does"). Every caption, timestep and noise draw is the same for the
-three prompts, so the differences come from the words alone.
+"left" for "right" (or for "up", the other axis) costs nothing while swapping a color or
+dropping the caption costs a lot, the model draws what the caption says about looks and ignores
+what it says about motion (the shapes model's state; see README, "How well it does"). Every
+caption, timestep and noise draw is the same for all prompts, so the differences come from the
+words alone.
+
+With `--prior-clips N` it also measures what the words could be worth at pure noise, where the
+best prediction of the clean clip is the mean of the clips that share the caption's words: the
+mean latent clip per (color, background) and per (color, background, direction), fitted on half
+of N corpus clips and scored on the other half, and scored against the opposite direction's mean.
 
     python tools/probe_prompt_use.py --model runs/shapes/video-rep/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64
@@ -26,6 +32,10 @@ from vidgen.pipeline import VideoPipeline
 from vidgen.training.stages import NOISE_SCHEDULE
 
 OPPOSITES = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# The other axis: a model that knows horizontal from vertical but not the sign pays for this swap only.
+CROSSED = {"left": "up", "right": "down", "up": "left", "down": "right"}
+# A looks word, for scale: what a word the model does read costs when it is wrong.
+RECOLORED = {"red": "green", "green": "blue", "blue": "red", "yellow": "magenta", "magenta": "cyan", "cyan": "yellow"}
 
 
 def swap_words(caption: str, swaps: dict[str, str]) -> str:
@@ -40,6 +50,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=12, help="captioned clips, spread over the corpus (default 12)")
     parser.add_argument("--timesteps", default="100,300,500,650,800,900,980", help="comma-separated timesteps")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate the clips are read at (default 8)")
+    parser.add_argument("--prior-clips", type=int, default=0,
+                        help="also score the per-words mean clip on this many corpus clips (0: skip; needs the "
+                             "manifest's slots, as `vidgen data shapes` writes them)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -54,6 +67,8 @@ def main() -> None:
     x0 = torch.stack([item["latent_mean"] for item in picks]).float()  # (b c f h w)
     captions = [item["caption"] for item in picks]
     prompts = {"true caption": captions, "motion swapped": [swap_words(c, OPPOSITES) for c in captions],
+               "axis swapped": [swap_words(c, CROSSED) for c in captions],
+               "color swapped": [swap_words(c, RECOLORED) for c in captions],
                "no caption": [""] * len(captions)}
     with torch.no_grad():
         embeddings = {name: pipe.text_encoder.encode(texts).float() for name, texts in prompts.items()}
@@ -74,6 +89,36 @@ def main() -> None:
         cells = [f"{name} {err:.6f}" + ("" if name == "true caption" else f" ({(err - base) / base * 100:+.2f} %)")
                  for name, err in errors.items()]
         print(f"t={t:4d}: " + ", ".join(cells), flush=True)
+    if args.prior_clips:
+        print_mean_clip_errors(dataset, records, args.prior_clips)
+
+
+def print_mean_clip_errors(dataset: VideoClipDataset, records: list[dict], clips: int) -> None:
+    """x0 MSE of the best guess at pure noise, the mean clip of the clips sharing some words."""
+    if not all("slots" in r for r in records):
+        raise SystemExit("--prior-clips needs a manifest with slots (one `vidgen data shapes` writes)")
+    picks = range(0, len(dataset), max(1, len(dataset) // clips))
+    latents = torch.stack([dataset[i]["latent_mean"] for i in picks]).float()  # (n c f h w)
+    slots = [records[i]["slots"] for i in picks]
+    fit, scored = range(0, len(slots), 2), range(1, len(slots), 2)
+
+    def error(keys: tuple[str, ...], swaps: dict[str, str] | None = None) -> float:
+        groups: dict[tuple, list[int]] = {}
+        for i in fit:
+            groups.setdefault(tuple(slots[i][k] for k in keys), []).append(i)
+        means = {words: latents[members].mean(0) for words, members in groups.items()}
+        total, counted = 0.0, 0
+        for i in scored:
+            words = tuple((swaps or {}).get(slots[i][k], slots[i][k]) for k in keys)
+            if words in means:
+                total, counted = total + ((latents[i] - means[words]) ** 2).mean().item(), counted + 1
+        return total / max(counted, 1)
+
+    looks = ("color", "background")
+    base, true, opposite = error(looks), error(looks + ("direction",)), error(looks + ("direction",), OPPOSITES)
+    print(f"mean clip at pure noise ({len(slots)} clips, half fitted, half scored), x0 MSE: color+background "
+          f"{base:.4f}; + the true direction {true:.4f} ({(true - base) / base * 100:+.1f} %); + the opposite "
+          f"direction {opposite:.4f} ({(opposite - true) / true * 100:+.1f} % over the true)")
 
 
 if __name__ == "__main__":

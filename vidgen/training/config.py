@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STAGES = ("vae", "image", "video", "interp", "sr")
+# ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
+# of the same names); the interp and sr stages inherit them from their model.pretrained.
+VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt")
 
 
 @dataclass

@@ -37,7 +37,7 @@ from ..errors import Terminated, VidgenError
 from ..fs import atomic_path
 from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
 from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
-from .config import RunConfig
+from .config import VIDEO_STAGE_LAYERS, RunConfig
 from .stages import build_stage
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _check(cfg: RunConfig) -> None:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
     if not 0.0 <= m.frame_noise_correlation < 1.0:
         raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
-    for key in ("text_embedding", "frame_prompt"):
+    for key in VIDEO_STAGE_LAYERS:
         if getattr(m, key) and cfg.stage != "video":
             raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "
                               f"the one their model.pretrained has): remove it, or set it in the video stage's config")

@@ -37,7 +37,7 @@ from ..models.vae import encode_video, latent_factor
 from ..packaged import resolve_text_encoder
 from ..text import TextEncoder
 from ..video_io import save_video
-from .config import STAGES, RunConfig
+from .config import STAGES, VIDEO_STAGE_LAYERS, RunConfig
 
 NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -281,7 +281,7 @@ class VideoStage(CascadeStage):
     stay frozen unless model.freeze_spatial is false."""
 
     def build_unet(self, base):
-        added = {key: True for key in ("text_embedding", "frame_prompt")
+        added = {key: True for key in VIDEO_STAGE_LAYERS
                  if getattr(self.cfg.model, key) and not getattr(base.options, key)}
         return with_options(base, **added) if added else base
 
