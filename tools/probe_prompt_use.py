@@ -10,8 +10,9 @@ words alone.
 
 With `--prior-clips N` it also measures what the words could be worth at pure noise, where the
 best prediction of the clean clip is the mean of the clips that share the caption's words: the
-mean latent clip per (color, background) and per (color, background, direction), fitted on half
-of N corpus clips and scored on the other half, and scored against the opposite direction's mean.
+mean latent clip of all clips, per (color, background) and per (color, background, direction),
+fitted on half of N corpus clips and scored on the other half, and scored against the opposite
+direction's mean.
 
     python tools/probe_prompt_use.py --model runs/shapes/video-rep/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64
@@ -115,9 +116,10 @@ def print_mean_clip_errors(dataset: VideoClipDataset, records: list[dict], clips
         return total / max(counted, 1)
 
     looks = ("color", "background")
-    base, true, opposite = error(looks), error(looks + ("direction",)), error(looks + ("direction",), OPPOSITES)
-    print(f"mean clip at pure noise ({len(slots)} clips, half fitted, half scored), x0 MSE: color+background "
-          f"{base:.4f}; + the true direction {true:.4f} ({(true - base) / base * 100:+.1f} %); + the opposite "
+    nothing, base = error(()), error(looks)
+    true, opposite = error(looks + ("direction",)), error(looks + ("direction",), OPPOSITES)
+    print(f"mean clip at pure noise ({len(slots)} clips, half fitted, half scored), x0 MSE: no words {nothing:.4f}; "
+          f"color+background {base:.4f} ({(base - nothing) / nothing * 100:+.1f} %); + the true direction {true:.4f} ({(true - base) / base * 100:+.1f} %); + the opposite "
           f"direction {opposite:.4f} ({(opposite - true) / true * 100:+.1f} % over the true)")
 
 
