@@ -53,15 +53,23 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate the clips are read at (default 8)")
     parser.add_argument("--prior-clips", type=int, default=0,
                         help="also score the per-words mean clip on this many corpus clips (0: skip; needs the "
-                             "manifest's slots, as `vidgen data shapes` writes them)")
+                             "manifest's slots, as `vidgen data shapes` writes them). Each (color, background, "
+                             "direction) mean needs some 20 clips or its own noise dominates: give the whole "
+                             "corpus (2000 for the shapes one)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.clips < 1 or args.prior_clips < 0:
+        parser.error("--clips takes a whole number >= 1, --prior-clips one >= 0")
+    records = [r for r in read_manifest(args.manifest) if r.get("caption")]
+    if not records:
+        parser.error(f"{args.manifest} has no captioned clips to probe with")
+    if args.prior_clips and not all("slots" in r for r in records):
+        parser.error("--prior-clips needs a manifest whose records have slots (one `vidgen data shapes` writes)")
 
     torch.manual_seed(args.seed)
     pipe = VideoPipeline.from_pretrained(args.model)
     unet = pipe.stages["base"].float().eval()
     frames = pipe.index.defaults.num_frames
-    records = [r for r in read_manifest(args.manifest) if r.get("caption")]
     dataset = VideoClipDataset(records, frames, pipe.index.defaults.height, fps_range=(args.fps, args.fps),
                                latent_cache=LatentCache(args.latent_cache))
     picks = [dataset[i] for i in range(0, len(dataset), max(1, len(dataset) // args.clips))][:args.clips]
@@ -96,8 +104,6 @@ def main() -> None:
 
 def print_mean_clip_errors(dataset: VideoClipDataset, records: list[dict], clips: int) -> None:
     """x0 MSE of the best guess at pure noise, the mean clip of the clips sharing some words."""
-    if not all("slots" in r for r in records):
-        raise SystemExit("--prior-clips needs a manifest with slots (one `vidgen data shapes` writes)")
     picks = range(0, len(dataset), max(1, len(dataset) // clips))
     latents = torch.stack([dataset[i]["latent_mean"] for i in picks]).float()  # (n c f h w)
     slots = [records[i]["slots"] for i in picks]
