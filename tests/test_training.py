@@ -475,6 +475,9 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
     ("train.lr_multipliers.temporal_convs=0", "train.lr_multipliers.temporal_convs must be a positive number"),
     ("data.captioned_repeat=0", "data.captioned_repeat must be a whole number >= 1"),
+    ("model.caption_contrast=-1", "model.caption_contrast must be >= 0"),
+    ("model.caption_contrast=1 model.caption_contrast_scale=0", "model.caption_contrast_scale > 0"),
+    ("stage=interp model.caption_contrast=1", "model.caption_contrast trains the video stage's reading of captions"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",
@@ -483,6 +486,42 @@ def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, cap
     error = capsys.readouterr().err
     assert error.startswith("vidgen train: error:") and named in error
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_caption_contrast_denoises_captioned_clips_again_under_a_one_word_negative(chain, tmp_path):
+    """One forward pass: the batch, then its clips that have a negative under that negative, with the
+    same noisy latents and timesteps; the loss adds their contrast and trains through both halves."""
+    from vidgen.config import load_config
+    from vidgen.data.dataset import collate_clips
+    from vidgen.training.config import RunConfig
+
+    clips = chain.records()[:3]
+    captions = ["a red circle moving left", "a red circle moving right", None]  # the third: unlabeled
+    manifest = write_manifest(tmp_path / "m.jsonl", [{k: v for k, v in {**r, "caption": c}.items() if v is not None}
+                                                     for r, c in zip(clips, captions)])
+    cfg = load_config(RunConfig, TINY / "video.yaml", [
+        f"data.manifest={manifest}", f"model.pretrained={chain.folders['inflated']}", "model.caption_contrast=1",
+        "data.caption_dropout=0", "data.withhold_captions=0", "data.fps_range=[12.0,12.0]"])
+    stage = stages.build_stage(cfg, torch.device("cpu"))
+    data = stage.dataset()
+    batch = collate_clips([data[i] for i in range(3)])
+    calls = []
+
+    def spy(x, t, cond, fps):
+        calls.append((x, t, cond))
+        return stage.model(x, t, cond, fps=fps)
+
+    loss = stage.loss(spy, batch, torch.Generator().manual_seed(0))
+    [(x, t, cond)] = calls
+    assert x.shape[0] == 5  # 3 clips + the 2 captioned ones again
+    assert torch.equal(x[3:], x[:2]) and torch.equal(t[3:], t[:2])
+    assert torch.equal(cond[3:], stage.embed(["a red circle moving right", "a red circle moving left"]))
+    stage.cfg.model.caption_contrast = 0.0  # the plain loss draws the same noisy clips, and lacks the contrast
+    plain = stage.loss(spy, batch, torch.Generator().manual_seed(0))
+    assert calls[1][0].shape[0] == 3 and torch.equal(calls[1][0], x[:3])
+    assert loss > plain
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage.model.parameters())
 
 
 def test_withheld_captions_stay_withheld_when_captioned_clips_repeat():

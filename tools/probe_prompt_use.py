@@ -8,6 +8,10 @@ what it says about motion (the shapes model's state; see README, "How well it do
 caption, timestep and noise draw is the same for all prompts, so the differences come from the
 words alone.
 
+With `--attention` it also prints, per timestep, how much of the spatial cross-attention
+(the only place tokens enter) falls on each kind of token under the true caption: a word can
+be attended to and still ignored downstream.
+
 With `--prior-clips N` it also measures what the words could be worth at pure noise, where the
 best prediction of the clean clip is the mean of the clips that share the caption's words: the
 mean latent clip of all clips, per (color, background) and per (color, background, direction),
@@ -56,6 +60,8 @@ def main() -> None:
                              "manifest's slots, as `vidgen data shapes` writes them). Each (color, background, "
                              "direction) mean needs some 20 clips or its own noise dominates: give the whole "
                              "corpus (2000 for the shapes one)")
+    parser.add_argument("--attention", action="store_true",
+                        help="also print the cross-attention mass on each kind of token (color, direction, ...)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.clips < 1 or args.prior_clips < 0:
@@ -84,6 +90,7 @@ def main() -> None:
     fps = torch.full((len(picks),), args.fps)
     schedule = DDPMScheduler(**NOISE_SCHEDULE)
     generator = torch.Generator().manual_seed(args.seed)
+    attention = CrossAttentionMass(unet.unet, pipe.text_encoder.tokenizer, captions) if args.attention else None
 
     print(f"{args.model}: eps MSE on {len(picks)} captioned clips; in brackets, the change from the true caption")
     for t in (int(v) for v in args.timesteps.split(",")):
@@ -92,14 +99,66 @@ def main() -> None:
         noisy = schedule.add_noise(x0, noise, timesteps)
         errors = {}
         for name, embedding in embeddings.items():
+            if attention is not None:
+                attention.recording = name == "true caption"
             with torch.no_grad():
                 errors[name] = ((unet(noisy, timesteps, embedding, fps=fps) - noise) ** 2).mean().item()
         base = errors["true caption"]
         cells = [f"{name} {err:.6f}" + ("" if name == "true caption" else f" ({(err - base) / base * 100:+.2f} %)")
                  for name, err in errors.items()]
         print(f"t={t:4d}: " + ", ".join(cells), flush=True)
+        if attention is not None:
+            print("        cross-attention mass: " + attention.summary(), flush=True)
     if args.prior_clips:
         print_mean_clip_errors(dataset, records, args.prior_clips)
+
+
+class CrossAttentionMass:
+    """Records the cross-attention weights of a diffusers U-Net (all its attn2 layers) and sums them
+    by kind of token: the direction word, the color word, the other words, [CLS], [SEP], padding."""
+
+    def __init__(self, unet, tokenizer, captions: list[str]):
+        from diffusers.models.attention_processor import AttnProcessor
+
+        self.kinds = [self._kinds(tokenizer, caption) for caption in captions]  # per clip, per token
+        self.mass: dict[str, float] = {}
+        self.layers = 0
+        self.recording = False
+        outer = self
+
+        class Recorder(AttnProcessor):
+            def __call__(self, attn, hidden_states, encoder_hidden_states=None, *args, **kwargs):
+                if outer.recording and encoder_hidden_states is not None:
+                    outer.add(attn, hidden_states, encoder_hidden_states)
+                return super().__call__(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+
+        unet.set_attn_processor(Recorder())
+
+    @staticmethod
+    def _kinds(tokenizer, caption: str) -> list[str]:
+        words = tokenizer.convert_ids_to_tokens(tokenizer(caption)["input_ids"])
+        named = {**{w: "direction" for w in OPPOSITES}, **{w: "color" for w in RECOLORED}}
+        kinds = [named.get(w, w if w in ("[CLS]", "[SEP]") else "other words") for w in words]
+        return kinds + ["padding"] * (tokenizer.model_max_length - len(kinds))
+
+    def add(self, attn, hidden_states, encoder_hidden_states) -> None:
+        # (b f) pixels tokens after the heads are averaged; the frames of clip i are rows i*f .. (i+1)*f - 1
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        probs = attn.get_attention_scores(query, key, None)
+        probs = probs.view(-1, attn.heads, *probs.shape[1:]).mean(dim=(1, 2))  # (b*f, tokens)
+        per_clip = probs.view(len(self.kinds), -1, probs.shape[-1]).mean(1)  # (b, tokens)
+        for kinds, weights in zip(self.kinds, per_clip.tolist()):
+            for kind, weight in zip(kinds, weights):
+                self.mass[kind] = self.mass.get(kind, 0.0) + weight / len(self.kinds)
+        self.layers += 1
+
+    def summary(self) -> str:
+        """The mean mass per kind over the layers recorded since the last summary, then a reset."""
+        order = ["color", "direction", "other words", "[CLS]", "[SEP]", "padding"]
+        text = ", ".join(f"{kind} {self.mass.get(kind, 0.0) / max(self.layers, 1):.3f}" for kind in order)
+        self.mass, self.layers = {}, 0
+        return text
 
 
 def print_mean_clip_errors(dataset: VideoClipDataset, records: list[dict], clips: int) -> None:

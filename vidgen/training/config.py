@@ -68,6 +68,11 @@ class ModelConfig:
     # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
     # interp and sr stages inherit it.
     frame_prompt: bool = False
+    # video: weight of the caption-contrast objective (vidgen.diffusion.losses.caption_contrast): each
+    # captioned clip is also denoised under a corpus caption one word away from its own
+    # (vidgen.training.negatives), and the true caption must denoise it better. 0: off.
+    caption_contrast: float = 0.0
+    caption_contrast_scale: float = 0.02  # relative error gap that counts as one logit
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

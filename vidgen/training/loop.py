@@ -152,6 +152,12 @@ def _check(cfg: RunConfig) -> None:
         if getattr(m, key) and cfg.stage != "video":
             raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "
                               f"the one their model.pretrained has): remove it, or set it in the video stage's config")
+    if m.caption_contrast < 0 or m.caption_contrast_scale <= 0:
+        raise VidgenError(f"model.caption_contrast must be >= 0 and model.caption_contrast_scale > 0, got "
+                          f"{m.caption_contrast} and {m.caption_contrast_scale}")
+    if m.caption_contrast and cfg.stage != "video":
+        raise VidgenError(f"model.caption_contrast trains the video stage's reading of captions, not the {cfg.stage} "
+                          f"stage: set it to 0")
     if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
         raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
                           f"model.prediction_type={m.prediction_type} use uniform")
