@@ -478,6 +478,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.caption_contrast=-1", "model.caption_contrast must be >= 0"),
     ("model.caption_contrast=1 model.caption_contrast_scale=0", "model.caption_contrast_scale > 0"),
     ("stage=interp model.caption_contrast=1", "model.caption_contrast trains the video stage's reading of captions"),
+    ("data.withhold_captions=1 model.caption_contrast=1", "no caption this run keeps has another one word away"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",

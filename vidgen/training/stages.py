@@ -286,10 +286,17 @@ class VideoStage(CascadeStage):
                  if getattr(self.cfg.model, key) and not getattr(base.options, key)}
         return with_options(base, **added) if added else base
 
+    negatives: CaptionNeighbours | None = None  # the caption contrast's negatives, where it is on
+
     def dataset(self):
         data = super().dataset()
-        # Negatives come from the captions this run sees (the withheld ones are unlabeled video).
-        self.negatives = CaptionNeighbours([r["caption"] for r in data.records if r.get("caption")])
+        if self.cfg.model.caption_contrast:
+            # Negatives come from the captions this run sees (the withheld ones are unlabeled video).
+            self.negatives = CaptionNeighbours([r["caption"] for r in data.records if r.get("caption")])
+            if not len(self.negatives):
+                raise VidgenError("model.caption_contrast is set, but no caption this run keeps has another one word away "
+                                  "from it to contrast with: keep more captions (data.withhold_captions), or set "
+                                  "model.caption_contrast=0")
         return data
 
     def loss(self, model, batch, generator):
