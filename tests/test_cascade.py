@@ -1,6 +1,8 @@
 """Frame interpolation and super-resolution: networks that start as the base model, their inputs,
 and the pipeline running base -> interp -> sr."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -271,3 +273,114 @@ def test_packaging_can_take_the_base_stage_from_a_later_video_run(tmp_path):
     with pytest.raises(VidgenError, match="the stages must share one frame-noise prior"):
         package_model(tmp_path / "cascade", tmp_path / "bad", base=tmp_path / "other-prior")
     assert not (tmp_path / "bad").exists()
+
+
+# --- the anchored base stage (explicit image conditioning) ---------------------------------------
+
+def test_anchored_unet_starts_as_the_base_model_whatever_anchor_it_reads(base):
+    model = cascade.anchored_unet(base).eval()
+    assert model.options.extra_in_channels == 5 and model.options.extra_conditions == ()
+    x, text = torch.randn(2, 4, 6, 16, 16), torch.randn(2, 7, TEXT_DIM)
+    with torch.no_grad():
+        expected = base(x, 10, text, fps=8)
+        out = model(cascade.anchor_input(x, torch.randn(2, 4, 16, 16), 3), 10, text, fps=8)
+    assert (out - expected).abs().max() < 1e-5
+
+
+def test_anchor_input_tiles_the_anchor_over_frames_with_each_frames_offset_from_it():
+    assert [cascade.anchor_index(16, p) for p in (0.0, 0.5, 1.0)] == [0, 8, 15]
+    assert cascade.anchor_index(1, 0.5) == 0
+    latents, anchor = torch.randn(2, 4, 5, 3, 3), torch.randn(2, 4, 3, 3)
+    inputs = cascade.anchor_input(latents, anchor, index=1)
+    assert inputs.shape == (2, 9, 5, 3, 3)
+    assert torch.equal(inputs[:, :4], latents)
+    assert all(torch.equal(inputs[:, 4:8, j], anchor) for j in range(5))
+    assert inputs[1, 8, :, 2, 0].tolist() == [-0.25, 0.0, 0.25, 0.5, 0.75]  # (j - 1) / (5 - 1)
+
+
+@pytest.fixture
+def anchored_pipe(sd_image_model):
+    """A pipeline whose base stage takes an anchor frame drawn by a copy of its own image U-Net."""
+    from diffusers import UNet2DConditionModel
+
+    pipe = VideoPipeline.from_image_model(sd_image_model)
+    image_unet = UNet2DConditionModel.from_config(pipe.stages["base"].unet.config)
+    image_unet.load_state_dict(pipe.stages["base"].unet.state_dict())
+    anchored = cascade.anchored_unet(pipe.stages["base"])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained-looking anchor input
+        anchored.input_extension.weight.normal_(std=0.1)
+    pipe.set_stage("base", anchored.eval())
+    pipe.set_anchor(image_unet, position=0.5)
+    return pipe
+
+
+def test_an_anchored_base_stage_makes_the_clip_around_a_frame_the_image_unet_draws_first(anchored_pipe, tmp_path,
+                                                                                           monkeypatch):
+    run = dict(num_frames=5, height=32, width=32, num_inference_steps=2, seed=3, progress=False)
+    drawn, seen = [], []
+    draw = anchored_pipe._draw_anchor
+    monkeypatch.setattr(anchored_pipe, "_draw_anchor", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    forward = anchored_pipe.stages["base"].forward
+    monkeypatch.setattr(anchored_pipe.stages["base"], "forward", lambda x, *a, **k: seen.append(x) or forward(x, *a, **k))
+    clip = anchored_pipe("a red circle", **run)
+    assert clip.shape == (1, 5, 32, 32, 3)
+    assert list(anchored_pipe.last_timings) == ["text", "anchor", "base", "decode"]
+    [anchor] = drawn
+    assert anchor.shape == (1, 4, 16, 16) and len(seen) == 2  # one call per step, both guidance branches in it
+    for x in seen:  # every frame of both branches reads the anchor, and its offset from frame 2
+        assert x.shape == (2, 9, 5, 16, 16) and all(torch.equal(x[i, 4:8, j], anchor[0]) for i in range(2) for j in range(5))
+        assert x[0, 8, :, 0, 0].tolist() == [-0.5, -0.25, 0.0, 0.25, 0.5]
+
+    anchored_pipe.save_pretrained(tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "vidgen.json").read_text())
+    assert index["anchor"] == {"image_model": "anchor", "position": 0.5}
+    assert (tmp_path / "model" / "anchor" / "config.json").is_file()
+    loaded = VideoPipeline.from_pretrained(tmp_path / "model")
+    assert np.array_equal(loaded("a red circle", **run), clip)
+    with torch.no_grad():  # another anchor image model, another clip
+        for weight in loaded.image_unet.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    assert not np.array_equal(loaded("a red circle", **run), clip)
+
+
+def test_an_anchored_base_stage_without_its_image_model_or_an_image_model_without_one_is_refused(anchored_pipe,
+                                                                                                 tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from vidgen.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no text-to-image U-Net to draw it"):
+        anchored_pipe.set_anchor(None)
+    anchored_pipe.save_pretrained(tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "vidgen.json").read_text())
+    (tmp_path / "model" / "vidgen.json").write_text(json.dumps({**index, "anchor": {"image_model": "", "position": 0.5}}))
+    with pytest.raises(CheckpointError, match="no text-to-image U-Net to draw it"):
+        VideoPipeline.from_pretrained(tmp_path / "model")
+    unanchored = minilm_pipeline()
+    with pytest.raises(CheckpointError, match="does not take an anchor frame"):
+        unanchored.set_anchor(UNet2DConditionModel.from_config(unanchored.stages["base"].unet.config))
+    (tmp_path / "model" / "vidgen.json").write_text(json.dumps({**index, "anchor": {"image_model": "anchor",
+                                                                                     "position": 1.5}}))
+    with pytest.raises(CheckpointError, match=r"anchor.position must be in \[0, 1\]"):
+        VideoPipeline.from_pretrained(tmp_path / "model")
+
+
+def test_packaging_takes_a_later_anchored_base_stage_with_its_image_model_in_half_precision(tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+
+    from vidgen.packaged import package_model
+
+    minilm_pipeline().save_pretrained(tmp_path / "cascade")
+    later = minilm_pipeline()
+    image_unet = UNet2DConditionModel.from_config(later.stages["base"].unet.config)
+    later.set_stage("base", cascade.anchored_unet(later.stages["base"]))
+    later.set_anchor(image_unet, position=0.25)
+    later.save_pretrained(tmp_path / "later")
+    package_model(tmp_path / "cascade", tmp_path / "shipped", base=tmp_path / "later")
+    with safe_open(str(tmp_path / "shipped" / "anchor" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(key).dtype for key in f.keys()} == {torch.float16}
+    shipped = VideoPipeline.from_pretrained(tmp_path / "shipped")
+    assert shipped.image_unet is not None and shipped.index.anchor.position == 0.25
+    assert shipped("a red circle", seed=0, progress=False).shape == (1, 2, 32, 32, 3)

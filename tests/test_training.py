@@ -479,6 +479,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.caption_contrast=1 model.caption_contrast_scale=0", "model.caption_contrast_scale > 0"),
     ("stage=interp model.caption_contrast=1", "model.caption_contrast trains the video stage's reading of captions"),
     ("data.withhold_captions=1 model.caption_contrast=1", "no caption this run keeps has another one word away"),
+    ("stage=interp model.image_conditioning=true", "model.image_conditioning gives the video stage its anchor frame"),
+    ("model.image_conditioning=true model.anchor_position=1.5", "model.anchor_position is a place in the clip"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",
@@ -523,6 +525,63 @@ def test_caption_contrast_denoises_captioned_clips_again_under_a_one_word_negati
     assert loss > plain
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage.model.parameters())
+
+
+def test_image_conditioned_video_stage_reads_its_anchor_frame_at_every_frame_and_trains_through_it(chain, tmp_path):
+    from vidgen.config import load_config
+    from vidgen.data.dataset import collate_clips
+    from vidgen.training.config import RunConfig
+
+    cfg = load_config(RunConfig, TINY / "video.yaml", [
+        f"data.manifest={chain.manifest}", f"model.pretrained={chain.folders['video']}", "model.image_conditioning=true",
+        "model.anchor_position=0.25"])
+    stage = stages.build_stage(cfg, torch.device("cpu"))
+    data = stage.dataset()
+    batch = collate_clips([data[i] for i in range(2)])
+    seen = []
+
+    def spy(x, t, cond, fps):
+        seen.append(x)
+        return stage.model(x, t, cond, fps=fps)
+
+    stage.loss(spy, batch, torch.Generator().manual_seed(0)).backward()
+    [x] = seen
+    x0 = stage.latents(batch, torch.Generator().manual_seed(0))  # the clean clips the loss drew first
+    assert x.shape == (2, 9, 8, 16, 16)  # latents, anchor, offset; 8 frames of 16x16 latents
+    assert all(torch.equal(x[:, 4:8, j], x0[:, :, 2]) for j in range(8))  # frame round(0.25 x 7) = 2, everywhere
+    assert x[0, 8, :, 0, 0].tolist() == pytest.approx([(j - 2) / 7 for j in range(8)])
+    assert stage.model.input_extension.weight.grad.abs().sum() > 0
+
+
+def test_image_conditioning_ships_the_image_unet_that_draws_the_anchor_and_later_stages_keep_it(chain, tmp_path,
+                                                                                                  capsys):
+    from vidgen.data.reader import probe_video
+    from vidgen.pipeline import VideoPipeline
+
+    video, interp = tmp_path / "video", tmp_path / "interp"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['video']}",
+                       "model.image_conditioning=true", "model.freeze_spatial=false", "train.max_steps=2"))
+    index = json.loads((video / "model" / "vidgen.json").read_text())
+    assert index["anchor"] == {"image_model": "anchor", "position": 0.5}
+    weights, before = unet_weights(video / "model"), unet_weights(chain.folders["video"])
+    assert weights["input_extension.weight"].shape[1] == 5 and weights["input_extension.weight"].abs().max() > 0
+    anchor = load_file(video / "model" / "anchor" / "diffusion_pytorch_model.safetensors")
+    # The image U-Net as it was before the run, though the run moved the base's own copy of it.
+    assert all(torch.equal(value, before[f"unet.{key}"]) for key, value in anchor.items())
+    assert not all(torch.equal(weights[f"unet.{key}"], value) for key, value in anchor.items())
+    clip = tmp_path / "g.mp4"
+    vidgen("generate", "a red circle moving left", "--model", video / "model", "-o", clip, "--steps", 2, "--frames", 8,
+           "--seed", 0, "--no-progress")
+    assert probe_video(clip).num_frames == 8
+
+    vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
+    pipe = VideoPipeline.from_pretrained(interp / "model")
+    assert pipe.image_unet is not None and pipe.stages["interp"].options.extra_in_channels == 5
+    assert torch.equal(unet_weights(interp / "model")["input_extension.weight"], weights["input_extension.weight"])
+
+    argv = train_argv("video", chain.manifest, tmp_path / "again", f"model.pretrained={video / 'model'}")
+    assert main([str(a) for a in argv]) == 2
+    assert "has a base stage that takes an anchor frame" in capsys.readouterr().err
 
 
 def test_withheld_captions_stay_withheld_when_captioned_clips_repeat():

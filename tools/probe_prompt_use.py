@@ -8,6 +8,10 @@ what it says about motion (the shapes model's state; see README, "How well it do
 caption, timestep and noise draw is the same for all prompts, so the differences come from the
 words alone.
 
+A base stage that takes an anchor frame (model.image_conditioning) is given each clip's own
+anchor frame under every prompt, and once, with the true caption, the anchor of another clip in
+the batch: how much of the prediction comes from the anchor.
+
 With `--attention` it also prints, per timestep, how much of the spatial cross-attention
 (the only place tokens enter) falls on each kind of token under the true caption: a word can
 be attended to and still ignored downstream.
@@ -33,6 +37,7 @@ from vidgen.data.dataset import VideoClipDataset
 from vidgen.data.latent_cache import LatentCache
 from vidgen.data.manifest import read_manifest
 from vidgen.diffusion.noise import frame_noise
+from vidgen.models import cascade
 from vidgen.pipeline import VideoPipeline
 from vidgen.training.stages import NOISE_SCHEDULE
 
@@ -87,6 +92,11 @@ def main() -> None:
                "no caption": [""] * len(captions)}
     with torch.no_grad():
         embeddings = {name: pipe.text_encoder.encode(texts).float() for name, texts in prompts.items()}
+    anchor_frame = cascade.anchor_index(frames, pipe.index.anchor.position) if pipe.image_unet is not None else None
+
+    def unet_input(noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:  # (b c f h w): + clean's anchor
+        return noisy if anchor_frame is None else cascade.anchor_input(noisy, clean[:, :, anchor_frame], anchor_frame)
+
     fps = torch.full((len(picks),), args.fps)
     schedule = DDPMScheduler(**NOISE_SCHEDULE)
     generator = torch.Generator().manual_seed(args.seed)
@@ -102,7 +112,13 @@ def main() -> None:
             if attention is not None:
                 attention.recording = name == "true caption"
             with torch.no_grad():
-                errors[name] = ((unet(noisy, timesteps, embedding, fps=fps) - noise) ** 2).mean().item()
+                errors[name] = ((unet(unet_input(noisy, x0), timesteps, embedding, fps=fps) - noise) ** 2).mean().item()
+        if anchor_frame is not None:
+            if attention is not None:
+                attention.recording = False
+            with torch.no_grad():  # the next clip's anchor frame: the same words, another layout
+                prediction = unet(unet_input(noisy, x0.roll(1, 0)), timesteps, embeddings["true caption"], fps=fps)
+            errors["another clip's anchor"] = ((prediction - noise) ** 2).mean().item()
         base = errors["true caption"]
         cells = [f"{name} {err:.6f}" + ("" if name == "true caption" else f" ({(err - base) / base * 100:+.2f} %)")
                  for name, err in errors.items()]

@@ -12,7 +12,9 @@ A vidgen video model is a folder that loads with one call (`VideoPipeline.from_p
     scheduler/      diffusers scheduler config (DDIM by default)
 
 Later stages (frame interpolation, super-resolution) are further VideoUNet folders named in
-`vidgen.json`'s `stages`. Weights are safetensors only: nothing here unpickles. Loading is
+`vidgen.json`'s `stages`. A base stage that takes an anchor frame has the diffusers
+UNet2DConditionModel that draws it in the folder `vidgen.json`'s `anchor.image_model` names.
+Weights are safetensors only: nothing here unpickles. Loading is
 strict: a file that does not match its model is refused with the keys that differ and why.
 """
 
@@ -84,6 +86,15 @@ class SuperResolutionSettings:
 
 
 @dataclass
+class AnchorSettings:
+    """The base stage's anchor frame (explicit image conditioning, vidgen.models.cascade): a
+    text-to-image U-Net draws it from the prompt before the base stage makes the clip around it."""
+
+    image_model: str = ""  # folder of that diffusers UNet2DConditionModel; "": the base stage takes no anchor
+    position: float = 0.5  # where in the clip the anchor frame sits: 0 the first frame, 1 the last
+
+
+@dataclass
 class ModelIndex:
     """The contents of vidgen.json."""
 
@@ -100,6 +111,7 @@ class ModelIndex:
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
     interp: InterpolationSettings = field(default_factory=InterpolationSettings)  # used when stages has "interp"
     sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"
+    anchor: AnchorSettings = field(default_factory=AnchorSettings)  # used when anchor.image_model is set
 
 
 # --- JSON and safetensors files ----------------------------------------------------------------
@@ -179,8 +191,9 @@ def check_model_index(index: ModelIndex, source: str) -> None:
     ranges = {"frame_noise_correlation": (index.frame_noise_correlation, "[0, 1)"),
               "interp.noise_correlation": (index.interp.noise_correlation, "[0, 1)"),
               "interp.strength": (index.interp.strength, "(0, 1]"),
-              "sr.strength": (index.sr.strength, "(0, 1]")}
-    inside = {"[0, 1)": lambda v: 0.0 <= v < 1.0, "(0, 1]": lambda v: 0.0 < v <= 1.0}
+              "sr.strength": (index.sr.strength, "(0, 1]"),
+              "anchor.position": (index.anchor.position, "[0, 1]")}
+    inside = {"[0, 1)": lambda v: 0.0 <= v < 1.0, "(0, 1]": lambda v: 0.0 < v <= 1.0, "[0, 1]": lambda v: 0.0 <= v <= 1.0}
     for key, (value, interval) in ranges.items():
         if not inside[interval](value):
             raise CheckpointError(f"{source}: {key} must be in {interval}, got {value}")

@@ -81,7 +81,7 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
     `settings` overrides sampling settings of the model index by section, e.g.
     {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}.
     `base`, a vidgen video model folder (a later run of the video stage), replaces `source`'s base
-    stage; both must sample the same frame-noise prior."""
+    stage, with the anchor image model it has (or none); both must sample the same frame-noise prior."""
     import torch
 
     from .pipeline import VideoPipeline
@@ -94,6 +94,7 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
                               f"{base_pipe.index.frame_noise_correlation}, the cascade {source} with "
                               f"{pipe.index.frame_noise_correlation}: the stages must share one frame-noise prior")
         pipe.set_stage("base", base_pipe.stages["base"])
+        pipe.set_anchor(base_pipe.image_unet, base_pipe.index.anchor.position)  # the base's anchor model, or none
     for section, values in (settings or {}).items():
         target = getattr(pipe.index, section, None)
         if section not in ("defaults", "interp", "sr") or target is None:

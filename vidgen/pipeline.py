@@ -5,9 +5,10 @@
 
 A model folder (vidgen.checkpoint) names its stages in run order. Each stage is a video U-Net
 sampled with the same guided loop (vidgen.diffusion.sampler). The base stage makes keyframe
-latents from noise; the frame interpolation and super-resolution stages refine the previous
+latents from noise, around an anchor frame drawn first by a text-to-image U-Net where the
+model has one (vidgen.models.cascade.anchored_unet); the frame interpolation and super-resolution stages refine the previous
 stage's latents in the same loop, behind the same `__call__`. After each call `last_timings`
-holds the seconds each part took (text, base, interp, sr, decode), for benchmarks.
+holds the seconds each part took (text, anchor, base, interp, sr, decode), for benchmarks.
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ def _as_list(prompt: str | Sequence[str]) -> list[str]:
 class VideoPipeline:
     """Text-to-video generation with the stages of one model folder.
 
-    stages: stage name -> VideoUNet, in run order (only "base" for now). index: the folder's
-    vidgen.json contents (stage folders, VAE chunk size, generation defaults).
+    stages: stage name -> VideoUNet, in run order, "base" first. index: the folder's vidgen.json
+    contents (stage folders, VAE chunk size, generation defaults). image_unet: the text-to-image
+    U-Net that draws the base stage's anchor frame, where the base stage takes one
+    (index.anchor.image_model names its folder).
     """
 
     def __init__(self, stages: dict[str, VideoUNet], vae: AutoencoderKL, text_encoder: TextEncoder,
-                 scheduler: SchedulerMixin, index: ModelIndex):
+                 scheduler: SchedulerMixin, index: ModelIndex, image_unet: UNet2DConditionModel | None = None):
         if list(stages) != list(index.stages):
             raise ValueError(f"stages {list(stages)} and index.stages {list(index.stages)} must name the same stages")
         if list(stages)[:1] != ["base"] or any(name not in STAGES for name in stages) or \
@@ -79,10 +82,16 @@ class VideoPipeline:
                     f"with")
         self.stages, self.vae, self.text_encoder = stages, vae, text_encoder
         self.scheduler, self.index = scheduler, index
+        self.image_unet: UNet2DConditionModel | None = None
+        self.set_anchor(image_unet, index.anchor.position)
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
         self.last_timings: dict[str, float] = {}  # seconds per part of the last call
-        for module in (*stages.values(), vae, text_encoder):
+        for module in self._modules():
             module.eval()
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [*self.stages.values(), *([self.image_unet] if self.image_unet is not None else []), self.vae,
+                self.text_encoder]
 
     # --- loading and saving --------------------------------------------------------------------
 
@@ -94,13 +103,16 @@ class VideoPipeline:
         folder, dtype = Path(folder), dtype or torch.float32
         index = read_model_index(folder)
         stages = {name: VideoUNet.from_pretrained(folder / sub, dtype) for name, sub in index.stages.items()}
+        image_unet = None
+        if index.anchor.image_model:
+            image_unet = _load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)
         vae = _load_diffusers(AutoencoderKL, folder / "vae", dtype)
         if index.text_encoder:
             text_encoder = TextEncoder.from_pretrained(resolve_text_encoder(index.text_encoder), dtype,
                                                        max_length=index.text_max_length or None)
         else:
             text_encoder = TextEncoder.from_pretrained(folder, dtype)
-        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index)
+        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet)
         return pipe.to(device or "cpu")
 
     @classmethod
@@ -135,6 +147,8 @@ class VideoPipeline:
         with atomic_dir(folder) as tmp:
             for name, unet in self.stages.items():
                 unet.save_pretrained(tmp / self.index.stages[name])
+            if self.image_unet is not None:
+                self.image_unet.save_pretrained(tmp / self.index.anchor.image_model)
             self.vae.save_pretrained(tmp / "vae")
             if not self.index.text_encoder:  # else a packaged encoder, named in vidgen.json
                 self.text_encoder.save_pretrained(tmp)
@@ -144,7 +158,7 @@ class VideoPipeline:
 
     def to(self, device: str | torch.device) -> "VideoPipeline":
         """Move every model to `device` (the dtype is chosen when loading)."""
-        for module in (*self.stages.values(), self.vae, self.text_encoder):
+        for module in self._modules():
             module.to(device)
         return self
 
@@ -182,6 +196,28 @@ class VideoPipeline:
                                   f"{self.stages['interp'].options.max_frames // self.index.interp.factor} frames")
         if not fps > 0:
             raise VidgenError(f"fps must be positive, got {fps}")
+
+    def set_anchor(self, image_unet: UNet2DConditionModel | None, position: float = 0.5) -> None:
+        """Make the base stage start from an anchor frame that `image_unet` draws at `position` of
+        the clip (0 first, 1 last); None: no anchor. The base stage must take one (or not)."""
+        base = self.stages["base"]
+        anchored = base.options.extra_in_channels == base.unet.config.in_channels + 1
+        if image_unet is None:
+            if anchored:
+                raise CheckpointError("the base stage takes an anchor frame, but the model has no text-to-image U-Net to "
+                                      "draw it (anchor.image_model in vidgen.json names its folder)")
+            self.image_unet, self.index.anchor.image_model = None, ""
+            return
+        if not anchored:
+            raise CheckpointError(f"an anchor image model was given, but the base stage does not take an anchor frame "
+                                  f"(it has {base.options.extra_in_channels} extra input channels, an anchored one "
+                                  f"{base.unet.config.in_channels + 1}): train it with model.image_conditioning=true")
+        if image_unet.config.cross_attention_dim != self.text_encoder.hidden_size:
+            raise CheckpointError(f"the anchor image U-Net attends to {image_unet.config.cross_attention_dim}-wide text "
+                                  f"embeddings but the text encoder makes {self.text_encoder.hidden_size}-wide ones")
+        self.image_unet = image_unet.eval()
+        self.index.anchor.image_model = self.index.anchor.image_model or "anchor"
+        self.index.anchor.position = float(position)
 
     def set_stage(self, name: str, unet: VideoUNet) -> None:
         """Put `unet` in as stage `name` (replacing one, or adding it in cascade order)."""
@@ -271,10 +307,20 @@ class VideoPipeline:
         shape = (len(prompts), self.vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
         latents = frame_noise(shape, generator, self.index.frame_noise_correlation).to(self.device)  # (b c f h w)
 
-        # 4. Base stage: noise -> keyframe latents.
+        # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
+        #    same guidance and steps (Emu Video's first step, section 3.1).
+        anchor = None
+        if self.image_unet is not None:
+            index = cascade.anchor_index(s.num_frames, self.index.anchor.position)
+            with self._timed("anchor"):
+                anchor = self._draw_anchor(latents.shape, cond, uncond, s, eta, generator, progress)  # (b c h w)
+
+        # 5. Base stage: noise -> keyframe latents (around the anchor frame, which every frame reads).
         base = self.stages["base"]
 
         def denoise(x, t, c):
+            if anchor is not None:
+                x = cascade.anchor_input(x, anchor.repeat(x.shape[0] // anchor.shape[0], 1, 1, 1), index)
             return self.predict(base, x, t, c, fps=s.fps)
 
         with self._timed("base"):
@@ -283,19 +329,19 @@ class VideoPipeline:
                              progress=progress, desc="base stage")
         fps = s.fps
 
-        # 5. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
+        # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
         if "interp" in run:
             with self._timed("interp"):
                 latents, fps = self._interpolate(latents, fps, cond, uncond, eta, generator, progress)
 
-        # 6. Super-resolution: the latents, upsampled and noise-augmented, condition a sampler at the
+        # 7. Super-resolution: the latents, upsampled and noise-augmented, condition a sampler at the
         #    larger size; one noise image shared by every frame keeps the detail steady (section 3.4).
         if "sr" in run:
             with self._timed("sr"):
                 latents = self._super_resolve(latents, fps, cond, uncond, eta, generator, progress)
 
-        # 7. Latents -> frames, a chunk of frames at a time.
+        # 8. Latents -> frames, a chunk of frames at a time.
         with self._timed("decode"):
             video = decode_latents(self.vae, latents, self.index.vae_chunk_size).float().cpu()  # (b c f h w)
         if output_type == "pt":
@@ -317,6 +363,20 @@ class VideoPipeline:
         `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update."""
         with autocast(self.device, self.autocast_dtype):
             return unet(x.to(self.dtype), t, cond, **kwargs).float()
+
+    def _draw_anchor(self, shape, cond, uncond, settings, eta, generator, progress) -> torch.Tensor:
+        """(b c h w) latents of one frame per prompt, from the anchor image U-Net; its noise is
+        drawn after the clip's, so models without an anchor give the same clips for a seed."""
+        b, c, _, h, w = shape
+        noise = torch.randn((b, c, h, w), generator=generator).to(self.device)
+
+        def denoise(x, t, text):
+            with autocast(self.device, self.autocast_dtype):
+                return self.image_unet(x.to(self.dtype), t, text).sample.float()
+
+        return sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
+                      num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,
+                      progress=progress, desc="anchor frame")
 
     def _interpolate(self, keyframes, fps, cond, uncond, eta, generator, progress):
         """(b c f h w) keyframes at fps -> (b c f*k h w) latents at fps*k."""

@@ -12,13 +12,21 @@ base model; what they learn is how to use what they are given.
 - Super-resolution (section 3.4): the input also holds the low-resolution latents, upsampled
   to the output size and noise-augmented (Ho et al. 2022, "Cascaded diffusion"), conditioned on
   the augmentation level.
+
+The base stage itself may take an anchor frame (`anchored_unet`): explicit image conditioning,
+after Emu Video (Girdhar et al. 2023, section 3.1), which factorises text-to-video into
+text-to-image, then image-and-text-to-video. A text-to-image U-Net draws one frame of the clip
+from the prompt; the video U-Net reads that frame's latents at every frame, with each frame's
+signed distance from it, and makes the clip around it. Where the object is no longer has to be
+drawn from noise, so what the prompt says about motion (where it goes from there) is most of
+what is left to predict, instead of a sliver of the loss.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 
 from .inflate import VideoUNet, with_options
 
@@ -39,6 +47,30 @@ def interpolation_unet(base: VideoUNet) -> VideoUNet:
 def super_resolution_unet(base: VideoUNet) -> VideoUNet:
     """Input: latents + upsampled low-resolution latents (2c channels); conditioned on the noise level."""
     return extend_unet(base, base.unet.config.in_channels, (SR_CONDITION,))
+
+
+def anchored_unet(base: VideoUNet) -> VideoUNet:
+    """Input: latents + the anchor frame's latents at every frame + each frame's offset from the
+    anchor (2c + 1 channels); the base's scalar conditions (fps) unchanged."""
+    return extend_unet(base, base.unet.config.in_channels + 1, base.options.extra_conditions)
+
+
+# --- anchor inputs ----------------------------------------------------------------------------
+
+def anchor_index(num_frames: int, position: float) -> int:
+    """The frame at `position` of a clip (0: the first frame, 1: the last), rounding half up."""
+    return int(position * (num_frames - 1) + 0.5)
+
+
+def anchor_input(latents: torch.Tensor, anchor: torch.Tensor, index: int) -> torch.Tensor:
+    """(b, c, f, h, w) latents and (b, c, h, w) anchor latents -> (b, 2c + 1, f, h, w): what an
+    anchored base U-Net reads. The last channel is each frame's signed distance from the anchor
+    frame `index`, in clip lengths ((j - index) / (f - 1)): every frame's spatial layers know how
+    far the object has gone since the anchor, not only the temporal layers."""
+    b, _, f, h, w = latents.shape
+    offset = (torch.arange(f, device=latents.device, dtype=torch.float32) - index) / max(f - 1, 1)  # (f,)
+    offset = offset.to(latents.dtype).view(1, 1, f, 1, 1).expand(b, 1, f, h, w)
+    return torch.cat([latents, repeat(anchor.to(latents.dtype), "b c h w -> b c f h w", f=f), offset], dim=1)
 
 
 # --- interpolation inputs ---------------------------------------------------------------------

@@ -395,8 +395,10 @@ def with_options(base: VideoUNet, **changes) -> VideoUNet:
     unet2d.load_state_dict(base.unet.state_dict())
     options = _options("with_options", **{**dataclasses.asdict(base.options), **changes})
     model = VideoUNet(unet2d, options).to(device=base.unet.device, dtype=base.unet.dtype)
-    ckpt.load_strict(model, base.temporal_state_dict(), source="the base video U-Net",
-                     only=base.temporal_state_dict().keys())
+    state = base.temporal_state_dict()
+    if options.extra_in_channels != base.options.extra_in_channels:  # other inputs: a new, zero convolution
+        state = {k: v for k, v in state.items() if not k.startswith("input_extension.")}
+    ckpt.load_strict(model, state, source="the base video U-Net", only=state.keys())
     return model
 
 

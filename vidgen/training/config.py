@@ -73,6 +73,11 @@ class ModelConfig:
     # (vidgen.training.negatives), and the true caption must denoise it better. 0: off.
     caption_contrast: float = 0.0
     caption_contrast_scale: float = 0.02  # relative error gap that counts as one logit
+    # video: the base stage makes each clip around an anchor frame that a text-to-image U-Net draws
+    # first (explicit image conditioning, vidgen.models.cascade.anchored_unet); the anchor sits at
+    # anchor_position of the clip (0 first frame, 1 last).
+    image_conditioning: bool = False
+    anchor_position: float = 0.5
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

@@ -158,6 +158,12 @@ def _check(cfg: RunConfig) -> None:
     if m.caption_contrast and cfg.stage != "video":
         raise VidgenError(f"model.caption_contrast trains the video stage's reading of captions, not the {cfg.stage} "
                           f"stage: set it to 0")
+    if m.image_conditioning and cfg.stage != "video":
+        raise VidgenError(f"model.image_conditioning gives the video stage its anchor frame, not the {cfg.stage} stage "
+                          f"(interp and sr keep the base stage their model.pretrained has): remove it")
+    if not 0.0 <= m.anchor_position <= 1.0:
+        raise VidgenError(f"model.anchor_position is a place in the clip, from 0 (first frame) to 1 (last), "
+                          f"got {m.anchor_position}")
     if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
         raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
                           f"model.prediction_type={m.prediction_type} use uniform")

@@ -279,12 +279,40 @@ class CascadeStage(DiffusionStage):
 
 class VideoStage(CascadeStage):
     """The temporal layers learn motion from clips (Make-A-Video section 3.2); the spatial layers
-    stay frozen unless model.freeze_spatial is false."""
+    stay frozen unless model.freeze_spatial is false.
+
+    With model.image_conditioning the base stage learns to make each clip around one of its own
+    frames, the anchor at model.anchor_position, given at every frame (cascade.anchored_unet).
+    The U-Net that will draw anchors at sampling time is the base's image U-Net as it stands when
+    the anchor input is added, copied and frozen, so training the clip model cannot move it.
+    """
 
     def build_unet(self, base):
-        added = {key: True for key in VIDEO_STAGE_LAYERS
-                 if getattr(self.cfg.model, key) and not getattr(base.options, key)}
-        return with_options(base, **added) if added else base
+        m = self.cfg.model
+        added = {key: True for key in VIDEO_STAGE_LAYERS if getattr(m, key) and not getattr(base.options, key)}
+        unet = with_options(base, **added) if added else base
+        has_anchor = self.pipeline.image_unet is not None
+        if has_anchor and not m.image_conditioning:
+            raise VidgenError(f"{m.pretrained} has a base stage that takes an anchor frame: keep training it with "
+                              f"model.image_conditioning=true, or start from a model without one")
+        if m.image_conditioning and not has_anchor:
+            if unet.options.extra_in_channels:
+                raise VidgenError(f"model.image_conditioning adds the anchor input to the base stage, but the one in "
+                                  f"{m.pretrained} already has {unet.options.extra_in_channels} extra input channels")
+            image_unet = UNet2DConditionModel.from_config(unet.unet.config)
+            image_unet.load_state_dict(unet.unet.state_dict())
+            unet = cascade.anchored_unet(unet)
+            self.pipeline.set_stage("base", unet)
+            self.pipeline.set_anchor(image_unet.requires_grad_(False).to(self.device), m.anchor_position)
+        return unet
+
+    def unet_input(self, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What the U-Net reads for noisy clips x_t of clean clips x0, both (b c f h w): x_t, and
+        with model.image_conditioning the anchor frame of x0 and each frame's offset from it."""
+        if not self.cfg.model.image_conditioning:
+            return x_t
+        index = cascade.anchor_index(x0.shape[2], self.cfg.model.anchor_position)
+        return cascade.anchor_input(x_t, x0[:, :, index], index)
 
     negatives: CaptionNeighbours | None = None  # the caption contrast's negatives, where it is on
 
@@ -305,7 +333,8 @@ class VideoStage(CascadeStage):
         x0 = self.latents(batch, generator)  # (b c f h w)
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
-        return diffusion_loss(lambda x, t: model(x, t, cond, fps=fps), self.noise_schedule, x0, generator,
+        return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
+                              generator,
                               self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
                               noise_correlation=self.cfg.model.frame_noise_correlation)
 
@@ -329,7 +358,7 @@ class VideoStage(CascadeStage):
             return torch.cat([x, x[pairs_t]])
 
         t_all = both(t)
-        prediction = model(both(x_t), t_all, cond, fps=both(fps))
+        prediction = model(self.unet_input(both(x_t), both(x0)), t_all, cond, fps=both(fps))
         target = diffusion_target(self.noise_schedule, both(x0), both(noise), t_all, m.prediction_type)
         error = squared_error(prediction, target, self.noise_schedule, t_all, m.loss_weighting)
         per_sample = error.flatten(1).mean(1)  # (b + p,)
