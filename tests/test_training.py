@@ -430,17 +430,25 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, t
     assert (run / "model" / "vidgen.json").is_file()
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_and_its_log_drops_the_lost_steps(chain, tmp_path):
+def test_a_killed_run_resumes_from_its_checkpoint_and_its_log_drops_the_lost_steps(chain, tmp_path, capsys):
     run = tmp_path / "killed"
 
     with open(tmp_path / "output.txt", "w") as output:
         process = start_run_and_wait_past_step_3(run, stoppable_argv(chain, run, 1000), output)
-        process.kill()  # SIGKILL: nothing is saved
+        # A second run into the folder while the first is alive is refused, and touches nothing.
+        log_before = (run / "log.csv").read_text()
+        assert main([str(a) for a in stoppable_argv(chain, run, 1000)]) == 2
+        error = capsys.readouterr().err
+        assert f"is in use by another training run (process {process.pid}" in error
+        assert process.poll() is None and (run / "log.csv").read_text().startswith(log_before)
+        process.kill()  # SIGKILL: nothing is saved, and the lock is left behind
         process.wait(timeout=60)
+    assert (run / "run.lock").read_text().split() == [str(process.pid)]
     resumed = checkpoint_steps(run)[-1]
     assert len(read_log(run)) > resumed  # the killed run logged steps no checkpoint holds
-    vidgen(*stoppable_argv(chain, run, resumed + 2))
+    vidgen(*stoppable_argv(chain, run, resumed + 2))  # the dead run's lock is taken over
     assert [row["step"] for row in read_log(run)] == list(range(1, resumed + 3))
+    assert not (run / "run.lock").exists()  # released at the end of the run
 
 
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_path, monkeypatch, capsys):

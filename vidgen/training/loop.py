@@ -38,6 +38,7 @@ from ..fs import atomic_path
 from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
 from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from .config import VIDEO_STAGE_LAYERS, RunConfig
+from .lock import run_lock
 from .stages import build_stage
 
 logger = logging.getLogger(__name__)
@@ -222,11 +223,17 @@ def _check_same_lr_groups(cfg: RunConfig, saved: dict, folder: Path) -> None:
 
 
 def train(cfg: RunConfig, progress: bool = True) -> Path:
-    """Run (or resume) training as `cfg` says; returns the exported model folder."""
+    """Run (or resume) training as `cfg` says; returns the exported model folder. The output folder
+    is locked for the run (vidgen.training.lock): a second run into it is refused."""
     _check(cfg)
     out = Path(cfg.train.output_dir)
     accelerator = _make_accelerator(cfg)
     _check_world(accelerator)
+    with run_lock(out, enabled=accelerator.is_main_process):
+        return _train(cfg, out, accelerator, progress)
+
+
+def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) -> Path:
     set_seed(cfg.train.seed)  # model initialisation and the data order
     stage = build_stage(cfg, accelerator.device)
     if cfg.data.latent_cache:

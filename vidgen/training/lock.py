@@ -1,0 +1,65 @@
+"""One training run per output folder at a time.
+
+Two runs writing one `train.output_dir` overwrite each other's checkpoints, log and exported
+model (an export started beside a running job rewrote its log.csv, and the job's later rows went
+to a file no longer in the folder). `run_lock` holds `output_dir/run.lock`, holding the pid of the
+run's main process, for the length of the run and refuses the folder while a live process holds
+it. A lock left by a process that is gone (killed with SIGKILL, or the machine restarted) is taken
+over. The check is by pid on this machine: runs on other machines sharing the folder are not seen.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import VidgenError
+
+LOCK_NAME = "run.lock"
+
+
+def _holder(path: Path) -> int | None:
+    """The pid written in a lock file, or None where it is empty or unreadable (being written)."""
+    try:
+        return int(path.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold `folder/run.lock` while the body runs; `enabled=False` (non-main processes) holds nothing."""
+    if not enabled:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is not None and holder != os.getpid() and _alive(holder):
+                raise VidgenError(f"{folder} is in use by another training run (process {holder}, see {path}): let it "
+                                  f"finish, stop it (kill -TERM {holder}: it saves a checkpoint first), or give "
+                                  f"another train.output_dir") from None
+            path.unlink(missing_ok=True)  # its process is gone: take the folder over
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
