@@ -285,6 +285,11 @@ def test_anchored_unet_starts_as_the_base_model_whatever_anchor_it_reads(base):
         expected = base(x, 10, text, fps=8)
         out = model(cascade.anchor_input(x, torch.randn(2, 4, 16, 16), 3), 10, text, fps=8)
     assert (out - expected).abs().max() < 1e-5
+    with torch.no_grad():  # a trained anchor input ...
+        model.input_extension.weight.normal_()
+    interp = cascade.interpolation_unet(model)  # ... is not what interpolation reads, though as wide
+    assert interp.options.extra_in_channels == model.options.extra_in_channels
+    assert interp.input_extension.weight.abs().max() == 0
 
 
 def test_anchor_input_tiles_the_anchor_over_frames_with_each_frames_offset_from_it():

@@ -6,8 +6,8 @@
 A model folder (vidgen.checkpoint) names its stages in run order. Each stage is a video U-Net
 sampled with the same guided loop (vidgen.diffusion.sampler). The base stage makes keyframe
 latents from noise, around an anchor frame drawn first by a text-to-image U-Net where the
-model has one (vidgen.models.cascade.anchored_unet); the frame interpolation and super-resolution stages refine the previous
-stage's latents in the same loop, behind the same `__call__`. After each call `last_timings`
+model has one (vidgen.models.cascade.anchored_unet); the frame interpolation and
+super-resolution stages refine the previous stage's latents in the same loop, behind the same `__call__`. After each call `last_timings`
 holds the seconds each part took (text, anchor, base, interp, sr, decode), for benchmarks.
 """
 
@@ -18,7 +18,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -358,7 +358,8 @@ class VideoPipeline:
             torch.cuda.synchronize(self.device)
         self.last_timings[part] = time.perf_counter() - started
 
-    def predict(self, unet: VideoUNet, x: torch.Tensor, t, cond: torch.Tensor, **kwargs) -> torch.Tensor:
+    def predict(self, unet: Callable[..., torch.Tensor], x: torch.Tensor, t, cond: torch.Tensor,
+                **kwargs) -> torch.Tensor:
         """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
         `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update."""
         with autocast(self.device, self.autocast_dtype):
@@ -371,8 +372,7 @@ class VideoPipeline:
         noise = torch.randn((b, c, h, w), generator=generator).to(self.device)
 
         def denoise(x, t, text):
-            with autocast(self.device, self.autocast_dtype):
-                return self.image_unet(x.to(self.dtype), t, text).sample.float()
+            return self.predict(lambda *inputs: self.image_unet(*inputs).sample, x, t, text)
 
         return sample(denoise, self.scheduler, noise, cond, uncond, guidance_scale=settings.guidance_scale,
                       num_inference_steps=settings.num_inference_steps, eta=eta, generator=generator,

@@ -396,7 +396,7 @@ def with_options(base: VideoUNet, **changes) -> VideoUNet:
     options = _options("with_options", **{**dataclasses.asdict(base.options), **changes})
     model = VideoUNet(unet2d, options).to(device=base.unet.device, dtype=base.unet.dtype)
     state = base.temporal_state_dict()
-    if options.extra_in_channels != base.options.extra_in_channels:  # other inputs: a new, zero convolution
+    if "extra_in_channels" in changes:  # inputs given anew mean something new: a new, zero convolution reads them
         state = {k: v for k, v in state.items() if not k.startswith("input_extension.")}
     ckpt.load_strict(model, state, source="the base video U-Net", only=state.keys())
     return model

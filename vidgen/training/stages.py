@@ -334,8 +334,7 @@ class VideoStage(CascadeStage):
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
         return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
-                              generator,
-                              self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
+                              generator, self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
                               noise_correlation=self.cfg.model.frame_noise_correlation)
 
     def contrast_loss(self, model, batch, generator):
