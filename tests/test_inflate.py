@@ -53,9 +53,15 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
     from vidgen.models.inflate import with_options
 
     model = with_options(plain, **{option: True})
-    assert {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict()) == {
-        f"{option}.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
-    last = getattr(model, option).linear_2.weight
+    added = {k for k in model.temporal_state_dict()} - set(plain.temporal_state_dict())
+    if option == "temporal_text":  # one cross-attention per temporal attention
+        assert added == {f"temporal_text.{site}.{name}" for site in plain.temporal_attns
+                         for name in ("norm.weight", "norm.bias", "to_q.weight", "to_kv.weight", "to_out.weight",
+                                      "to_out.bias", "position")}
+        last = next(iter(model.temporal_text.values())).to_out.weight
+    else:
+        assert added == {f"{option}.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
+        last = getattr(model, option).linear_2.weight
     assert last.requires_grad and any(p is last for p in model.temporal_parameters())
     sample, timestep, text = inputs(frames)
     assert (model(sample, timestep, text, fps=8) - plain(sample, timestep, text, fps=8)).abs().max() < 1e-5
@@ -98,6 +104,27 @@ def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_ow
     clip = model(sample, timestep, text, fps=8)
     assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "frame_prompt", tmp_path / "m")
+
+
+@torch.no_grad()
+def test_temporal_text_starts_at_nothing_and_once_trained_reads_each_prompt_token_at_each_frame(tiny_unet, tmp_path):
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    model, (sample, timestep, text) = add_at_zero(plain, "temporal_text", 4)
+    for layer in model.temporal_text.values():  # every site as if trained, queries included
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    clip = model(sample, timestep, text, fps=8)
+    assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
+    one_token_changed = text.clone()
+    one_token_changed[:, 3] = torch.randn_like(text[:, 3])  # the tokens themselves, not a pooled vector, are read
+    assert (model(sample, timestep, one_token_changed, fps=8) - clip).abs().mean() > 1e-4
+    layer = next(iter(model.temporal_text.values()))
+    x = torch.randn(2, 4, 5, layer.to_q.in_features)  # (b f p c): one pixel row in every frame
+    still = x[:, :1].expand(-1, 4, -1, -1)  # the same features at every frame
+    added = layer(still, text) - still
+    assert (added[:, 0] - added[:, 3]).abs().mean() > 1e-3  # the queries know the frame
+    assert torch.allclose(layer(x[:1], text[:1]), layer(x, text)[:1], atol=1e-6)  # a clip reads only its own prompt
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "temporal_text", tmp_path / "m")
 
 
 def test_sd15_layout_inflates_with_a_temporal_layer_after_every_resnet_and_transformer(sd15_layout_unet):

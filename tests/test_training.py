@@ -211,17 +211,20 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
     assert index["frame_noise_correlation"] == 0.5 and index["interp"]["noise_correlation"] == 0.25
 
 
-@pytest.mark.parametrize("option", ["text_embedding", "frame_prompt"])
-def test_video_stage_adds_a_conditioning_layer_that_trains_and_the_interp_stage_keeps(chain, tmp_path, option):
+@pytest.mark.parametrize("option, last_layer", [("text_embedding", "text_embedding.linear_2.weight"),
+                                                ("frame_prompt", "frame_prompt.linear_2.weight"),
+                                                ("temporal_text", "temporal_text.down_blocks_0_attentions_0.to_out.weight")])
+def test_video_stage_adds_a_conditioning_layer_that_trains_and_the_interp_stage_keeps(chain, tmp_path, option,
+                                                                                      last_layer):
     video, interp = tmp_path / "video", tmp_path / "interp"
     vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
                        f"model.{option}=true", "train.max_steps=2"))
     weights = unet_weights(video / "model")
-    assert weights[f"{option}.linear_2.weight"].abs().max() > 0  # trained away from its zero start
+    assert weights[last_layer].abs().max() > 0  # trained away from its zero start
     vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
     assert json.loads((interp / "model" / "interp" / "temporal.json").read_text())[option]
-    assert torch.equal(unet_weights(interp / "model", "unet")[f"{option}.linear_2.weight"],
-                       weights[f"{option}.linear_2.weight"])  # the base stage as the video stage made it
+    assert torch.equal(unet_weights(interp / "model", "unet")[last_layer],
+                       weights[last_layer])  # the base stage as the video stage made it
 
 
 def test_lr_multipliers_give_named_layers_their_own_rate_and_leave_frozen_ones_out():
@@ -479,6 +482,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("model.prediction_type=v_prediction model.loss_weighting=v", "use uniform"),
     ("stage=interp model.text_embedding=true", "model.text_embedding is added by the video stage, not the interp"),
     ("stage=sr model.frame_prompt=true", "model.frame_prompt is added by the video stage, not the sr"),
+    ("stage=interp model.temporal_text=true", "model.temporal_text is added by the video stage, not the interp"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
     ("train.lr_multipliers.temporal_convs=0", "train.lr_multipliers.temporal_convs must be a positive number"),

@@ -5,7 +5,8 @@ image model's keys under `unet.`); nothing of diffusers is forked. The temporal 
 their own containers and are attached with forward hooks:
 
 - after every `ResnetBlock2D`: a `TemporalConv` (pseudo-3D convolution, eq. 2);
-- after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3);
+- after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3), then a
+  `TemporalText` cross-attention to the prompt where `InflationOptions.temporal_text` is set;
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set.
 
@@ -48,14 +49,15 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
-from .temporal import FpsEmbedding, FramePrompt, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
+from .temporal import (FpsEmbedding, FramePrompt, TemporalAttention, TemporalConv, TemporalText, TextEmbedding,
+                       check_num_frames)
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "frame_prompt.")
+                     "text_embedding.", "frame_prompt.", "temporal_text.")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class InflationOptions:
     # Each frame of a clip reads its own version of the prompt through cross-attention
     # (FramePrompt), so a motion word can say where the object is at each frame.
     frame_prompt: bool = False
+    # A cross-attention to the prompt's tokens after every temporal attention (TemporalText), so the
+    # temporal layers read the motion words themselves.
+    temporal_text: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
@@ -117,7 +122,7 @@ class _TemporalHook:
     blocks get from `Transformer2DModel(..., return_dict=False)`), or an output object with `.sample`.
     """
 
-    def __init__(self, layer: TemporalConv | TemporalAttention, context: _FrameContext):
+    def __init__(self, layer: TemporalConv | TemporalAttention | TemporalText, context: _FrameContext):
         self.layer, self.context = layer, context
 
     def __call__(self, module, args, output):
@@ -134,7 +139,7 @@ class _TemporalHook:
         h, w = hidden.shape[-2:]
         layout = self.layer.LAYOUT
         x = rearrange(hidden, f"(b f) c h w -> {layout}", f=frames)  # sequences over frames
-        x = self.layer(x)
+        x = self.layer(x, self.context.text) if isinstance(self.layer, TemporalText) else self.layer(x)
         return rearrange(x, f"{layout} -> (b f) c h w", h=h, w=w)  # ((b f) c h w)
 
 
@@ -189,6 +194,7 @@ class VideoUNet(nn.Module):
         self._context = _FrameContext()
         self.temporal_convs = nn.ModuleDict()
         self.temporal_attns = nn.ModuleDict()
+        self.temporal_text = nn.ModuleDict() if options.temporal_text else None
         for name, module in unet.named_modules():
             if any(isinstance(h, (_TemporalHook, _FpsHook, _ExtraInputHook)) for h in module._forward_hooks.values()):
                 raise VidgenError("this U-Net is already inside a VideoUNet: inflate a fresh UNet2DConditionModel")
@@ -197,6 +203,11 @@ class VideoUNet(nn.Module):
             elif isinstance(module, Transformer2DModel):
                 layer = self.temporal_attns[_module_key(name)] = TemporalAttention(
                     module.out_channels, options.max_frames, options.attention_head_dim)
+                if self.temporal_text is not None:  # hooks run in the order registered: after the attention
+                    module.register_forward_hook(_TemporalHook(layer, self._context))
+                    layer = self.temporal_text[_module_key(name)] = TemporalText(
+                        module.out_channels, unet.config.cross_attention_dim, options.max_frames,
+                        options.attention_head_dim)
             else:
                 continue
             module.register_forward_hook(_TemporalHook(layer, self._context))
@@ -308,10 +319,10 @@ class VideoUNet(nn.Module):
     # --- parameter groups ----------------------------------------------------------------------
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The new parameters: temporal convolutions, temporal attention, fps, text and extra-condition
-        embeddings, the frame prompt, the convolution of the extra input channels."""
-        for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding, self.condition_embeddings,
-                          self.input_extension, self.text_embedding, self.frame_prompt):
+        """The new parameters: temporal convolutions, temporal attention and its text cross-attention, fps,
+        text and extra-condition embeddings, the frame prompt, the convolution of the extra input channels."""
+        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.fps_embedding,
+                          self.condition_embeddings, self.input_extension, self.text_embedding, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 
@@ -389,7 +400,8 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
 
 def with_options(base: VideoUNet, **changes) -> VideoUNet:
     """A new video U-Net with `base`'s weights (copied) and some inflation options changed:
-    what the change adds (extra inputs, conditions, the text embedding, the frame prompt) starts
+    what the change adds (extra inputs, conditions, the text embedding, the frame prompt, the temporal
+    text cross-attention) starts
     where it adds nothing, so the new network computes what `base` did until trained."""
     unet2d = UNet2DConditionModel.from_config(base.unet.config)
     unet2d.load_state_dict(base.unet.state_dict())

@@ -12,6 +12,8 @@
   the class).
 - `FramePrompt`: the prompt as each frame reads it through cross-attention, every token shifted
   by where the frame sits in the clip (optional; see the class).
+- `TemporalText`: cross-attention from the temporal layers to the prompt's tokens, with fresh
+  projections and the frame's place in the clip (optional; see the class).
 
 Every layer starts as the identity (the paper initialises the temporal convolutions to the
 identity and the temporal attention's output projection to zero), so an inflated network
@@ -182,11 +184,53 @@ class FramePrompt(nn.Module):
         return (tokens + offset).to(text.dtype)
 
 
+class TemporalText(nn.Module):
+    """Cross-attention from every pixel of every frame to the prompt's tokens, placed after a
+    temporal attention, with its own projections and a frame position table; residual, pre-norm.
+
+    Make-A-Video's temporal layers read no text (section 3.2): the prompt enters only through the
+    image model's spatial cross-attention, which learned from still frames and reads the same
+    prompt at every frame. A motion word then has to steer the temporal layers through features
+    made for looks. This layer gives them the tokens themselves (not pooled: in all-MiniLM-L6-v2
+    the pooled vectors of "left" and "right" prompts are near twins), read by queries that know the
+    frame, so "moving left" can say what frame 12 looks like. Video latent diffusion models put
+    such a cross-attention in their temporal blocks (Stable Video Diffusion's, Blattmann et al.
+    2023, attend to their conditioning); here it is a layer of its own, so the self-attention over
+    frames keeps Make-A-Video's form.
+
+    The output projection starts at zero: the layer starts as the identity.
+    """
+
+    LAYOUT = "b f (h w) c"
+
+    def __init__(self, channels: int, text_dim: int, max_frames: int = 64, attention_head_dim: int = 64):
+        super().__init__()
+        self.max_frames = max_frames
+        self.heads = channels // attention_head_dim if channels % attention_head_dim == 0 else 1
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_kv = nn.Linear(text_dim, 2 * channels, bias=False)
+        self.to_out = nn.Linear(channels, channels)
+        self.position = nn.Parameter(torch.empty(max_frames, channels))
+        init_identity_(self)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (b f p c), (b n d) -> (b f p c)
+        frames = x.shape[1]
+        check_num_frames(frames, self.max_frames)
+        h = self.norm(x) + self.position[:frames, None].to(x.dtype)
+        # Every query of a clip, whatever its frame and pixel, reads that clip's tokens.
+        q = rearrange(self.to_q(h), "b f p (heads d) -> b heads (f p) d", heads=self.heads)
+        k, v = rearrange(self.to_kv(text.to(x.dtype)), "b n (two heads d) -> two b heads n d", two=2, heads=self.heads)
+        h = F.scaled_dot_product_attention(q, k, v)  # (b heads (f p) d)
+        h = rearrange(h, "b heads (f p) d -> b f p (heads d)", f=frames)
+        return x + self.to_out(h)
+
+
 @torch.no_grad()
 def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
-    TemporalConv: dirac kernel, zero bias. TemporalAttention: zero output projection,
+    TemporalConv: dirac kernel, zero bias. TemporalAttention, TemporalText: zero output projection,
     sinusoidal position table. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other
     weights keep PyTorch's default initialisation.
     """
@@ -194,7 +238,7 @@ def init_identity_(module: nn.Module) -> nn.Module:
         if isinstance(m, TemporalConv):
             nn.init.dirac_(m.conv.weight)
             nn.init.zeros_(m.conv.bias)
-        elif isinstance(m, TemporalAttention):
+        elif isinstance(m, (TemporalAttention, TemporalText)):
             nn.init.zeros_(m.to_out.weight)
             nn.init.zeros_(m.to_out.bias)
             frames = torch.arange(m.max_frames, device=m.position.device)

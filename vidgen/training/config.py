@@ -14,7 +14,7 @@ from typing import Any
 STAGES = ("vae", "image", "video", "interp", "sr")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt")
+VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt", "temporal_text")
 
 
 @dataclass
@@ -68,6 +68,10 @@ class ModelConfig:
     # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
     # interp and sr stages inherit it.
     frame_prompt: bool = False
+    # video: give the video U-Net a cross-attention to the prompt's tokens after every temporal attention
+    # (vidgen.models.temporal.TemporalText) if the model.pretrained one has none; the interp and sr
+    # stages inherit it.
+    temporal_text: bool = False
     # video: weight of the caption-contrast objective (vidgen.diffusion.losses.caption_contrast): each
     # captioned clip is also denoised under a corpus caption one word away from its own
     # (vidgen.training.negatives), and the true caption must denoise it better. 0: off.
