@@ -484,6 +484,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=sr model.frame_prompt=true", "model.frame_prompt is added by the video stage, not the sr"),
     ("stage=interp model.temporal_text=true", "model.temporal_text is added by the video stage, not the interp"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
+    ("data.posterior=mode", "data.posterior must be sample or mean"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
     ("train.lr_multipliers.temporal_convs=0", "train.lr_multipliers.temporal_convs must be a positive number"),
     ("data.captioned_repeat=0", "data.captioned_repeat must be a whole number >= 1"),
@@ -622,3 +623,26 @@ def test_unreadable_clip_is_skipped_and_counted(chain, tmp_path):
     skipped = [row["skipped_clips"] for row in read_log(run)]  # a running count: [0, 1, 2, 2] with seed 0
     assert skipped == sorted(skipped) and (skipped[1], skipped[3]) == (1, 2)  # at the end of epochs 1 and 2
     assert (run / "model" / "vidgen.json").is_file()
+
+
+def test_data_posterior_mean_takes_the_posterior_mean_and_sample_a_fresh_draw():
+    from types import SimpleNamespace
+
+    from conftest import make_vae
+
+    from vidgen.models.vae import encode_video
+    from vidgen.training.config import RunConfig
+
+    mean, std = torch.randn(2, 4, 3, 8, 8), torch.rand(2, 4, 3, 8, 8) + 0.5  # (b c f h w) a cached posterior
+    cfg = RunConfig()
+    stage = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), vae=SimpleNamespace(dtype=torch.float32))
+    draws = [stages.DiffusionStage.posterior_latents(stage, mean, std, torch.Generator().manual_seed(s)) for s in (0, 1)]
+    assert not torch.allclose(draws[0], draws[1]) and (draws[0] - mean).std() > 0.4  # "sample": noise of std
+    cfg.data.posterior = "mean"
+    assert torch.equal(stages.DiffusionStage.posterior_latents(stage, mean, std, torch.Generator()), mean)
+    video = torch.rand(1, 3, 2, 16, 16) * 2 - 1  # (b c f H W) the uncached path
+    with torch.no_grad():
+        tiny_vae = make_vae()
+        exact = [encode_video(tiny_vae, video, generator=torch.Generator().manual_seed(s), mean=True) for s in (0, 1)]
+        drawn = encode_video(tiny_vae, video, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(exact[0], exact[1]) and not torch.equal(exact[0], drawn)

@@ -24,11 +24,13 @@ def _shift(vae: AutoencoderKL) -> float:
 
 
 def encode_video(vae: AutoencoderKL, video: torch.Tensor, chunk_size: int = 8,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """(b, 3, f, H, W) frames in [-1, 1] -> (b, c, f, H/k, W/k) scaled latents sampled from the posterior."""
+                 generator: torch.Generator | None = None, mean: bool = False) -> torch.Tensor:
+    """(b, 3, f, H, W) frames in [-1, 1] -> (b, c, f, H/k, W/k) scaled latents sampled from the posterior
+    (its mean where `mean` is set)."""
     b = video.shape[0]
     frames = rearrange(video, "b c f h w -> (b f) c h w").to(vae.dtype)
-    z = torch.cat([vae.encode(chunk).latent_dist.sample(generator) for chunk in frames.split(chunk_size)])
+    posteriors = [vae.encode(chunk).latent_dist for chunk in frames.split(chunk_size)]
+    z = torch.cat([p.mean if mean else p.sample(generator) for p in posteriors])
     z = (z - _shift(vae)) * vae.config.scaling_factor
     return rearrange(z, "(b f) c h w -> b c f h w", b=b)  # (b c f h w)
 

@@ -34,6 +34,10 @@ class DataConfig:
     # Times each clip that keeps its caption is listed per epoch: labeled video then weighs more in
     # a batch (word-motion binding learns from it alone) without more captions being revealed.
     captioned_repeat: int = 1
+    # How a clip's latents come from the VAE posterior: "sample" (a draw, what encoding gives) or
+    # "mean" (its mean: the posterior noise, which the decoder discards, is left out of the
+    # diffusion target; see vidgen.training.stages.DiffusionStage.posterior_latents).
+    posterior: str = "sample"
     caption_dropout: float = 0.1  # per-sample chance of the null prompt, for classifier-free guidance
     # Folder of cached VAE latents (vidgen.data.latent_cache) for the diffusion stages (sr keeps
     # two in it, one per size): built on first use, rebuilt when the VAE or size changes. ""

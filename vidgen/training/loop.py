@@ -145,6 +145,8 @@ def _check(cfg: RunConfig) -> None:
     t, m = cfg.train, cfg.model
     if m.prediction_type not in PREDICTION_TYPES:
         raise VidgenError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {m.prediction_type!r}")
+    if cfg.data.posterior not in ("sample", "mean"):
+        raise VidgenError(f"data.posterior must be sample or mean, got {cfg.data.posterior!r}")
     if m.loss_weighting not in LOSS_WEIGHTINGS:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
     if not 0.0 <= m.frame_noise_correlation < 1.0:

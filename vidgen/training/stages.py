@@ -163,16 +163,27 @@ class DiffusionStage(Stage):
         records = read_manifest(self.cfg.data.manifest)
         self.latent_cache = build_latent_cache(records, self.vae, self.cfg.data.size, folder, progress=progress)
 
-    def posterior_sample(self, mean: torch.Tensor, std: torch.Tensor, generator) -> torch.Tensor:
-        """A latent drawn from a cached posterior: what encoding the frames would give."""
+    def posterior_latents(self, mean: torch.Tensor, std: torch.Tensor, generator) -> torch.Tensor:
+        """Latents from a cached posterior: a draw (what encoding the frames would give), or with
+        data.posterior=mean its mean.
+
+        A VAE trained with a small KL weight can leave some latent channels to noise: the shapes
+        VAE's posterior std is about 0.6 in scaled units, one of its four channels carries almost
+        nothing but that noise, and decoding the mean or a draw differs by 0.002 in [-1, 1]
+        pixels. A draw then puts that much unpredictable noise in every diffusion target, frame
+        by frame; the mean leaves it out.
+        """
+        if self.cfg.data.posterior == "mean":
+            return mean.to(self.device, self.vae.dtype)
         return (mean + std * torch.randn(mean.shape, generator=generator)).to(self.device, self.vae.dtype)
 
     def latents(self, batch, generator) -> torch.Tensor:
         """(b c f h w) latents of the batch's clips: a posterior sample, from the cache or the VAE."""
         if batch["latent_mean"] is not None:
-            return self.posterior_sample(batch["latent_mean"], batch["latent_std"], generator)
+            return self.posterior_latents(batch["latent_mean"], batch["latent_std"], generator)
         with torch.no_grad():
-            return encode_video(self.vae, batch["video"].to(self.device), generator=generator)
+            return encode_video(self.vae, batch["video"].to(self.device), generator=generator,
+                                mean=self.cfg.data.posterior == "mean")
 
 
 # --- image ---------------------------------------------------------------------------------------
@@ -438,15 +449,17 @@ class SuperResolutionStage(CascadeStage):
     def clip_latents(self, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(b c f h w) latents of the clips and (b c f h/s w/s) of their low-resolution versions."""
         if batch["latent_mean"] is not None:
-            return (self.posterior_sample(batch["latent_mean"], batch["latent_std"], generator),
-                    self.posterior_sample(batch["low_latent_mean"], batch["low_latent_std"], generator))
+            return (self.posterior_latents(batch["latent_mean"], batch["latent_std"], generator),
+                    self.posterior_latents(batch["low_latent_mean"], batch["low_latent_std"], generator))
         video = batch["video"].to(self.device)  # (b c f H W)
         b, _, f, size, _ = video.shape
         low_size = size // self.cfg.model.sr_scale
         low = torch.nn.functional.interpolate(video.flatten(1, 2), size=(low_size, low_size), mode="bilinear",
                                               antialias=True, align_corners=False).view(b, 3, f, low_size, low_size)
         with torch.no_grad():
-            return encode_video(self.vae, video, generator=generator), encode_video(self.vae, low, generator=generator)
+            mean = self.cfg.data.posterior == "mean"
+            return (encode_video(self.vae, video, generator=generator, mean=mean),
+                    encode_video(self.vae, low, generator=generator, mean=mean))
 
     def build_unet(self, base):
         if self.cfg.model.unet:
