@@ -198,19 +198,21 @@ class VideoUNet(nn.Module):
         for name, module in unet.named_modules():
             if any(isinstance(h, (_TemporalHook, _FpsHook, _ExtraInputHook)) for h in module._forward_hooks.values()):
                 raise VidgenError("this U-Net is already inside a VideoUNet: inflate a fresh UNet2DConditionModel")
+            key = _module_key(name)
             if isinstance(module, ResnetBlock2D):
-                layer = self.temporal_convs[_module_key(name)] = TemporalConv(module.out_channels)
+                layers = [TemporalConv(module.out_channels)]
+                self.temporal_convs[key] = layers[0]
             elif isinstance(module, Transformer2DModel):
-                layer = self.temporal_attns[_module_key(name)] = TemporalAttention(
-                    module.out_channels, options.max_frames, options.attention_head_dim)
-                if self.temporal_text is not None:  # hooks run in the order registered: after the attention
-                    module.register_forward_hook(_TemporalHook(layer, self._context))
-                    layer = self.temporal_text[_module_key(name)] = TemporalText(
-                        module.out_channels, unet.config.cross_attention_dim, options.max_frames,
-                        options.attention_head_dim)
+                layers = [TemporalAttention(module.out_channels, options.max_frames, options.attention_head_dim)]
+                self.temporal_attns[key] = layers[0]
+                if self.temporal_text is not None:
+                    layers.append(TemporalText(module.out_channels, unet.config.cross_attention_dim,
+                                               options.max_frames, options.attention_head_dim))
+                    self.temporal_text[key] = layers[1]
             else:
                 continue
-            module.register_forward_hook(_TemporalHook(layer, self._context))
+            for layer in layers:  # hooks run in the order registered
+                module.register_forward_hook(_TemporalHook(layer, self._context))
         time_dim = unet.time_embedding.linear_2.out_features
         self.fps_embedding = FpsEmbedding(time_dim)
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})

@@ -177,13 +177,16 @@ class DiffusionStage(Stage):
             return mean.to(self.device, self.vae.dtype)
         return (mean + std * torch.randn(mean.shape, generator=generator)).to(self.device, self.vae.dtype)
 
+    def encode(self, video: torch.Tensor, generator) -> torch.Tensor:
+        """(b 3 f H W) frames -> (b c f h w) latents through the VAE, a draw or the mean as data.posterior says."""
+        with torch.no_grad():
+            return encode_video(self.vae, video, generator=generator, mean=self.cfg.data.posterior == "mean")
+
     def latents(self, batch, generator) -> torch.Tensor:
-        """(b c f h w) latents of the batch's clips: a posterior sample, from the cache or the VAE."""
+        """(b c f h w) latents of the batch's clips (`posterior_latents`), from the cache or the VAE."""
         if batch["latent_mean"] is not None:
             return self.posterior_latents(batch["latent_mean"], batch["latent_std"], generator)
-        with torch.no_grad():
-            return encode_video(self.vae, batch["video"].to(self.device), generator=generator,
-                                mean=self.cfg.data.posterior == "mean")
+        return self.encode(batch["video"].to(self.device), generator)
 
 
 # --- image ---------------------------------------------------------------------------------------
@@ -456,10 +459,7 @@ class SuperResolutionStage(CascadeStage):
         low_size = size // self.cfg.model.sr_scale
         low = torch.nn.functional.interpolate(video.flatten(1, 2), size=(low_size, low_size), mode="bilinear",
                                               antialias=True, align_corners=False).view(b, 3, f, low_size, low_size)
-        with torch.no_grad():
-            mean = self.cfg.data.posterior == "mean"
-            return (encode_video(self.vae, video, generator=generator, mean=mean),
-                    encode_video(self.vae, low, generator=generator, mean=mean))
+        return self.encode(video, generator), self.encode(low, generator)
 
     def build_unet(self, base):
         if self.cfg.model.unet:
