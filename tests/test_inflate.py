@@ -59,6 +59,10 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
                          for name in ("norm.weight", "norm.bias", "to_q.weight", "to_kv.weight", "to_out.weight",
                                       "to_out.bias", "position")}
         last = next(iter(model.temporal_text.values())).to_out.weight
+    elif option == "motion_attention":  # one per temporal attention below the full latent resolution
+        assert {k.split(".")[1] for k in added} == {site for site in plain.temporal_attns
+                                                    if not site.startswith(("down_blocks_0_", "up_blocks_3_"))}
+        last = next(iter(model.motion_attns.values())).to_out.weight
     else:
         assert added == {f"{option}.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
         last = getattr(model, option).linear_2.weight
@@ -125,6 +129,52 @@ def test_temporal_text_starts_at_nothing_and_once_trained_reads_each_prompt_toke
     assert (added[:, 0] - added[:, 3]).abs().mean() > 1e-3  # the queries know the frame
     assert torch.allclose(layer(x[:1], text[:1]), layer(x, text)[:1], atol=1e-6)  # a clip reads only its own prompt
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "temporal_text", tmp_path / "m")
+
+
+@torch.no_grad()
+def test_motion_attention_starts_at_nothing_and_once_trained_mixes_pixels_across_frames_as_the_prompt_says(
+        sd15_layout_unet, tmp_path):
+    plain = perturb_temporal_(inflate_unet(sd15_layout_unet, max_frames=8))
+    model, (sample, timestep, text) = add_at_zero(plain, "motion_attention", 3)
+    assert len(model.motion_attns) == 11  # levels 1-3 of the SD 1.5 layout; none at the full latent size
+    for layer in model.motion_attns.values():  # as if trained: the coefficients too
+        torch.nn.init.normal_(layer.linear_2.weight, std=0.5)
+    clip = model(sample, timestep, text, fps=8)
+    assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
+    layer = next(iter(model.motion_attns.values()))
+    x = torch.randn(2, 3, 2, 2, layer.to_out.in_features)  # (b f h w c)
+    moved = x.clone()
+    moved[:, 2, 0, 0] += torch.randn_like(x[:, 2, 0, 0])  # one pixel of the last frame changes ...
+    assert (layer(moved, text) - layer(x, text))[:, 0].abs().amax() > 1e-4  # ... and the first frame reads it
+    assert (layer(x, text) - layer(x, text.flip(0))).abs().mean() > 1e-4  # the prompt sets the mixing
+    assert torch.allclose(layer(x[:1], text[:1]), layer(x, text)[:1], atol=1e-6)  # a clip reads only its own prompt
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "motion_attention", tmp_path / "m")
+
+
+def test_motion_attention_bias_is_the_prompts_quadratic_form_in_each_keys_offset_from_its_query():
+    from vidgen.models.temporal import MotionAttention
+
+    layer = MotionAttention(channels=16, text_dim=8, attention_head_dim=8)  # 2 heads
+    basis = MotionAttention.BASIS
+    with torch.no_grad():  # coefficients that ignore the prompt: head 0 weighs dt*dx, head 1 dx
+        layer.linear_2.bias.zero_()
+        layer.linear_2.bias[basis.index("dt_dx")] = 1.0
+        layer.linear_2.bias[len(basis) + basis.index("dx")] = 1.0
+    bias = layer.bias(torch.randn(1, 5, 8), f=3, h=4, w=4)  # (1 heads N N), tokens in (f h w) order
+    assert bias.shape == (1, 2, 48, 48)
+    query, key = 0 * 16 + 1 * 4 + 1, 2 * 16 + 1 * 4 + 3  # (t y x) = (0 1 1) and (2 1 3)
+    dt, dx = 2 / MotionAttention.FRAMES_PER_UNIT, 2 / (4 / MotionAttention.SIDE_UNITS)  # key minus query, in units
+    assert torch.allclose(bias[0, :, query, key], torch.tensor([dt * dx, dx]))
+    assert torch.allclose(bias[0, :, key, query], torch.tensor([dt * dx, -dx]))  # the reverse offset
+    assert torch.equal(bias[0, :, query, query], torch.zeros(2))
+
+
+def test_motion_attention_is_refused_where_the_unet_has_no_attention_below_full_size():
+    from conftest import TINY_UNET, make_unet
+
+    no_coarse_attention = make_unet({**TINY_UNET, "mid_block_type": "UNetMidBlock2D"})  # attention at level 0 only
+    with pytest.raises(VidgenError, match="motion_attention adds a layer .* this U-Net has none"):
+        inflate_unet(no_coarse_attention, max_frames=8, motion_attention=True)
 
 
 def test_sd15_layout_inflates_with_a_temporal_layer_after_every_resnet_and_transformer(sd15_layout_unet):

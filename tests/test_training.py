@@ -213,7 +213,8 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
 
 @pytest.mark.parametrize("option, last_layer", [("text_embedding", "text_embedding.linear_2.weight"),
                                                 ("frame_prompt", "frame_prompt.linear_2.weight"),
-                                                ("temporal_text", "temporal_text.down_blocks_0_attentions_0.to_out.weight")])
+                                                ("temporal_text", "temporal_text.down_blocks_0_attentions_0.to_out.weight"),
+                                                ("motion_attention", "motion_attns.mid_block_attentions_0.to_out.weight")])
 def test_video_stage_adds_a_conditioning_layer_that_trains_and_the_interp_stage_keeps(chain, tmp_path, option,
                                                                                       last_layer):
     video, interp = tmp_path / "video", tmp_path / "interp"
@@ -483,6 +484,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=interp model.text_embedding=true", "model.text_embedding is added by the video stage, not the interp"),
     ("stage=sr model.frame_prompt=true", "model.frame_prompt is added by the video stage, not the sr"),
     ("stage=interp model.temporal_text=true", "model.temporal_text is added by the video stage, not the interp"),
+    ("stage=sr model.motion_attention=true", "model.motion_attention is added by the video stage, not the sr"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
     ("data.posterior=mode", "data.posterior must be sample or mean"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),

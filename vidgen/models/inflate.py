@@ -6,7 +6,8 @@ their own containers and are attached with forward hooks:
 
 - after every `ResnetBlock2D`: a `TemporalConv` (pseudo-3D convolution, eq. 2);
 - after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3), then a
-  `TemporalText` cross-attention to the prompt where `InflationOptions.temporal_text` is set;
+  `TemporalText` cross-attention to the prompt where `InflationOptions.temporal_text` is set,
+  then, below the full latent resolution, a `MotionAttention` where `InflationOptions.motion_attention` is set;
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set.
 
@@ -49,15 +50,15 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
-from .temporal import (FpsEmbedding, FramePrompt, TemporalAttention, TemporalConv, TemporalText, TextEmbedding,
-                       check_num_frames)
+from .temporal import (FpsEmbedding, FramePrompt, MotionAttention, TemporalAttention, TemporalConv, TemporalText,
+                       TextEmbedding, check_num_frames)
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "frame_prompt.", "temporal_text.")
+                     "text_embedding.", "frame_prompt.", "temporal_text.", "motion_attns.")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class InflationOptions:
     # A cross-attention to the prompt's tokens after every temporal attention (TemporalText), so the
     # temporal layers read the motion words themselves.
     temporal_text: bool = False
+    # A self-attention over all pixels of all frames after the temporal attention at every level
+    # below the full latent resolution, its bias over space-time offsets set by the prompt
+    # (MotionAttention), so a motion word has a direct way to a displacement.
+    motion_attention: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
@@ -110,6 +115,17 @@ class _FrameContext:
             self.num_frames, self.fps, self.conditions, self.extra_input, self.text = saved
 
 
+def _level(name: str, levels: int) -> int:
+    """Resolution level of a U-Net module from its name: 0 at the full latent size, one more per
+    halving (`down_blocks.i` is level i, `up_blocks.i` level levels - 1 - i, the mid block the last)."""
+    parts = name.split(".")
+    if parts[0] == "down_blocks":
+        return int(parts[1])
+    if parts[0] == "up_blocks":
+        return levels - 1 - int(parts[1])
+    return levels - 1  # mid_block
+
+
 def _module_key(name: str) -> str:
     """`down_blocks.0.resnets.1` -> `down_blocks_0_resnets_1` (ModuleDict keys cannot hold dots)."""
     return name.replace(".", "_")
@@ -122,7 +138,7 @@ class _TemporalHook:
     blocks get from `Transformer2DModel(..., return_dict=False)`), or an output object with `.sample`.
     """
 
-    def __init__(self, layer: TemporalConv | TemporalAttention | TemporalText, context: _FrameContext):
+    def __init__(self, layer: TemporalConv | TemporalAttention | TemporalText | MotionAttention, context: _FrameContext):
         self.layer, self.context = layer, context
 
     def __call__(self, module, args, output):
@@ -139,7 +155,7 @@ class _TemporalHook:
         h, w = hidden.shape[-2:]
         layout = self.layer.LAYOUT
         x = rearrange(hidden, f"(b f) c h w -> {layout}", f=frames)  # sequences over frames
-        x = self.layer(x, self.context.text) if isinstance(self.layer, TemporalText) else self.layer(x)
+        x = self.layer(x, self.context.text) if getattr(self.layer, "READS_TEXT", False) else self.layer(x)
         return rearrange(x, f"{layout} -> (b f) c h w", h=h, w=w)  # ((b f) c h w)
 
 
@@ -195,6 +211,7 @@ class VideoUNet(nn.Module):
         self.temporal_convs = nn.ModuleDict()
         self.temporal_attns = nn.ModuleDict()
         self.temporal_text = nn.ModuleDict() if options.temporal_text else None
+        self.motion_attns = nn.ModuleDict() if options.motion_attention else None
         for name, module in unet.named_modules():
             if any(isinstance(h, (_TemporalHook, _FpsHook, _ExtraInputHook)) for h in module._forward_hooks.values()):
                 raise VidgenError("this U-Net is already inside a VideoUNet: inflate a fresh UNet2DConditionModel")
@@ -208,11 +225,18 @@ class VideoUNet(nn.Module):
                 if self.temporal_text is not None:
                     layers.append(TemporalText(module.out_channels, unet.config.cross_attention_dim,
                                                options.max_frames, options.attention_head_dim))
-                    self.temporal_text[key] = layers[1]
+                    self.temporal_text[key] = layers[-1]
+                if self.motion_attns is not None and _level(name, len(unet.config.block_out_channels)) > 0:
+                    layers.append(MotionAttention(module.out_channels, unet.config.cross_attention_dim,
+                                                  options.attention_head_dim))
+                    self.motion_attns[key] = layers[-1]
             else:
                 continue
             for layer in layers:  # hooks run in the order registered
                 module.register_forward_hook(_TemporalHook(layer, self._context))
+        if self.motion_attns is not None and not self.motion_attns:
+            raise VidgenError("motion_attention adds a layer after each spatial attention below the full latent resolution, "
+                              "and this U-Net has none there (no CrossAttn block past its first level): leave it off")
         time_dim = unet.time_embedding.linear_2.out_features
         self.fps_embedding = FpsEmbedding(time_dim)
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
@@ -323,7 +347,7 @@ class VideoUNet(nn.Module):
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """The new parameters: temporal convolutions, temporal attention and its text cross-attention, fps,
         text and extra-condition embeddings, the frame prompt, the convolution of the extra input channels."""
-        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.fps_embedding,
+        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns, self.fps_embedding,
                           self.condition_embeddings, self.input_extension, self.text_embedding, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()

@@ -14,6 +14,8 @@
   by where the frame sits in the clip (optional; see the class).
 - `TemporalText`: cross-attention from the temporal layers to the prompt's tokens, with fresh
   projections and the frame's place in the clip (optional; see the class).
+- `MotionAttention`: self-attention over all pixels of all frames, biased by each key's offset in
+  time and space from its query as the prompt sets it (optional; see the class).
 
 Every layer starts as the identity (the paper initialises the temporal convolutions to the
 identity and the temporal attention's output projection to zero), so an inflated network
@@ -202,6 +204,7 @@ class TemporalText(nn.Module):
     """
 
     LAYOUT = "b f (h w) c"
+    READS_TEXT = True  # the hook passes the prompt, (b n d)
 
     def __init__(self, channels: int, text_dim: int, max_frames: int = 64, attention_head_dim: int = 64):
         super().__init__()
@@ -226,12 +229,98 @@ class TemporalText(nn.Module):
         return x + self.to_out(h)
 
 
+class MotionAttention(nn.Module):
+    """Self-attention over every pixel of every frame, with an attention bias that is a quadratic
+    form in the key's offset from its query (frames, rows, columns), its coefficients read from
+    the prompt; pre-norm, residual.
+
+    The pseudo-3D layers (eqs. 2-3) mix frames only at one pixel, so a displacement, an object at
+    p in frame t and at p + v dt in frame t + dt, has to be built by spatial layers that do not know
+    the frame. Motion words then have no short path to motion: on the shapes world the base stage
+    attends to "left" and receives a value that tells it from "right", yet swapping the two does not
+    change its prediction. Here a query reads keys along a line in space-time where the prompt
+    says so: a bias -(dx - v dt)^2 / s^2, for one, is a quadratic form in (dt, dy, dx) whose cross
+    term carries the velocity v. Each head's bias is sum_k c_k(prompt) phi_k(dt, dy, dx) over the
+    nine monomials phi of degree 1 and 2 (the constant does not change a softmax), the
+    coefficients c an MLP of the prompt pooled by a few learned queries (the pooled mean of a
+    prompt blurs its one motion word: in all-MiniLM-L6-v2 "left" and "right" prompts are near
+    twins). Offsets are measured in units of `offset_unit`: frames / 4, rows and columns / (side / 8),
+    so coefficients of order one already draw kernels a few pixels wide.
+
+    Full attention over f x h x w tokens costs (f h w)^2 per head: the layer belongs at a U-Net's
+    coarse levels (vidgen.models.inflate places it below the full latent resolution).
+
+    The output projection and the coefficients' last layer start at zero: the layer starts as the
+    identity.
+    """
+
+    LAYOUT = "b f h w c"
+    READS_TEXT = True
+    BASIS = ("dt", "dy", "dx", "dt2", "dy2", "dx2", "dt_dy", "dt_dx", "dy_dx")
+    FRAMES_PER_UNIT = 4.0  # offsets are measured in 4 frames in time, an eighth of the side in space
+    SIDE_UNITS = 8.0
+
+    def __init__(self, channels: int, text_dim: int, attention_head_dim: int = 64, pool_queries: int = 4,
+                 hidden_dim: int = 128):
+        super().__init__()
+        self.heads = channels // attention_head_dim if channels % attention_head_dim == 0 else 1
+        self.norm = nn.LayerNorm(channels)
+        self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.to_out = nn.Linear(channels, channels)
+        self.pool_queries = nn.Parameter(torch.randn(pool_queries, text_dim) / text_dim ** 0.5)
+        self.pool_keys = nn.Linear(text_dim, text_dim, bias=False)
+        self.linear_1 = nn.Linear(pool_queries * text_dim, hidden_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(hidden_dim, self.heads * len(self.BASIS))
+        self._offsets: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        init_identity_(self)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (b f h w c), (b n d) -> (b f h w c)
+        _, f, h, w, _ = x.shape
+        q, k, v = rearrange(self.to_qkv(self.norm(x)), "b f h w (three heads d) -> three b heads (f h w) d",
+                            three=3, heads=self.heads)
+        bias = self.bias(text, f, h, w).to(q.dtype)  # (b heads (f h w) (f h w))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (b heads (f h w) d)
+        out = rearrange(out, "b heads (f h w) d -> b f h w (heads d)", f=f, h=h)
+        return x + self.to_out(out)
+
+    def coefficients(self, text: torch.Tensor) -> torch.Tensor:  # (b n d) -> (b heads k)
+        text = text.to(self.linear_1.weight.dtype)
+        scores = torch.einsum("qd,bnd->bqn", self.pool_queries, self.pool_keys(text)) / text.shape[-1] ** 0.5
+        pooled = torch.einsum("bqn,bnd->bqd", scores.softmax(dim=-1), text)  # (b q d): a few weighted tokens
+        c = self.linear_2(self.act(self.linear_1(rearrange(pooled, "b q d -> b (q d)"))))
+        return rearrange(c, "b (heads k) -> b heads k", heads=self.heads)
+
+    def bias(self, text: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:  # -> (b heads (f h w) (f h w))
+        basis, index = self.offsets(f, h, w, text.device)  # (o k) over the distinct offsets; (N N) -> offset
+        table = torch.einsum("bhk,ok->bho", self.coefficients(text), basis.to(self.linear_2.weight.dtype))
+        return table[:, :, index]
+
+    def offsets(self, f: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The basis at every distinct offset (key minus query), (o, 9), and for every (query, key)
+        pair of the (f h w) tokens the row of its offset, (N, N); kept per size."""
+        key = (f, h, w, str(device))
+        if key not in self._offsets:
+            grid = torch.stack(torch.meshgrid(torch.arange(f), torch.arange(h), torch.arange(w), indexing="ij"))
+            grid = rearrange(grid, "three f h w -> (f h w) three")  # (N 3): each token's (t, y, x)
+            delta = grid[None, :, :] - grid[:, None, :]  # (N N 3): key minus query
+            span = torch.tensor([f, h, w])
+            index = ((delta[..., 0] + f - 1) * (2 * h - 1) + delta[..., 1] + h - 1) * (2 * w - 1) + delta[..., 2] + w - 1
+            steps = torch.stack(torch.meshgrid(*[torch.arange(-(n - 1), n) for n in span.tolist()], indexing="ij"))
+            steps = rearrange(steps, "three a b c -> (a b c) three").float()  # (o 3), in index order
+            units = torch.tensor([self.FRAMES_PER_UNIT, h / self.SIDE_UNITS, w / self.SIDE_UNITS])
+            dt, dy, dx = (steps / units).unbind(-1)
+            basis = torch.stack([dt, dy, dx, dt * dt, dy * dy, dx * dx, dt * dy, dt * dx, dy * dx], dim=-1)
+            self._offsets[key] = basis.to(device), index.to(device)
+        return self._offsets[key]
+
+
 @torch.no_grad()
 def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
     TemporalConv: dirac kernel, zero bias. TemporalAttention, TemporalText: zero output projection,
-    sinusoidal position table. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other
+    sinusoidal position table. MotionAttention: zero output projection and zero coefficients. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other
     weights keep PyTorch's default initialisation.
     """
     for m in module.modules():
@@ -243,6 +332,10 @@ def init_identity_(module: nn.Module) -> nn.Module:
             nn.init.zeros_(m.to_out.bias)
             frames = torch.arange(m.max_frames, device=m.position.device)
             m.position.copy_(get_timestep_embedding(frames, m.position.shape[1], flip_sin_to_cos=True))
+        elif isinstance(m, MotionAttention):
+            for layer in (m.to_out, m.linear_2):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         elif isinstance(m, (FpsEmbedding, TextEmbedding, FramePrompt)):
             nn.init.zeros_(m.linear_2.weight)
             nn.init.zeros_(m.linear_2.bias)

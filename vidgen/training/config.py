@@ -14,7 +14,7 @@ from typing import Any
 STAGES = ("vae", "image", "video", "interp", "sr")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt", "temporal_text")
+VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt", "temporal_text", "motion_attention")
 
 
 @dataclass
@@ -76,6 +76,10 @@ class ModelConfig:
     # (vidgen.models.temporal.TemporalText) if the model.pretrained one has none; the interp and sr
     # stages inherit it.
     temporal_text: bool = False
+    # video: give the video U-Net a self-attention over all pixels of all frames at its coarse levels, biased
+    # along space-time lines the prompt sets (vidgen.models.temporal.MotionAttention), if the
+    # model.pretrained one has none; the interp and sr stages inherit it.
+    motion_attention: bool = False
     # video: weight of the caption-contrast objective (vidgen.diffusion.losses.caption_contrast): each
     # captioned clip is also denoised under a corpus caption one word away from its own
     # (vidgen.training.negatives), and the true caption must denoise it better. 0: off.
