@@ -7,7 +7,8 @@ slot from the manifest (none/left/right/up/down, as 0-4 x 100), embedded like fp
 the time embedding, given only where the caption is kept. Then it compares the noise-prediction
 error under the true code, the opposite one and none on 24 captioned clips, at the same noise.
 Nothing is saved: this measures whether the objective teaches a model to use a direction it is
-handed, not how to make one.
+handed, not how to make one. An anchored base (model.image_conditioning) reads its anchor frame as
+in training, where the direction is worth most (tools/direction_value.py).
 
     python tools/oracle_direction.py --model runs/shapes/video-rep/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 700
@@ -17,6 +18,7 @@ import time, json, torch, numpy as np
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 from vidgen.pipeline import VideoPipeline
+from vidgen.models import cascade
 from vidgen.models.inflate import with_options
 from vidgen.data.manifest import read_manifest
 from vidgen.data.dataset import VideoClipDataset, collate_clips
@@ -31,6 +33,15 @@ args = parser.parse_args(); steps = args.steps; torch.manual_seed(0)
 CODE = {None: 0, "left": 1, "right": 2, "up": 3, "down": 4}; OPP = {1: 2, 2: 1, 3: 4, 4: 3, 0: 0}
 pipe = VideoPipeline.from_pretrained(args.model)
 model = with_options(pipe.stages['base'], extra_conditions=("direction",)).train()
+anchored = pipe.image_unet is not None  # an anchored base (model.image_conditioning) reads its clip's anchor frame
+
+
+def unet_input(x_t, x0):  # (b c f h w) each -> what the base reads
+    if not anchored:
+        return x_t
+    index = cascade.anchor_index(x0.shape[2], pipe.index.anchor.position)
+    return cascade.anchor_input(x_t, x0[:, :, index], index)
+
 recs = read_manifest(args.manifest)
 for r in recs: r["code"] = CODE[r["slots"]["direction"]]
 recs = repeat_captioned(withhold_captions(recs, 0.8, 0), 6)
@@ -52,7 +63,7 @@ while step < steps:
         caps = drop_captions(batch["caption"], 0.1, g)
         code = torch.tensor([codes[p] if c else 0 for p, c in zip(batch["path"], caps)], dtype=torch.float32) * 100
         x0 = batch["latent_mean"].float()
-        loss = diffusion_loss(lambda x, t: model(x, t, embed(caps), fps=batch["fps"], conditions={"direction": code}),
+        loss = diffusion_loss(lambda x, t: model(unet_input(x, x0), t, embed(caps), fps=batch["fps"], conditions={"direction": code}),
                               sched, x0, g, "epsilon", weighting="v", noise_correlation=0.5)
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); step += 1
         if step % 50 == 0: print(step, round(loss.item(), 5), round(time.time() - t0), flush=True)
@@ -70,6 +81,6 @@ with torch.no_grad():
         x_t = sched.add_noise(x0, noise, tt)
         errs = {}
         for name, c in (("true", true), ("opposite", torch.tensor([OPP[int(v)] for v in true.tolist()], dtype=torch.float32)), ("none", torch.zeros_like(true))):
-            pred = torch.cat([model(x_t[i:i+8], tt[i:i+8], embed(caps[i:i+8]), fps=fps[i:i+8], conditions={"direction": c[i:i+8] * 100}) for i in range(0, len(items), 8)])
+            pred = torch.cat([model(unet_input(x_t[i:i+8], x0[i:i+8]), tt[i:i+8], embed(caps[i:i+8]), fps=fps[i:i+8], conditions={"direction": c[i:i+8] * 100}) for i in range(0, len(items), 8)])
             errs[name] = ((pred - noise) ** 2).mean().item()
         print(f"t={t}: true {errs['true']:.6f}, opposite code {100*(errs['opposite']/errs['true']-1):+.2f} %, no code {100*(errs['none']/errs['true']-1):+.2f} %", flush=True)
