@@ -1,8 +1,8 @@
 """Diagnostic: can the base stage learn a clean direction code, where the motion words have not bound?
 
-Fine-tunes a copy of a model's base stage for --steps on the shapes corpus as the video stage
-trains it (80 % of captions withheld, captioned clips listed 6 times, posterior means, v
-weighting, half the noise shared by the frames), with one more condition: the clip's direction
+Fine-tunes a copy of a model's base stage for --steps on the shapes corpus with the video stage's
+settings (--config, default configs/shapes/video.yaml, plus the video-rep overrides: captioned
+clips listed 6 times, posterior means), with one more condition: the clip's direction
 slot from the manifest (none/left/right/up/down, as 0-4 x 100), embedded like fps and added to
 the time embedding, given only where the caption is kept. Then it compares the noise-prediction
 error under the true code, the opposite one and none on 24 captioned clips, at the same noise.
@@ -14,7 +14,9 @@ in training, where the direction is worth most (tools/direction_value.py).
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 700
 """
 import argparse
-import time, json, torch, numpy as np
+import time
+
+import torch
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 from vidgen.pipeline import VideoPipeline
@@ -23,13 +25,18 @@ from vidgen.models.inflate import with_options
 from vidgen.data.manifest import read_manifest
 from vidgen.data.dataset import VideoClipDataset, collate_clips
 from vidgen.data.latent_cache import LatentCache
-from vidgen.diffusion.losses import diffusion_loss, add_noise
+from vidgen.config import load_config
+from vidgen.diffusion.losses import diffusion_loss
 from vidgen.diffusion.noise import frame_noise
+from vidgen.training.config import RunConfig
 from vidgen.training.stages import withhold_captions, repeat_captioned, drop_captions, NOISE_SCHEDULE
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--model", required=True); parser.add_argument("--manifest", required=True)
 parser.add_argument("--latent-cache", required=True); parser.add_argument("--steps", type=int, default=700)
+parser.add_argument("--config", default="configs/shapes/video.yaml", help="the video stage's training config")
 args = parser.parse_args(); steps = args.steps; torch.manual_seed(0)
+cfg = load_config(RunConfig, args.config, ["data.captioned_repeat=6", "data.posterior=mean"])
+d, m = cfg.data, cfg.model
 CODE = {None: 0, "left": 1, "right": 2, "up": 3, "down": 4}; OPP = {1: 2, 2: 1, 3: 4, 4: 3, 0: 0}
 pipe = VideoPipeline.from_pretrained(args.model)
 model = with_options(pipe.stages['base'], extra_conditions=("direction",)).train()
@@ -44,14 +51,14 @@ def unet_input(x_t, x0):  # (b c f h w) each -> what the base reads
 
 recs = read_manifest(args.manifest)
 for r in recs: r["code"] = CODE[r["slots"]["direction"]]
-recs = repeat_captioned(withhold_captions(recs, 0.8, 0), 6)
+recs = repeat_captioned(withhold_captions(recs, d.withhold_captions, cfg.train.seed), d.captioned_repeat)
 codes = {r["path"]: (r["code"] if r.get("caption") else 0) for r in recs}
-ds = VideoClipDataset(recs, 16, 64, fps_range=(8., 12.), seed=0, latent_cache=LatentCache(args.latent_cache))
-loader = DataLoader(ds, batch_size=4, shuffle=True, collate_fn=collate_clips, num_workers=1, generator=torch.Generator().manual_seed(0))
-sched = DDPMScheduler(**NOISE_SCHEDULE, prediction_type="epsilon")
+ds = VideoClipDataset(recs, d.num_frames, d.size, fps_range=tuple(d.fps_range), seed=cfg.train.seed, latent_cache=LatentCache(args.latent_cache))
+loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_clips, num_workers=1, generator=torch.Generator().manual_seed(0))
+sched = DDPMScheduler(**NOISE_SCHEDULE, prediction_type=m.prediction_type)
 new = [p for n, p in model.named_parameters() if n.startswith("condition_embeddings.")]
 rest = [p for n, p in model.named_parameters() if not n.startswith("condition_embeddings.")]
-opt = torch.optim.AdamW([{"params": rest, "lr": 1e-4}, {"params": new, "lr": 1e-3}], weight_decay=0.01)
+opt = torch.optim.AdamW([{"params": rest, "lr": 1e-4}, {"params": new, "lr": 1e-3}], weight_decay=cfg.train.weight_decay)
 text = pipe.text_encoder; cache = {}
 def embed(caps):
     with torch.no_grad():
@@ -60,11 +67,12 @@ def embed(caps):
 g = torch.Generator().manual_seed(0); step = 0; t0 = time.time()
 while step < steps:
     for batch in loader:
-        caps = drop_captions(batch["caption"], 0.1, g)
+        caps = drop_captions(batch["caption"], d.caption_dropout, g)
         code = torch.tensor([codes[p] if c else 0 for p, c in zip(batch["path"], caps)], dtype=torch.float32) * 100
         x0 = batch["latent_mean"].float()
         loss = diffusion_loss(lambda x, t: model(unet_input(x, x0), t, embed(caps), fps=batch["fps"], conditions={"direction": code}),
-                              sched, x0, g, "epsilon", weighting="v", noise_correlation=0.5)
+                              sched, x0, g, m.prediction_type, weighting=m.loss_weighting,
+                              noise_correlation=m.frame_noise_correlation)
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); step += 1
         if step % 50 == 0: print(step, round(loss.item(), 5), round(time.time() - t0), flush=True)
         if step >= steps: break
@@ -76,7 +84,7 @@ x0 = torch.stack([it["latent_mean"] for it in items]).float(); fps = torch.tenso
 caps = [it["caption"] for it in items]; true = torch.tensor([codes[it["path"]] for it in items], dtype=torch.float32)
 with torch.no_grad():
     for t in (700, 900, 980):
-        noise = frame_noise(x0.shape, pg, 0.5)
+        noise = frame_noise(x0.shape, pg, m.frame_noise_correlation)
         tt = torch.full((len(items),), t)
         x_t = sched.add_noise(x0, noise, tt)
         errs = {}

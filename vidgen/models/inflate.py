@@ -345,10 +345,11 @@ class VideoUNet(nn.Module):
     # --- parameter groups ----------------------------------------------------------------------
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The new parameters: temporal convolutions, temporal attention and its text cross-attention, fps,
-        text and extra-condition embeddings, the frame prompt, the convolution of the extra input channels."""
-        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns, self.fps_embedding,
-                          self.condition_embeddings, self.input_extension, self.text_embedding, self.frame_prompt):
+        """The new parameters: temporal convolutions, temporal attention, its text cross-attention and the
+        motion attention, fps, text and extra-condition embeddings, the frame prompt, the convolution of
+        the extra input channels."""
+        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns,
+                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 

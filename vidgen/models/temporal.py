@@ -244,8 +244,8 @@ class MotionAttention(nn.Module):
     nine monomials phi of degree 1 and 2 (the constant does not change a softmax), the
     coefficients c an MLP of the prompt pooled by a few learned queries (the pooled mean of a
     prompt blurs its one motion word: in all-MiniLM-L6-v2 "left" and "right" prompts are near
-    twins). Offsets are measured in units of `offset_unit`: frames / 4, rows and columns / (side / 8),
-    so coefficients of order one already draw kernels a few pixels wide.
+    twins). Offsets are measured in units of FRAMES_PER_UNIT frames and of the side / SIDE_UNITS in
+    rows and columns, so coefficients of order one already draw kernels a few pixels wide.
 
     Full attention over f x h x w tokens costs (f h w)^2 per head: the layer belongs at a U-Net's
     coarse levels (vidgen.models.inflate places it below the full latent resolution).
@@ -304,9 +304,8 @@ class MotionAttention(nn.Module):
             grid = torch.stack(torch.meshgrid(torch.arange(f), torch.arange(h), torch.arange(w), indexing="ij"))
             grid = rearrange(grid, "three f h w -> (f h w) three")  # (N 3): each token's (t, y, x)
             delta = grid[None, :, :] - grid[:, None, :]  # (N N 3): key minus query
-            span = torch.tensor([f, h, w])
             index = ((delta[..., 0] + f - 1) * (2 * h - 1) + delta[..., 1] + h - 1) * (2 * w - 1) + delta[..., 2] + w - 1
-            steps = torch.stack(torch.meshgrid(*[torch.arange(-(n - 1), n) for n in span.tolist()], indexing="ij"))
+            steps = torch.stack(torch.meshgrid(*[torch.arange(-(n - 1), n) for n in (f, h, w)], indexing="ij"))
             steps = rearrange(steps, "three a b c -> (a b c) three").float()  # (o 3), in index order
             units = torch.tensor([self.FRAMES_PER_UNIT, h / self.SIDE_UNITS, w / self.SIDE_UNITS])
             dt, dy, dx = (steps / units).unbind(-1)
@@ -320,8 +319,9 @@ def init_identity_(module: nn.Module) -> nn.Module:
     """Set every temporal layer inside `module` to its starting point, the identity.
 
     TemporalConv: dirac kernel, zero bias. TemporalAttention, TemporalText: zero output projection,
-    sinusoidal position table. MotionAttention: zero output projection and zero coefficients. FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other
-    weights keep PyTorch's default initialisation.
+    sinusoidal position table. MotionAttention: zero output projection and zero coefficients.
+    FpsEmbedding, TextEmbedding, FramePrompt: zero last layer. Other weights keep PyTorch's default
+    initialisation.
     """
     for m in module.modules():
         if isinstance(m, TemporalConv):
