@@ -63,6 +63,10 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
         assert {k.split(".")[1] for k in added} == {site for site in plain.temporal_attns
                                                     if not site.startswith(("down_blocks_0_", "up_blocks_3_"))}
         last = next(iter(model.motion_attns.values())).to_out.weight
+    elif option == "text_queries":
+        assert added == {f"text_queries.{name}" for name in ("queries", "keys.weight", "linear_1.weight", "linear_1.bias",
+                                                              "linear_2.weight", "linear_2.bias")}
+        last = model.text_queries.linear_2.weight
     else:
         assert added == {f"{option}.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
         last = getattr(model, option).linear_2.weight
@@ -94,6 +98,31 @@ def test_text_embedding_starts_at_nothing_and_once_trained_tells_prompts_apart_i
     assert (added[0] - added[1]).abs().mean() > 1e-3  # ... by what the prompt says
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clips[0], "text_embedding", tmp_path / "m")
 
+
+@torch.no_grad()
+def test_text_queries_start_at_nothing_and_once_trained_can_read_one_word_alone(tiny_unet, tmp_path):
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8, text_embedding=True))
+    model, (sample, timestep, text) = add_at_zero(plain, "text_queries", 3)
+    assert model.text_embedding is not None  # the mean-pooled embedding stays beside it
+    clip = model(sample, timestep, text, fps=8)
+    assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
+    assert (model(sample, timestep, text.flip(0), fps=8) - clip).abs().mean() > 1e-3  # the prompt decides
+    embedding = model.text_queries
+    word = 3
+    embedding.keys.weight.copy_(torch.eye(text.shape[-1]))
+    embedding.queries.copy_(20.0 * text[:1, word].expand_as(embedding.queries))  # every query seeks one token
+    weights = embedding.weights(text[:1])  # (1 q n)
+    assert torch.allclose(weights.sum(-1), torch.ones(1, weights.shape[1]))
+    assert (weights[..., word] > 0.99).all()
+    others_changed = text[:1].clone()
+    others_changed[:, [i for i in range(text.shape[1]) if i != word]] += torch.randn_like(others_changed[:, 1:])
+    word_changed = text[:1].clone()
+    word_changed[:, word] += torch.randn_like(word_changed[:, word])
+    reference = embedding(text[:1])
+    # The other tokens barely move what it reads; a mean over tokens would move with them.
+    assert (embedding(others_changed) - reference).abs().max() < 0.05 * (embedding(word_changed) - reference).abs().max()
+    clip = model(sample, timestep, text, fps=8)  # with the queries set above
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_queries", tmp_path / "m")
 
 @torch.no_grad()
 def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_own_prompt(tiny_unet, tmp_path):

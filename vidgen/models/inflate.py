@@ -9,7 +9,8 @@ their own containers and are attached with forward hooks:
   `TemporalText` cross-attention to the prompt where `InflationOptions.temporal_text` is set,
   then, below the full latent resolution, a `MotionAttention` where `InflationOptions.motion_attention` is set;
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
-  the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set.
+  the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set, and its
+  `TextQueryEmbedding` where `InflationOptions.text_queries` is.
 
 Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
 version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
@@ -51,14 +52,14 @@ from torch.utils.checkpoint import checkpoint
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
 from .temporal import (FpsEmbedding, FramePrompt, MotionAttention, TemporalAttention, TemporalConv, TemporalText,
-                       TextEmbedding, check_num_frames)
+                       TextEmbedding, TextQueryEmbedding, check_num_frames)
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "frame_prompt.", "temporal_text.", "motion_attns.")
+                     "text_embedding.", "text_queries.", "frame_prompt.", "temporal_text.", "motion_attns.")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class InflationOptions:
     # The prompt pooled over its tokens and added to the time embedding of clips (TextEmbedding),
     # so that motion words reach the temporal layers.
     text_embedding: bool = False
+    # The prompt read by a few learned queries and added to the time embedding of clips
+    # (TextQueryEmbedding): a pooling that can single out the motion word.
+    text_queries: bool = False
     # Each frame of a clip reads its own version of the prompt through cross-attention
     # (FramePrompt), so a motion word can say where the object is at each frame.
     frame_prompt: bool = False
@@ -164,16 +168,16 @@ class _FpsHook:
     extra conditions' embeddings, each repeated for every frame."""
 
     def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 text: TextEmbedding | None = None):
-        self.embedding, self.extra, self.context, self.text = embedding, extra, context, text
+                 texts: tuple[nn.Module, ...] = ()):
+        self.embedding, self.extra, self.context, self.texts = embedding, extra, context, texts
 
     def __call__(self, module, args, output):
         c = self.context
         added = [self.extra[name](value) for name, value in c.conditions.items()]  # (b d) each
         if c.num_frames > 1 and c.fps is not None:
             added.append(self.embedding(c.fps))
-        if c.num_frames > 1 and self.text is not None:
-            added.append(self.text(c.text))
+        if c.num_frames > 1:
+            added.extend(text(c.text) for text in self.texts)
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -242,9 +246,12 @@ class VideoUNet(nn.Module):
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
         self.text_embedding = (TextEmbedding(unet.config.cross_attention_dim, time_dim)
                                if options.text_embedding else None)
+        self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
+                             if options.text_queries else None)
         self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
+        texts = tuple(m for m in (self.text_embedding, self.text_queries) if m is not None)
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding))
+                                                           texts))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -346,10 +353,10 @@ class VideoUNet(nn.Module):
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """The new parameters: temporal convolutions, temporal attention, its text cross-attention and the
-        motion attention, fps, text and extra-condition embeddings, the frame prompt, the convolution of
+        motion attention, fps, text (mean and query) and extra-condition embeddings, the frame prompt, the convolution of
         the extra input channels."""
         for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns,
-                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.frame_prompt):
+                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.text_queries, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 

@@ -14,7 +14,7 @@ from typing import Any
 STAGES = ("vae", "image", "video", "interp", "sr")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "frame_prompt", "temporal_text", "motion_attention")
+VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "frame_prompt", "temporal_text", "motion_attention")
 
 
 @dataclass
@@ -68,6 +68,9 @@ class ModelConfig:
     # embedding, vidgen.models.temporal.TextEmbedding) if the model.pretrained one has none, so
     # that motion words reach the temporal layers; the interp and sr stages inherit it.
     text_embedding: bool = False
+    # video: give the video U-Net a text embedding read by learned queries (vidgen.models.temporal.TextQueryEmbedding,
+    # a pooling that can single out the motion word) if the model.pretrained one has none; interp and sr inherit it.
+    text_queries: bool = False
     # video: give the video U-Net a frame prompt (each frame reads the prompt shifted by its place in
     # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
     # interp and sr stages inherit it.
