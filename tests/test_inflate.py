@@ -125,6 +125,39 @@ def test_text_queries_start_at_nothing_and_once_trained_can_read_one_word_alone(
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_queries", tmp_path / "m")
 
 @torch.no_grad()
+def test_text_words_send_the_second_half_of_the_prompt_to_the_queries_and_the_first_to_cross_attention(tiny_unet,
+                                                                                                    tmp_path):
+    from vidgen.models.inflate import with_options
+
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8, text_embedding=True))
+    with pytest.raises(VidgenError, match="set text_queries too"):
+        with_options(plain, text_words=True)
+    model = with_options(plain, text_queries=True, text_words=True)
+    torch.nn.init.normal_(model.text_queries.linear_2.weight, std=0.1)  # as if trained
+    sample, timestep, tokens = inputs(3)
+    words = torch.randn_like(tokens)
+    clip = model(sample, timestep, torch.cat([tokens, words], dim=1), fps=8)  # (b 2n d): in context, then word by word
+    # Cross-attention and the mean-pooled embedding read the tokens in context: with the queries
+    # back at zero the model is `plain` on the first half, whatever the second holds.
+    queries_off = copy.deepcopy(model)
+    queries_off.text_queries.linear_2.weight.zero_()
+    assert torch.allclose(queries_off(sample, timestep, torch.cat([tokens, words.flip(0)], dim=1), fps=8),
+                          plain(sample, timestep, tokens, fps=8), atol=1e-5)
+    # The queries read the second half: other words change the clip, through them alone.
+    other_words = model(sample, timestep, torch.cat([tokens, words.flip(0)], dim=1), fps=8)
+    assert (other_words - clip).abs().mean() > 1e-3
+    weights_seen = model.text_queries.weights(words)
+    assert torch.allclose(weights_seen.sum(-1), torch.ones_like(weights_seen.sum(-1)))
+    one_frame = sample[:, :, :1]  # images: no text embeddings, so the word half is unused
+    assert torch.allclose(model(one_frame, timestep, torch.cat([tokens, words], dim=1)),
+                          plain(one_frame, timestep, tokens), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoUNet.from_pretrained(tmp_path / "m")
+    assert loaded.options.text_words and loaded.options.text_queries
+    assert torch.allclose(loaded(sample, timestep, torch.cat([tokens, words], dim=1), fps=8), clip, atol=1e-5)
+
+
+@torch.no_grad()
 def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_own_prompt(tiny_unet, tmp_path):
     plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
     model, (sample, timestep, text) = add_at_zero(plain, "frame_prompt", 4)

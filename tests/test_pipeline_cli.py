@@ -62,6 +62,23 @@ def test_encoder_only_text_model_through_automodel(bert_text_model, tmp_path):
     assert TextEncoder.from_pretrained(tmp_path).max_length == 8  # the cap travels with the tokenizer
 
 
+@pytest.mark.parametrize("model", ["bert_text_model", "sd_image_model"])
+def test_words_layout_is_the_tokens_in_context_then_each_token_alone(model, request):
+    text = TextEncoder.from_pretrained(request.getfixturevalue(model))
+    prompts = ["a red circle moving left", "a tan circle moving left"]  # as many tokens in both, for either tokenizer
+    with torch.no_grad():
+        both = text.encode(prompts, words=True)  # (b 2n d)
+        assert both.shape == (2, 2 * text.max_length, 32)
+        assert torch.equal(text.tokens_in_context(both), text.encode(prompts))
+        assert torch.equal(text.null(2, words=True), text.encode([""], words=True).expand(2, -1, -1))
+    in_context, alone = both[:, :text.max_length], both[:, text.max_length:]
+    ids = text.tokenizer(prompts).input_ids
+    left = len(ids[0]) - 2  # "left", the last word: at the same place in both (the start token, then equal lengths)
+    assert len(ids[0]) == len(ids[1]) and ids[0][left] == ids[1][left]
+    assert torch.equal(alone[0, left], alone[1, left])  # a token alone does not know the words around it ...
+    assert not torch.allclose(in_context[0, left], in_context[1, left])  # ... in context it does
+
+
 def test_vae_works_in_frame_chunks(sd_image_model):
     from diffusers import AutoencoderKL
 

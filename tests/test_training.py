@@ -487,6 +487,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=interp model.temporal_text=true", "model.temporal_text is added by the video stage, not the interp"),
     ("stage=interp model.text_queries=true", "model.text_queries is added by the video stage, not the interp"),
     ("stage=sr model.motion_attention=true", "model.motion_attention is added by the video stage, not the sr"),
+    ("stage=interp model.text_words=true", "model.text_words is added by the video stage, not the interp"),
+    ("model.text_words=true", "set text_queries too (in training, model.text_queries=true)"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
     ("data.posterior=mode", "data.posterior must be sample or mean"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
@@ -599,6 +601,35 @@ def test_image_conditioning_ships_the_image_unet_that_draws_the_anchor_and_later
     argv = train_argv("video", chain.manifest, tmp_path / "again", f"model.pretrained={video / 'model'}")
     assert main([str(a) for a in argv]) == 2
     assert "has a base stage that takes an anchor frame" in capsys.readouterr().err
+
+
+def test_text_words_train_the_queries_on_single_words_and_every_stage_gets_the_layout_it_reads(chain, tmp_path):
+    from vidgen.pipeline import VideoPipeline
+
+    video = tmp_path / "video"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['video']}",
+                       "model.text_queries=true", "model.text_words=true", "model.image_conditioning=true",
+                       "train.max_steps=2"))
+    assert unet_weights(video / "model")["text_queries.linear_2.weight"].abs().max() > 0  # trained from zero
+    pipe = VideoPipeline.from_pretrained(video / "model")
+    assert pipe.text_words and pipe.stages["base"].options.text_words
+    # An interpolation stage trained before the option reads the tokens in context alone, and so
+    # does the anchor's image U-Net: the pipeline gives each U-Net its own layout.
+    pipe.set_stage("interp", VideoPipeline.from_pretrained(chain.folders["interp"]).stages["interp"])
+    assert not pipe.stages["interp"].options.text_words
+    read = []
+    for unet in (pipe.stages["base"], pipe.stages["interp"], pipe.image_unet):
+        unet.register_forward_pre_hook(lambda module, args: read.append((type(module).__name__, args[2].shape[1])))
+    clip = pipe("a red circle moving left", num_frames=4, num_inference_steps=2, seed=0, output_type="pt",
+                progress=False)
+    n = pipe.text_encoder.max_length
+    assert clip.shape[2] == 4 * pipe.index.interp.factor
+    assert {("VideoUNet", 2 * n), ("VideoUNet", n), ("UNet2DConditionModel", n)} == set(read)
+    # The queries tell the two directions apart from the words alone.
+    with torch.no_grad():
+        both = pipe.encode_prompts(["a red circle moving left", "a red circle moving right"])
+        embedding = pipe.stages["base"].text_queries
+        assert not torch.allclose(embedding(both[:1, n:]), embedding(both[1:, n:]))
 
 
 def test_withheld_captions_stay_withheld_when_captioned_clips_repeat():

@@ -62,7 +62,7 @@ opt = torch.optim.AdamW([{"params": rest, "lr": 1e-4}, {"params": new, "lr": 1e-
 text = pipe.text_encoder; cache = {}
 def embed(caps):
     with torch.no_grad():
-        for c in set(caps) - set(cache): cache[c] = text.encode([c])[0]
+        for c in set(caps) - set(cache): cache[c] = pipe.encode_prompts([c])[0]
     return torch.stack([cache[c] for c in caps])
 g = torch.Generator().manual_seed(0); step = 0; t0 = time.time()
 while step < steps:

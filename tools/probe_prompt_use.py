@@ -91,7 +91,7 @@ def main() -> None:
                "color swapped": [swap_words(c, RECOLORED) for c in captions],
                "no caption": [""] * len(captions)}
     with torch.no_grad():
-        embeddings = {name: pipe.text_encoder.encode(texts).float() for name, texts in prompts.items()}
+        embeddings = {name: pipe.encode_prompts(texts).float() for name, texts in prompts.items()}
     anchor_frame = cascade.anchor_index(frames, pipe.index.anchor.position) if pipe.image_unet is not None else None
 
     def unet_input(noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:  # (b c f h w): + clean's anchor

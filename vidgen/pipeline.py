@@ -284,15 +284,15 @@ class VideoPipeline:
         self.last_timings = {}
         prompts = _as_list(prompt)
         with self._timed("text"):
-            cond = self.text_encoder.encode(prompts)
+            cond = self.encode_prompts(prompts)
             if negative_prompt is None:
-                uncond = self.text_encoder.null(len(prompts))
+                uncond = self.text_encoder.null(len(prompts), words=self.text_words)
             else:
                 negatives = _as_list(negative_prompt)
                 if len(negatives) not in (1, len(prompts)):
                     raise VidgenError(f"{len(negatives)} negative prompts for {len(prompts)} prompts: "
                                       f"give one, or one per prompt")
-                uncond = self.text_encoder.encode(negatives).expand_as(cond)
+                uncond = self.encode_prompts(negatives).expand_as(cond)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
         if generator is not None and seed is not None:
@@ -358,10 +358,25 @@ class VideoPipeline:
             torch.cuda.synchronize(self.device)
         self.last_timings[part] = time.perf_counter() - started
 
+    @property
+    def text_words(self) -> bool:
+        """Whether a stage's text queries read the prompt word by word (InflationOptions.text_words):
+        prompts are then encoded as (b, 2n, d), in context and word by word (TextEncoder.encode)."""
+        return any(unet.options.text_words for unet in self.stages.values())
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """The prompts as this model's U-Nets read them: (b, n, d), or (b, 2n, d) with text_words."""
+        return self.text_encoder.encode(prompts, words=self.text_words)
+
     def predict(self, unet: Callable[..., torch.Tensor], x: torch.Tensor, t, cond: torch.Tensor,
                 **kwargs) -> torch.Tensor:
         """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
-        `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update."""
+        `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update.
+        A U-Net that does not read single words (an image U-Net, a stage without text_words) gets
+        the prompt's tokens in context alone."""
+        options = getattr(unet, "options", None)
+        if self.text_words and not (options is not None and options.text_words):
+            cond = self.text_encoder.tokens_in_context(cond)
         with autocast(self.device, self.autocast_dtype):
             return unet(x.to(self.dtype), t, cond, **kwargs).float()
 

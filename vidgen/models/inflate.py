@@ -10,7 +10,9 @@ their own containers and are attached with forward hooks:
   then, below the full latent resolution, a `MotionAttention` where `InflationOptions.motion_attention` is set;
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set, and its
-  `TextQueryEmbedding` where `InflationOptions.text_queries` is.
+  `TextQueryEmbedding` where `InflationOptions.text_queries` is; with `InflationOptions.text_words`
+  the queries read the prompt word by word (the text encoder's embedding layer, given after the
+  tokens in context: `TextEncoder.encode(..., words=True)`) rather than in context.
 
 Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
 version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
@@ -80,6 +82,10 @@ class InflationOptions:
     # The prompt read by a few learned queries and added to the time embedding of clips
     # (TextQueryEmbedding): a pooling that can single out the motion word.
     text_queries: bool = False
+    # The text queries read the prompt word by word, not in context: encoder_hidden_states
+    # is then (b, 2n, d), the tokens in context (for cross-attention) followed by the same tokens
+    # from the text encoder's embedding layer (TextEncoder.encode(..., words=True)).
+    text_words: bool = False
     # Each frame of a clip reads its own version of the prompt through cross-attention
     # (FramePrompt), so a motion word can say where the object is at each frame.
     frame_prompt: bool = False
@@ -103,20 +109,21 @@ class _FrameContext:
     fps: torch.Tensor | None = None  # (b,), or None for no fps conditioning
     conditions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # extra scalar conditions, (b,) each
     extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
-    text: torch.Tensor | None = None  # (b n d): the prompt, for the text embedding
+    text: torch.Tensor | None = None  # (b n d): the prompt's tokens in context, for the temporal text layers
+    words: torch.Tensor | None = None  # (b n d): what the text queries read (the tokens, or the words alone)
 
     def values(self) -> tuple:
-        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text
+        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words
 
     @contextlib.contextmanager
-    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None) -> Iterator[None]:
+    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None, words=None) -> Iterator[None]:
         saved = self.values()
-        self.num_frames, self.fps, self.conditions, self.extra_input, self.text = (num_frames, fps, conditions or {},
-                                                                                   extra_input, text)
+        (self.num_frames, self.fps, self.conditions, self.extra_input, self.text,
+         self.words) = num_frames, fps, conditions or {}, extra_input, text, words
         try:
             yield
         finally:
-            self.num_frames, self.fps, self.conditions, self.extra_input, self.text = saved
+            self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words = saved
 
 
 def _level(name: str, levels: int) -> int:
@@ -168,8 +175,9 @@ class _FpsHook:
     extra conditions' embeddings, each repeated for every frame."""
 
     def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 texts: tuple[nn.Module, ...] = ()):
-        self.embedding, self.extra, self.context, self.texts = embedding, extra, context, texts
+                 text_embedding: nn.Module | None = None, text_queries: nn.Module | None = None):
+        self.embedding, self.extra, self.context = embedding, extra, context
+        self.text_embedding, self.text_queries = text_embedding, text_queries
 
     def __call__(self, module, args, output):
         c = self.context
@@ -177,7 +185,10 @@ class _FpsHook:
         if c.num_frames > 1 and c.fps is not None:
             added.append(self.embedding(c.fps))
         if c.num_frames > 1:
-            added.extend(text(c.text) for text in self.texts)
+            if self.text_embedding is not None:
+                added.append(self.text_embedding(c.text))
+            if self.text_queries is not None:
+                added.append(self.text_queries(c.words))
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -249,9 +260,11 @@ class VideoUNet(nn.Module):
         self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
                              if options.text_queries else None)
         self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
-        texts = tuple(m for m in (self.text_embedding, self.text_queries) if m is not None)
+        if options.text_words and self.text_queries is None:
+            raise VidgenError("text_words makes the text queries read the prompt word by word, and this U-Net has none: "
+                              "set text_queries too (in training, model.text_queries=true)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           texts))
+                                                           self.text_embedding, self.text_queries))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -270,7 +283,8 @@ class VideoUNet(nn.Module):
 
         sample: (b, c + e, f, h, w): latents, then the `extra_in_channels` e where the model has them.
         timestep: a number, a 0-d tensor or one per clip (b,).
-        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip.
+        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip; with the
+            `text_words` option (b, 2n, d): the tokens in context, then word by word.
         fps: frames per second of the clip (a number or (b,)); None leaves fps unconditioned.
         conditions: the model's `extra_conditions`, name -> a number or (b,); all of them or none.
         enable_time=False (or f == 1) runs the image U-Net on every frame, temporal layers off.
@@ -288,12 +302,15 @@ class VideoUNet(nn.Module):
             timestep = repeat(timestep, "b -> (b f)", f=f)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
+        words = encoder_hidden_states
+        if self.options.text_words:
+            encoder_hidden_states, words = encoder_hidden_states.chunk(2, dim=1)  # (b n d) each
         if temporal and self.frame_prompt is not None:
             cond = rearrange(self.frame_prompt(encoder_hidden_states, f), "b f n d -> (b f) n d")
         else:
             cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
-                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states):
+                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states, words):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
