@@ -16,6 +16,10 @@ With `--attention` it also prints, per timestep, how much of the spatial cross-a
 (the only place tokens enter) falls on each kind of token under the true caption: a word can
 be attended to and still ignored downstream.
 
+With `--queries` it also prints, for a base stage with text queries (model.text_queries), how
+much each query reads each kind of token of the probe's captions (`TextQueryEmbedding.weights`),
+from the words alone where the model has model.text_words.
+
 With `--prior-clips N` it also measures what the words could be worth at pure noise, where the
 best prediction of the clean clip is the mean of the clips that share the caption's words: the
 mean latent clip of all clips, per (color, background) and per (color, background, direction),
@@ -67,6 +71,8 @@ def main() -> None:
                              "corpus (2000 for the shapes one)")
     parser.add_argument("--attention", action="store_true",
                         help="also print the cross-attention mass on each kind of token (color, direction, ...)")
+    parser.add_argument("--queries", action="store_true",
+                        help="also print what each text query reads (a base stage with model.text_queries)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.clips < 1 or args.prior_clips < 0:
@@ -102,6 +108,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     attention = CrossAttentionMass(unet.unet, pipe.text_encoder.tokenizer, captions) if args.attention else None
 
+    if args.queries:
+        print_query_reading(pipe, captions)
     print(f"{args.model}: eps MSE on {len(picks)} captioned clips; in brackets, the change from the true caption")
     for t in (int(v) for v in args.timesteps.split(",")):
         noise = frame_noise(x0.shape, generator, pipe.index.frame_noise_correlation)
@@ -127,6 +135,29 @@ def main() -> None:
             print("        cross-attention mass: " + attention.summary(), flush=True)
     if args.prior_clips:
         print_mean_clip_errors(dataset, records, args.prior_clips)
+
+
+@torch.no_grad()
+def print_query_reading(pipe: VideoPipeline, captions: list[str]) -> None:
+    """Each text query's mean weight per kind of token over `captions` (the kinds of CrossAttentionMass)."""
+    unet = pipe.stages["base"]
+    if unet.text_queries is None:
+        print("--queries: this base stage has no text queries (model.text_queries)")
+        return
+    text = pipe.encode_prompts(captions).float()
+    n = pipe.text_encoder.max_length
+    read = text[:, n:] if unet.options.text_words else text  # what the queries see
+    weights = unet.text_queries.weights(read)  # (b q n)
+    kinds = [CrossAttentionMass._kinds(pipe.text_encoder.tokenizer, caption) for caption in captions]
+    order = ["color", "direction", "other words", "[CLS]", "[SEP]", "padding"]
+    source = "the words alone" if unet.options.text_words else "the tokens in context"
+    print(f"text queries, reading {source}: mean weight per kind of token over {len(captions)} captions")
+    for q in range(weights.shape[1]):
+        mass = dict.fromkeys(order, 0.0)
+        for clip_kinds, row in zip(kinds, weights[:, q].tolist()):
+            for kind, weight in zip(clip_kinds, row):
+                mass[kind] += weight / len(captions)
+        print(f"  query {q}: " + ", ".join(f"{kind} {mass[kind]:.2f}" for kind in order))
 
 
 class CrossAttentionMass:
