@@ -63,6 +63,10 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
         assert {k.split(".")[1] for k in added} == {site for site in plain.temporal_attns
                                                     if not site.startswith(("down_blocks_0_", "up_blocks_3_"))}
         last = next(iter(model.motion_attns.values())).to_out.weight
+    elif option == "text_bag":
+        assert added == {f"text_bag.{name}" for name in ("word.weight", "word.bias", "linear_1.weight", "linear_1.bias",
+                                                          "linear_2.weight", "linear_2.bias")}
+        last = model.text_bag.linear_2.weight
     elif option == "text_queries":
         assert added == {f"text_queries.{name}" for name in ("queries", "keys.weight", "linear_1.weight", "linear_1.bias",
                                                               "linear_2.weight", "linear_2.bias")}
@@ -125,12 +129,33 @@ def test_text_queries_start_at_nothing_and_once_trained_can_read_one_word_alone(
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_queries", tmp_path / "m")
 
 @torch.no_grad()
+def test_text_bag_starts_at_nothing_and_keeps_one_words_change_whole_whatever_the_prompts_length(tiny_unet, tmp_path):
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    model, (sample, timestep, text) = add_at_zero(plain, "text_bag", 3)
+    clip = model(sample, timestep, text, fps=8)
+    assert (clip - plain(sample, timestep, text, fps=8)).abs().mean() > 1e-3
+    assert (model(sample, timestep, text.flip(0), fps=8) - clip).abs().mean() > 1e-3  # the prompt decides
+    # Summed after a per-token nonlinearity: one word changed moves the bag by that word's own
+    # features alone, however many other tokens the prompt has (a mean would shrink it by n).
+    bag = model.text_bag
+    features = lambda t: bag.act(bag.word(t)).sum(dim=1)  # (b w), what linear_1 reads
+    short, word = text[:1], 2
+    long = torch.cat([short, torch.randn(1, 3 * short.shape[1], short.shape[2])], dim=1)  # the same words and more
+    for prompt in (short, long):
+        changed = prompt.clone()
+        changed[:, word] = torch.randn(short.shape[-1], generator=torch.Generator().manual_seed(3))
+        expected = bag.act(bag.word(changed[:, word])) - bag.act(bag.word(prompt[:, word]))
+        assert torch.allclose(features(changed) - features(prompt), expected, atol=1e-5)
+    check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_bag", tmp_path / "m")
+
+
+@torch.no_grad()
 def test_text_words_send_the_second_half_of_the_prompt_to_the_queries_and_the_first_to_cross_attention(tiny_unet,
                                                                                                     tmp_path):
     from vidgen.models.inflate import with_options
 
     plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8, text_embedding=True))
-    with pytest.raises(VidgenError, match="set text_queries too"):
+    with pytest.raises(VidgenError, match="set text_queries or text_bag too"):
         with_options(plain, text_words=True)
     model = with_options(plain, text_queries=True, text_words=True)
     torch.nn.init.normal_(model.text_queries.linear_2.weight, std=0.1)  # as if trained

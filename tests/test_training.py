@@ -213,6 +213,7 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
 
 @pytest.mark.parametrize("option, last_layer", [("text_embedding", "text_embedding.linear_2.weight"),
                                                 ("text_queries", "text_queries.linear_2.weight"),
+                                                ("text_bag", "text_bag.linear_2.weight"),
                                                 ("frame_prompt", "frame_prompt.linear_2.weight"),
                                                 ("temporal_text", "temporal_text.down_blocks_0_attentions_0.to_out.weight"),
                                                 ("motion_attention", "motion_attns.mid_block_attentions_0.to_out.weight")])
@@ -487,8 +488,9 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=interp model.temporal_text=true", "model.temporal_text is added by the video stage, not the interp"),
     ("stage=interp model.text_queries=true", "model.text_queries is added by the video stage, not the interp"),
     ("stage=sr model.motion_attention=true", "model.motion_attention is added by the video stage, not the sr"),
+    ("stage=sr model.text_bag=true", "model.text_bag is added by the video stage, not the sr"),
     ("stage=interp model.text_words=true", "model.text_words is added by the video stage, not the interp"),
-    ("model.text_words=true", "set text_queries too (in training, model.text_queries=true)"),
+    ("model.text_words=true", "set text_queries or text_bag too (in training, model.text_queries=true"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
     ("data.posterior=mode", "data.posterior must be sample or mean"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),

@@ -10,8 +10,8 @@ their own containers and are attached with forward hooks:
   then, below the full latent resolution, a `MotionAttention` where `InflationOptions.motion_attention` is set;
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set, and its
-  `TextQueryEmbedding` where `InflationOptions.text_queries` is; with `InflationOptions.text_words`
-  the queries read the prompt word by word (the text encoder's embedding layer, given after the
+  `TextQueryEmbedding` where `InflationOptions.text_queries` is, and its `TextBagEmbedding` where
+  `InflationOptions.text_bag` is; with `InflationOptions.text_words` the queries and the bag read the prompt word by word (the text encoder's embedding layer, given after the
   tokens in context: `TextEncoder.encode(..., words=True)`) rather than in context.
 
 Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
@@ -54,14 +54,14 @@ from torch.utils.checkpoint import checkpoint
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
 from .temporal import (FpsEmbedding, FramePrompt, MotionAttention, TemporalAttention, TemporalConv, TemporalText,
-                       TextEmbedding, TextQueryEmbedding, check_num_frames)
+                       TextBagEmbedding, TextEmbedding, TextQueryEmbedding, check_num_frames)
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "text_queries.", "frame_prompt.", "temporal_text.", "motion_attns.")
+                     "text_embedding.", "text_queries.", "text_bag.", "frame_prompt.", "temporal_text.", "motion_attns.")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,10 @@ class InflationOptions:
     # The prompt read by a few learned queries and added to the time embedding of clips
     # (TextQueryEmbedding): a pooling that can single out the motion word.
     text_queries: bool = False
-    # The text queries read the prompt word by word, not in context: encoder_hidden_states
+    # The prompt as a bag of words, each token through its own small MLP, summed and added to the
+    # time embedding of clips (TextBagEmbedding): no pooling that can lose the motion word.
+    text_bag: bool = False
+    # The text queries and the bag of words read the prompt word by word, not in context: encoder_hidden_states
     # is then (b, 2n, d), the tokens in context (for cross-attention) followed by the same tokens
     # from the text encoder's embedding layer (TextEncoder.encode(..., words=True)).
     text_words: bool = False
@@ -110,7 +113,7 @@ class _FrameContext:
     conditions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # extra scalar conditions, (b,) each
     extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
     text: torch.Tensor | None = None  # (b n d): the prompt's tokens in context, for the temporal text layers
-    words: torch.Tensor | None = None  # (b n d): what the text queries read (the tokens, or the words alone)
+    words: torch.Tensor | None = None  # (b n d): what the text queries and bag read (the tokens, or the words alone)
 
     def values(self) -> tuple:
         return self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words
@@ -175,9 +178,10 @@ class _FpsHook:
     extra conditions' embeddings, each repeated for every frame."""
 
     def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 text_embedding: nn.Module | None = None, text_queries: nn.Module | None = None):
+                 text_embedding: nn.Module | None = None, text_queries: nn.Module | None = None,
+                 text_bag: nn.Module | None = None):
         self.embedding, self.extra, self.context = embedding, extra, context
-        self.text_embedding, self.text_queries = text_embedding, text_queries
+        self.text_embedding, self.text_queries, self.text_bag = text_embedding, text_queries, text_bag
 
     def __call__(self, module, args, output):
         c = self.context
@@ -189,6 +193,8 @@ class _FpsHook:
                 added.append(self.text_embedding(c.text))
             if self.text_queries is not None:
                 added.append(self.text_queries(c.words))
+            if self.text_bag is not None:
+                added.append(self.text_bag(c.words))
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -259,12 +265,15 @@ class VideoUNet(nn.Module):
                                if options.text_embedding else None)
         self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
                              if options.text_queries else None)
+        self.text_bag = TextBagEmbedding(unet.config.cross_attention_dim, time_dim) if options.text_bag else None
         self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
-        if options.text_words and self.text_queries is None:
-            raise VidgenError("text_words makes the text queries read the prompt word by word, and this U-Net has none: "
-                              "set text_queries too (in training, model.text_queries=true)")
+        if options.text_words and self.text_queries is None and self.text_bag is None:
+            raise VidgenError("text_words makes the text queries or the bag of words read the prompt word by word, and this "
+                              "U-Net has neither: set text_queries or text_bag too (in training, model.text_queries=true "
+                              "or model.text_bag=true)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding, self.text_queries))
+                                                           self.text_embedding, self.text_queries,
+                                                           self.text_bag))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -370,10 +379,10 @@ class VideoUNet(nn.Module):
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """The new parameters: temporal convolutions, temporal attention, its text cross-attention and the
-        motion attention, fps, text (mean and query) and extra-condition embeddings, the frame prompt, the convolution of
+        motion attention, fps, text (mean, query and bag) and extra-condition embeddings, the frame prompt, the convolution of
         the extra input channels."""
         for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns,
-                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.text_queries, self.frame_prompt):
+                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.text_queries, self.text_bag, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 

@@ -14,7 +14,7 @@ from typing import Any
 STAGES = ("vae", "image", "video", "interp", "sr")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_words", "frame_prompt", "temporal_text", "motion_attention")
+VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_bag", "text_words", "frame_prompt", "temporal_text", "motion_attention")
 
 
 @dataclass
@@ -71,8 +71,13 @@ class ModelConfig:
     # video: give the video U-Net a text embedding read by learned queries (vidgen.models.temporal.TextQueryEmbedding,
     # a pooling that can single out the motion word) if the model.pretrained one has none; interp and sr inherit it.
     text_queries: bool = False
-    # video: the text queries read the prompt word by word (the text encoder's embedding layer)
-    # rather than its tokens in context (InflationOptions.text_words); needs text_queries.
+    # video: give the video U-Net the prompt as a bag of words (vidgen.models.temporal.TextBagEmbedding:
+    # each token through its own MLP, summed, added to the time embedding) if the model.pretrained
+    # one has none; interp and sr inherit it.
+    text_bag: bool = False
+    # video: the text queries and the bag of words read the prompt word by word (the text encoder's
+    # embedding layer) rather than its tokens in context (InflationOptions.text_words); needs
+    # text_queries or text_bag.
     text_words: bool = False
     # video: give the video U-Net a frame prompt (each frame reads the prompt shifted by its place in
     # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
