@@ -64,7 +64,7 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
                                                     if not site.startswith(("down_blocks_0_", "up_blocks_3_"))}
         last = next(iter(model.motion_attns.values())).to_out.weight
     elif option == "text_bag":
-        assert added == {f"text_bag.{name}" for name in ("word.weight", "word.bias", "linear_1.weight", "linear_1.bias",
+        assert added == {f"text_bag.{name}" for name in ("word.weight", "word.bias", "norm.weight", "norm.bias", "linear_1.weight", "linear_1.bias",
                                                           "linear_2.weight", "linear_2.bias")}
         last = model.text_bag.linear_2.weight
     elif option == "text_queries":
@@ -146,6 +146,11 @@ def test_text_bag_starts_at_nothing_and_keeps_one_words_change_whole_whatever_th
         changed[:, word] = torch.randn(short.shape[-1], generator=torch.Generator().manual_seed(3))
         expected = bag.act(bag.word(changed[:, word])) - bag.act(bag.word(prompt[:, word]))
         assert torch.allclose(features(changed) - features(prompt), expected, atol=1e-5)
+    # The MLP reads the bag at unit scale, however long the prompt and large its tokens: summed
+    # raw, MiniLM-sized tokens drove every hidden unit far negative (dead) in training.
+    for scale in (1.0, 30.0):
+        hidden_input = bag.linear_1(bag.norm(features(scale * long)))
+        assert hidden_input.std() < 3 and (hidden_input > 0).float().mean() > 0.2
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_bag", tmp_path / "m")
 
 

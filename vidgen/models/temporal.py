@@ -199,20 +199,24 @@ class TextBagEmbedding(nn.Module):
     tokens shrinks it by the prompt's length (pooled cosine 0.985), and attention pooling
     (`TextQueryEmbedding`) with softmax scores can settle on other words and stop sending any
     gradient to the motion word (seen on the shapes base: after 1000 steps no query read "left",
-    "right" or "down"). The last layer starts at zero: the embedding adds nothing until trained.
+    "right" or "down"). The bag is layer-normalised before the MLP: a sum of 16 MiniLM tokens'
+    features has entries of about 80, and without the norm the next layer's inputs drifted to
+    -400 within 500 steps on the shapes base, every unit dead and the output one constant for
+    every prompt. The last layer starts at zero: the embedding adds nothing until trained.
     """
 
     def __init__(self, text_dim: int, time_embed_dim: int, word_dim: int = 256):
         super().__init__()
         self.word = nn.Linear(text_dim, word_dim)
         self.act = nn.SiLU()
+        self.norm = nn.LayerNorm(word_dim)
         self.linear_1 = nn.Linear(word_dim, time_embed_dim)
         self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
         init_identity_(self)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:  # (b n d) -> (b e)
         bag = self.act(self.word(text.to(self.word.weight.dtype))).sum(dim=1)  # (b w): every token's own features
-        return self.linear_2(self.act(self.linear_1(bag)))
+        return self.linear_2(self.act(self.linear_1(self.norm(bag))))
 
 
 class FramePrompt(nn.Module):
