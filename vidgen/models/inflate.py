@@ -11,8 +11,9 @@ their own containers and are attached with forward hooks:
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
   the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set, and its
   `TextQueryEmbedding` where `InflationOptions.text_queries` is, and its `TextBagEmbedding` where
-  `InflationOptions.text_bag` is; with `InflationOptions.text_words` the queries and the bag read the prompt word by word (the text encoder's embedding layer, given after the
-  tokens in context: `TextEncoder.encode(..., words=True)`) rather than in context.
+  `InflationOptions.text_bag` is; with `InflationOptions.text_words` the queries and the bag read
+  the prompt word by word (the text encoder's embedding layer, given after the tokens in context:
+  `TextEncoder.encode(..., words=True)`) rather than in context.
 
 Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
 version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
@@ -272,8 +273,7 @@ class VideoUNet(nn.Module):
                               "U-Net has neither: set text_queries or text_bag too (in training, model.text_queries=true "
                               "or model.text_bag=true)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding, self.text_queries,
-                                                           self.text_bag))
+                                                           self.text_embedding, self.text_queries, self.text_bag))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
