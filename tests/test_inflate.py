@@ -64,8 +64,9 @@ def add_at_zero(plain: VideoUNet, option: str, frames: int):
                                                     if not site.startswith(("down_blocks_0_", "up_blocks_3_"))}
         last = next(iter(model.motion_attns.values())).to_out.weight
     elif option == "text_bag":
-        assert added == {f"text_bag.{name}" for name in ("word.weight", "word.bias", "norm.weight", "norm.bias", "linear_1.weight", "linear_1.bias",
-                                                          "linear_2.weight", "linear_2.bias")}
+        assert added == {f"text_bag.{name}" for name in ("word.weight", "word.bias", "norm.weight", "norm.bias",
+                                                          "linear_1.weight", "linear_1.bias", "linear_2.weight",
+                                                          "linear_2.bias")}
         last = model.text_bag.linear_2.weight
     elif option == "text_queries":
         assert added == {f"text_queries.{name}" for name in ("queries", "keys.weight", "linear_1.weight", "linear_1.bias",
@@ -127,6 +128,7 @@ def test_text_queries_start_at_nothing_and_once_trained_can_read_one_word_alone(
     assert (embedding(others_changed) - reference).abs().max() < 0.05 * (embedding(word_changed) - reference).abs().max()
     clip = model(sample, timestep, text, fps=8)  # with the queries set above
     check_images_untouched_and_reload(model, plain, (sample, timestep, text), clip, "text_queries", tmp_path / "m")
+
 
 @torch.no_grad()
 def test_text_bag_starts_at_nothing_and_keeps_one_words_change_whole_whatever_the_prompts_length(tiny_unet, tmp_path):

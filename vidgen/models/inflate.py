@@ -179,10 +179,10 @@ class _FpsHook:
     extra conditions' embeddings, each repeated for every frame."""
 
     def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 text_embedding: nn.Module | None = None, text_queries: nn.Module | None = None,
-                 text_bag: nn.Module | None = None):
+                 text_embedding: nn.Module | None = None, word_readers: tuple[nn.Module | None, ...] = ()):
         self.embedding, self.extra, self.context = embedding, extra, context
-        self.text_embedding, self.text_queries, self.text_bag = text_embedding, text_queries, text_bag
+        self.text_embedding = text_embedding  # reads the tokens in context
+        self.word_readers = [m for m in word_readers if m is not None]  # read `context.words` (text queries, bag)
 
     def __call__(self, module, args, output):
         c = self.context
@@ -192,10 +192,7 @@ class _FpsHook:
         if c.num_frames > 1:
             if self.text_embedding is not None:
                 added.append(self.text_embedding(c.text))
-            if self.text_queries is not None:
-                added.append(self.text_queries(c.words))
-            if self.text_bag is not None:
-                added.append(self.text_bag(c.words))
+            added.extend(reader(c.words) for reader in self.word_readers)
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -273,7 +270,7 @@ class VideoUNet(nn.Module):
                               "U-Net has neither: set text_queries or text_bag too (in training, model.text_queries=true "
                               "or model.text_bag=true)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding, self.text_queries, self.text_bag))
+                                                           self.text_embedding, (self.text_queries, self.text_bag)))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
