@@ -190,6 +190,52 @@ def test_text_words_send_the_second_half_of_the_prompt_to_the_queries_and_the_fi
 
 
 @torch.no_grad()
+def test_word_table_starts_at_nothing_and_gives_each_word_its_own_vector_whatever_the_others(tiny_unet, tmp_path):
+    from vidgen.models.inflate import with_options
+
+    plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
+    with pytest.raises(VidgenError, match="set one of them"):
+        with_options(plain, word_table=True, text_words=True, text_queries=True)
+    model = with_options(plain, word_table=True)
+    assert model.options.words == "ids"
+    assert set(model.temporal_state_dict()) - set(plain.temporal_state_dict()) == {"word_table.table.weight"}
+    assert any(p is model.word_table.table.weight for p in model.temporal_parameters())
+    sample, timestep, tokens = inputs(3)
+    n, d = tokens.shape[1:]
+
+    def codes(*ids):  # (b n d): the codes of TextEncoder.word_codes (d = 32: residues mod 15 and 17), zeros past the words
+        out = torch.zeros(len(ids), n, d)
+        for row, words in enumerate(ids):
+            for place, word in enumerate(words):
+                out[row, place, word % 15] = out[row, place, 15 + word % 17] = 1
+        return out
+
+    red = codes([3, 7, 40], [3, 7, 41])  # "a red ... left", "a red ... right"
+    blue = codes([3, 9, 40], [3, 9, 41])  # the same with another color word
+    clip = model(sample, timestep, torch.cat([tokens, red], dim=1), fps=8)
+    assert torch.allclose(clip, plain(sample, timestep, tokens, fps=8), atol=1e-5)  # zero at the start
+    torch.nn.init.normal_(model.word_table.table.weight, std=0.3)  # as if trained
+    clip = model(sample, timestep, torch.cat([tokens, red], dim=1), fps=8)
+    assert (model(sample, timestep, torch.cat([tokens, red.flip(0)], dim=1), fps=8) - clip).abs().mean() > 1e-3
+    # A bag of the words' own vectors: changing one word moves it by that word's vector alone,
+    # whatever the other words are and wherever it stands.
+    table = model.word_table
+    left_minus_right = table(red) - table(red.flip(0))  # rows: [..., 40] - [..., 41], then the reverse
+    assert torch.allclose(table(blue) - table(blue.flip(0)), left_minus_right, atol=1e-6)
+    assert torch.allclose(table(codes([40, 3, 7], [41, 7, 3])), table(red), atol=1e-6)
+    weight = table.table.weight  # (e d): a word's vector is its two columns
+    assert torch.allclose(left_minus_right[0], weight[:, 40 % 15] + weight[:, 15 + 40 % 17]
+                          - weight[:, 41 % 15] - weight[:, 15 + 41 % 17], atol=1e-6)
+    one_frame = sample[:, :, :1]  # images: no text embeddings, so the codes are unused
+    assert torch.allclose(model(one_frame, timestep, torch.cat([tokens, red], dim=1)),
+                          plain(one_frame, timestep, tokens), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = VideoUNet.from_pretrained(tmp_path / "m")
+    assert loaded.options.word_table
+    assert torch.allclose(loaded(sample, timestep, torch.cat([tokens, red], dim=1), fps=8), clip, atol=1e-5)
+
+
+@torch.no_grad()
 def test_frame_prompt_starts_at_nothing_and_once_trained_gives_each_frame_its_own_prompt(tiny_unet, tmp_path):
     plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
     model, (sample, timestep, text) = add_at_zero(plain, "frame_prompt", 4)

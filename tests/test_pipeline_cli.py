@@ -3,6 +3,7 @@ pieces between (text encoders, chunked VAE, the pipeline object)."""
 
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from vidgen import VideoPipeline
 from vidgen.cli import main
 from vidgen.data.reader import probe_video, read_frames
+from vidgen.errors import VidgenError
 from vidgen.models.vae import decode_latents, encode_video, latent_factor
 from vidgen.text import TextEncoder
 
@@ -67,16 +69,39 @@ def test_words_layout_is_the_tokens_in_context_then_each_token_alone(model, requ
     text = TextEncoder.from_pretrained(request.getfixturevalue(model))
     prompts = ["a red circle moving left", "a tan circle moving left"]  # as many tokens in both, for either tokenizer
     with torch.no_grad():
-        both = text.encode(prompts, words=True)  # (b 2n d)
+        both = text.encode(prompts, words="embedding")  # (b 2n d)
         assert both.shape == (2, 2 * text.max_length, 32)
         assert torch.equal(text.tokens_in_context(both), text.encode(prompts))
-        assert torch.equal(text.null(2, words=True), text.encode([""], words=True).expand(2, -1, -1))
+        assert torch.equal(text.null(2, words="embedding"), text.encode([""], words="embedding").expand(2, -1, -1))
     in_context, alone = both[:, :text.max_length], both[:, text.max_length:]
     ids = text.tokenizer(prompts).input_ids
     left = len(ids[0]) - 2  # "left", the last word: at the same place in both (the start token, then equal lengths)
     assert len(ids[0]) == len(ids[1]) and ids[0][left] == ids[1][left]
     assert torch.equal(alone[0, left], alone[1, left])  # a token alone does not know the words around it ...
     assert not torch.allclose(in_context[0, left], in_context[1, left])  # ... in context it does
+
+@pytest.mark.parametrize("model", ["bert_text_model", "sd_image_model"])
+def test_word_codes_name_each_token_by_its_id_alone(model, request):
+    text = TextEncoder.from_pretrained(request.getfixturevalue(model))
+    p, q = text.residue_moduli
+    assert p + q == text.hidden_size and math.gcd(p, q) == 1
+    # Injective below p * q (Chinese remainder theorem): every id there gets its own code.
+    codes = text.word_codes(torch.arange(p * q)[None])[0]  # (p*q d)
+    assert torch.equal(codes.sum(-1), torch.full((p * q,), 2.0)) and len(set(map(tuple, codes.tolist()))) == p * q
+    prompts = ["a red circle moving left", "left a red circle moving"]  # "left" at two places
+    with torch.no_grad():
+        both = text.encode(prompts, words="ids")  # (b 2n d)
+        assert torch.equal(text.tokens_in_context(both), text.encode(prompts))
+        assert torch.equal(text.null(2, words="ids"), text.encode([""], words="ids").expand(2, -1, -1))
+    codes = both[:, text.max_length:]
+    ids = text.tokenizer(prompts).input_ids
+    assert torch.equal(codes.sum(-1)[0], torch.tensor([2.0] * len(ids[0]) + [0.0] * (text.max_length - len(ids[0]))))
+    left = text.tokenizer.convert_tokens_to_ids(text.tokenizer.tokenize("left"))[-1]
+    at = [row.index(left) for row in ids]
+    assert at[0] != at[1] and torch.equal(codes[0, at[0]], codes[1, at[1]])  # no position, no context
+    assert torch.equal(codes[0].sum(0), codes[1].sum(0))  # the same words: the same bag
+    with pytest.raises(VidgenError, match="words must be one of"):
+        text.encode(prompts, words="letters")
 
 
 def test_vae_works_in_frame_chunks(sd_image_model):

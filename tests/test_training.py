@@ -214,6 +214,7 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
 @pytest.mark.parametrize("option, last_layer", [("text_embedding", "text_embedding.linear_2.weight"),
                                                 ("text_queries", "text_queries.linear_2.weight"),
                                                 ("text_bag", "text_bag.linear_2.weight"),
+                                                ("word_table", "word_table.table.weight"),
                                                 ("frame_prompt", "frame_prompt.linear_2.weight"),
                                                 ("temporal_text", "temporal_text.down_blocks_0_attentions_0.to_out.weight"),
                                                 ("motion_attention", "motion_attns.mid_block_attentions_0.to_out.weight")])
@@ -491,6 +492,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=sr model.text_bag=true", "model.text_bag is added by the video stage, not the sr"),
     ("stage=interp model.text_words=true", "model.text_words is added by the video stage, not the interp"),
     ("model.text_words=true", "set text_queries or text_bag too (in training, model.text_queries=true"),
+    ("stage=sr model.word_table=true", "model.word_table is added by the video stage, not the sr"),
+    ("model.word_table=true model.text_words=true model.text_bag=true", "set one of them (in training, model.text_words"),
     ("data.withhold_captions=1.5", "data.withhold_captions must be in [0, 1]"),
     ("data.posterior=mode", "data.posterior must be sample or mean"),
     ("train.lr_multipliers.temporal_conv=10", "train.lr_multipliers.temporal_conv names no trainable parameter"),
@@ -614,7 +617,7 @@ def test_text_words_train_the_queries_on_single_words_and_every_stage_gets_the_l
                        "train.max_steps=2"))
     assert unet_weights(video / "model")["text_queries.linear_2.weight"].abs().max() > 0  # trained from zero
     pipe = VideoPipeline.from_pretrained(video / "model")
-    assert pipe.text_words and pipe.stages["base"].options.text_words
+    assert pipe.words == "embedding" and pipe.stages["base"].options.text_words
     # An interpolation stage trained before the option reads the tokens in context alone, and so
     # does the anchor's image U-Net: the pipeline gives each U-Net its own layout.
     pipe.set_stage("interp", VideoPipeline.from_pretrained(chain.folders["interp"]).stages["interp"])
@@ -632,6 +635,31 @@ def test_text_words_train_the_queries_on_single_words_and_every_stage_gets_the_l
         both = pipe.encode_prompts(["a red circle moving left", "a red circle moving right"])
         embedding = pipe.stages["base"].text_queries
         assert not torch.allclose(embedding(both[:1, n:]), embedding(both[1:, n:]))
+
+
+def test_word_table_trains_each_words_vector_and_the_pipeline_gives_it_the_word_ids(chain, tmp_path):
+    from vidgen.pipeline import VideoPipeline
+
+    video = tmp_path / "video"
+    vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['video']}",
+                       "model.word_table=true", "train.max_steps=2"))
+    table = unet_weights(video / "model")["word_table.table.weight"]  # (e d)
+    pipe = VideoPipeline.from_pretrained(video / "model")
+    assert pipe.words == "ids"
+    text = pipe.text_encoder
+    trained = set(torch.nonzero(table.abs().sum(0)).flatten().tolist())  # the columns training moved
+    captions = [json.loads(line).get("caption") or "" for line in chain.manifest.read_text().splitlines()]
+    with torch.no_grad():
+        read = text.encode(captions + [""], words="ids")[:, text.max_length:].sum(dim=(0, 1))  # (d)
+    assert trained and trained <= set(torch.nonzero(read).flatten().tolist())  # only the corpus's words moved
+    pipe.set_stage("interp", VideoPipeline.from_pretrained(chain.folders["interp"]).stages["interp"])
+    read = []
+    for unet in (pipe.stages["base"], pipe.stages["interp"]):
+        unet.register_forward_pre_hook(lambda module, args: read.append(args[2].shape[1]))
+    clip = pipe("a red circle moving left", num_frames=4, num_inference_steps=2, seed=0, output_type="pt",
+                progress=False)
+    # The base reads the word codes; the interpolation stage, trained before the option, the tokens alone.
+    assert clip.shape[2] == 4 * pipe.index.interp.factor and set(read) == {2 * text.max_length, text.max_length}
 
 
 def test_withheld_captions_stay_withheld_when_captioned_clips_repeat():

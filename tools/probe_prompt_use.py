@@ -20,6 +20,10 @@ With `--queries` it also prints, for a base stage with text queries (model.text_
 much each query reads each kind of token of the probe's captions (`TextQueryEmbedding.weights`),
 from the words alone where the model has model.text_words.
 
+With `--word-table` it also prints, for a base stage with a word table (model.word_table), the
+norm of each shapes word's vector and how far apart the vectors of the words of one slot are
+(`WordTableEmbedding`): a table that has learned nothing about a slot has its words' vectors equal.
+
 With `--prior-clips N` it also measures what the words could be worth at pure noise, where the
 best prediction of the clean clip is the mean of the clips that share the caption's words: the
 mean latent clip of all clips, per (color, background) and per (color, background, direction),
@@ -73,6 +77,8 @@ def main() -> None:
                         help="also print the cross-attention mass on each kind of token (color, direction, ...)")
     parser.add_argument("--queries", action="store_true",
                         help="also print what each text query reads (a base stage with model.text_queries)")
+    parser.add_argument("--word-table", action="store_true",
+                        help="also print the word table's vectors of the shapes words (a base stage with model.word_table)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.clips < 1 or args.prior_clips < 0:
@@ -110,6 +116,8 @@ def main() -> None:
 
     if args.queries:
         print_query_reading(pipe, captions)
+    if args.word_table:
+        print_word_table(pipe)
     print(f"{args.model}: eps MSE on {len(picks)} captioned clips; in brackets, the change from the true caption")
     for t in (int(v) for v in args.timesteps.split(",")):
         noise = frame_noise(x0.shape, generator, pipe.index.frame_noise_correlation)
@@ -158,6 +166,26 @@ def print_query_reading(pipe: VideoPipeline, captions: list[str]) -> None:
             for kind, weight in zip(clip_kinds, row):
                 mass[kind] += weight / len(captions)
         print(f"  query {q}: " + ", ".join(f"{kind} {mass[kind]:.2f}" for kind in order))
+
+
+@torch.no_grad()
+def print_word_table(pipe: VideoPipeline) -> None:
+    """The word table's vector of each shapes word, and the mean distance between the words of a slot."""
+    unet = pipe.stages["base"]
+    if unet.word_table is None:
+        print("--word-table: this base stage has no word table (model.word_table)")
+        return
+    slots = {"direction": list(OPPOSITES), "color": list(RECOLORED), "shape": ["circle", "square", "triangle"],
+             "background": ["black", "gray"]}
+    n = pipe.text_encoder.max_length
+    empty = unet.word_table(pipe.encode_prompts([""])[:, n:].float())[0]  # [CLS] and [SEP] alone
+    print("word table: |vector| per word; per slot, the mean distance between two of its words' vectors")
+    for slot, words in slots.items():
+        vectors = unet.word_table(pipe.encode_prompts(words)[:, n:].float()) - empty  # (w e): each word's own
+        gaps = torch.cdist(vectors, vectors)
+        mean_gap = gaps.sum() / (len(words) * (len(words) - 1))
+        print(f"  {slot}: " + ", ".join(f"{w} {v.norm():.3f}" for w, v in zip(words, vectors))
+              + f"; apart {mean_gap:.3f}")
 
 
 class CrossAttentionMass:

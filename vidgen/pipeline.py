@@ -286,7 +286,7 @@ class VideoPipeline:
         with self._timed("text"):
             cond = self.encode_prompts(prompts)
             if negative_prompt is None:
-                uncond = self.text_encoder.null(len(prompts), words=self.text_words)
+                uncond = self.text_encoder.null(len(prompts), words=self.words)
             else:
                 negatives = _as_list(negative_prompt)
                 if len(negatives) not in (1, len(prompts)):
@@ -359,23 +359,28 @@ class VideoPipeline:
         self.last_timings[part] = time.perf_counter() - started
 
     @property
-    def text_words(self) -> bool:
-        """Whether a stage's text queries read the prompt word by word (InflationOptions.text_words):
-        prompts are then encoded as (b, 2n, d), in context and word by word (TextEncoder.encode)."""
-        return any(unet.options.text_words for unet in self.stages.values())
+    def words(self) -> str | None:
+        """What a stage reads of the prompt word by word (InflationOptions.words: "embedding" for
+        text_words, "ids" for the word table), or None: where it is set, prompts are encoded as
+        (b, 2n, d), in context and word by word (TextEncoder.encode)."""
+        layouts = {unet.options.words for unet in self.stages.values()} - {None}
+        if len(layouts) > 1:
+            raise VidgenError(f"this model's stages read the prompt word by word in different ways ({sorted(layouts)}); "
+                              f"one prompt encoding serves all stages: retrain a stage with the others' option")
+        return layouts.pop() if layouts else None
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """The prompts as this model's U-Nets read them: (b, n, d), or (b, 2n, d) with text_words."""
-        return self.text_encoder.encode(prompts, words=self.text_words)
+        """The prompts as this model's U-Nets read them: (b, n, d), or (b, 2n, d) where a stage reads words."""
+        return self.text_encoder.encode(prompts, words=self.words)
 
     def predict(self, unet: Callable[..., torch.Tensor], x: torch.Tensor, t, cond: torch.Tensor,
                 **kwargs) -> torch.Tensor:
         """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
         `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update.
-        A U-Net that does not read single words (an image U-Net, a stage without text_words) gets
-        the prompt's tokens in context alone."""
+        A U-Net that does not read single words (an image U-Net, a stage without text_words or the
+        word table) gets the prompt's tokens in context alone."""
         options = getattr(unet, "options", None)
-        if self.text_words and not (options is not None and options.text_words):
+        if self.words is not None and not (options is not None and options.words is not None):
             cond = self.text_encoder.tokens_in_context(cond)
         with autocast(self.device, self.autocast_dtype):
             return unet(x.to(self.dtype), t, cond, **kwargs).float()

@@ -13,7 +13,9 @@ their own containers and are attached with forward hooks:
   `TextQueryEmbedding` where `InflationOptions.text_queries` is, and its `TextBagEmbedding` where
   `InflationOptions.text_bag` is; with `InflationOptions.text_words` the queries and the bag read
   the prompt word by word (the text encoder's embedding layer, given after the tokens in context:
-  `TextEncoder.encode(..., words=True)`) rather than in context.
+  `TextEncoder.encode(..., words="embedding")`) rather than in context; and its `WordTableEmbedding`
+  (a learned vector per word id, summed) where `InflationOptions.word_table` is, which reads the
+  word codes given after the tokens in context (`TextEncoder.encode(..., words="ids")`).
 
 Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
 version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
@@ -55,14 +57,15 @@ from torch.utils.checkpoint import checkpoint
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
 from .temporal import (FpsEmbedding, FramePrompt, MotionAttention, TemporalAttention, TemporalConv, TemporalText,
-                       TextBagEmbedding, TextEmbedding, TextQueryEmbedding, check_num_frames)
+                       TextBagEmbedding, TextEmbedding, TextQueryEmbedding, WordTableEmbedding, check_num_frames)
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "text_queries.", "text_bag.", "frame_prompt.", "temporal_text.", "motion_attns.")
+                     "text_embedding.", "text_queries.", "text_bag.", "word_table.", "frame_prompt.", "temporal_text.",
+                     "motion_attns.")
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,13 @@ class InflationOptions:
     text_bag: bool = False
     # The text queries and the bag of words read the prompt word by word, not in context: encoder_hidden_states
     # is then (b, 2n, d), the tokens in context (for cross-attention) followed by the same tokens
-    # from the text encoder's embedding layer (TextEncoder.encode(..., words=True)).
+    # from the text encoder's embedding layer (TextEncoder.encode(..., words="embedding")).
     text_words: bool = False
+    # The prompt as a bag of word ids, each word a learned vector of its own, summed and added to
+    # the time embedding of clips (WordTableEmbedding): no input that other words can swamp.
+    # encoder_hidden_states is then (b, 2n, d), the tokens in context followed by the word codes
+    # (TextEncoder.encode(..., words="ids")).
+    word_table: bool = False
     # Each frame of a clip reads its own version of the prompt through cross-attention
     # (FramePrompt), so a motion word can say where the object is at each frame.
     frame_prompt: bool = False
@@ -104,6 +112,12 @@ class InflationOptions:
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
 
+    @property
+    def words(self) -> str | None:
+        """What follows the tokens in context in encoder_hidden_states (`TextEncoder.encode`'s
+        `words`): "ids" for the word table, "embedding" for text_words, None where nothing does."""
+        return "ids" if self.word_table else "embedding" if self.text_words else None
+
 
 @dataclass
 class _FrameContext:
@@ -115,19 +129,22 @@ class _FrameContext:
     extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
     text: torch.Tensor | None = None  # (b n d): the prompt's tokens in context, for the temporal text layers
     words: torch.Tensor | None = None  # (b n d): what the text queries and bag read (the tokens, or the words alone)
+    word_codes: torch.Tensor | None = None  # (b n d): the word ids' codes, for the word table
 
     def values(self) -> tuple:
-        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words
+        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words, self.word_codes
 
     @contextlib.contextmanager
-    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None, words=None) -> Iterator[None]:
+    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None, words=None,
+            word_codes=None) -> Iterator[None]:
         saved = self.values()
-        (self.num_frames, self.fps, self.conditions, self.extra_input, self.text,
-         self.words) = num_frames, fps, conditions or {}, extra_input, text, words
+        (self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words,
+         self.word_codes) = num_frames, fps, conditions or {}, extra_input, text, words, word_codes
         try:
             yield
         finally:
-            self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words = saved
+            (self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words,
+             self.word_codes) = saved
 
 
 def _level(name: str, levels: int) -> int:
@@ -179,10 +196,12 @@ class _FpsHook:
     extra conditions' embeddings, each repeated for every frame."""
 
     def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 text_embedding: nn.Module | None = None, word_readers: tuple[nn.Module | None, ...] = ()):
+                 text_embedding: nn.Module | None = None, word_readers: tuple[nn.Module | None, ...] = (),
+                 word_table: nn.Module | None = None):
         self.embedding, self.extra, self.context = embedding, extra, context
         self.text_embedding = text_embedding  # reads the tokens in context
         self.word_readers = [m for m in word_readers if m is not None]  # read `context.words` (text queries, bag)
+        self.word_table = word_table  # reads `context.word_codes`
 
     def __call__(self, module, args, output):
         c = self.context
@@ -193,6 +212,8 @@ class _FpsHook:
             if self.text_embedding is not None:
                 added.append(self.text_embedding(c.text))
             added.extend(reader(c.words) for reader in self.word_readers)
+            if self.word_table is not None:
+                added.append(self.word_table(c.word_codes))
         if not added:
             return None
         frames = output.shape[0] // added[0].shape[0]
@@ -264,13 +285,20 @@ class VideoUNet(nn.Module):
         self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
                              if options.text_queries else None)
         self.text_bag = TextBagEmbedding(unet.config.cross_attention_dim, time_dim) if options.text_bag else None
+        self.word_table = (WordTableEmbedding(unet.config.cross_attention_dim, time_dim)
+                           if options.word_table else None)
         self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
         if options.text_words and self.text_queries is None and self.text_bag is None:
             raise VidgenError("text_words makes the text queries or the bag of words read the prompt word by word, and this "
                               "U-Net has neither: set text_queries or text_bag too (in training, model.text_queries=true "
                               "or model.text_bag=true)")
+        if options.text_words and options.word_table:
+            raise VidgenError("text_words and word_table each need the second half of the prompt (the words from "
+                              "the embedding layer, or the word ids' codes): set one of them (in training, "
+                              "model.text_words or model.word_table)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding, (self.text_queries, self.text_bag)))
+                                                           self.text_embedding, (self.text_queries, self.text_bag),
+                                                           self.word_table))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -290,7 +318,8 @@ class VideoUNet(nn.Module):
         sample: (b, c + e, f, h, w): latents, then the `extra_in_channels` e where the model has them.
         timestep: a number, a 0-d tensor or one per clip (b,).
         encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip; with the
-            `text_words` option (b, 2n, d): the tokens in context, then word by word.
+            `text_words` or `word_table` option (b, 2n, d): the tokens in context, then word by word
+            (`InflationOptions.words`).
         fps: frames per second of the clip (a number or (b,)); None leaves fps unconditioned.
         conditions: the model's `extra_conditions`, name -> a number or (b,); all of them or none.
         enable_time=False (or f == 1) runs the image U-Net on every frame, temporal layers off.
@@ -308,15 +337,20 @@ class VideoUNet(nn.Module):
             timestep = repeat(timestep, "b -> (b f)", f=f)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
-        words = encoder_hidden_states
-        if self.options.text_words:
-            encoder_hidden_states, words = encoder_hidden_states.chunk(2, dim=1)  # (b n d) each
+        words, word_codes = encoder_hidden_states, None  # what the text queries and bag read; the word table
+        if self.options.words is not None:
+            encoder_hidden_states, second_half = encoder_hidden_states.chunk(2, dim=1)  # (b n d) each
+            if self.options.text_words:
+                words = second_half
+            else:
+                words, word_codes = encoder_hidden_states, second_half
         if temporal and self.frame_prompt is not None:
             cond = rearrange(self.frame_prompt(encoder_hidden_states, f), "b f n d -> (b f) n d")
         else:
             cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
-                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states, words):
+                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states, words,
+                               word_codes):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
@@ -376,10 +410,11 @@ class VideoUNet(nn.Module):
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
         """The new parameters: temporal convolutions, temporal attention, its text cross-attention and the
-        motion attention, fps, text (mean, query and bag) and extra-condition embeddings, the frame prompt, the convolution of
-        the extra input channels."""
+        motion attention, fps, text (mean, query, bag and word table) and extra-condition embeddings, the
+        frame prompt, the convolution of the extra input channels."""
         for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns,
-                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding, self.text_queries, self.text_bag, self.frame_prompt):
+                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding,
+                          self.text_queries, self.text_bag, self.word_table, self.frame_prompt):
             if container is not None:
                 yield from container.parameters()
 

@@ -219,6 +219,30 @@ class TextBagEmbedding(nn.Module):
         return self.linear_2(self.act(self.linear_1(self.norm(bag))))
 
 
+class WordTableEmbedding(nn.Module):
+    """The prompt as a bag of word ids -> a vector added to the time embedding of video clips.
+
+    Every word of the vocabulary has a learned vector of its own, started at zero; the prompt's
+    vectors are summed (a bag of words, as in fastText, Joulin et al. 2017) and added to the time
+    embedding. It reads the word codes of `TextEncoder.word_codes` (the token ids, as one-hots of
+    their residues modulo two coprime numbers), so the table is one linear map without bias: a
+    word's vector is two of its columns. Unlike every pooling of the encoder's features it takes
+    no input the other words can swamp: the gradient that reaches the vector of "left" comes from
+    the clips whose prompt says "left", as the clean direction code of tools/oracle_direction.py
+    gets its own, which bound on the anchored shapes base where the bag of MiniLM features
+    (`TextBagEmbedding`) carried a constant and nothing that depended on the words.
+    """
+
+    def __init__(self, text_dim: int, time_embed_dim: int):
+        super().__init__()
+        self.table = nn.Linear(text_dim, time_embed_dim, bias=False)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # (b n d) word codes -> (b e)
+        counts = codes.sum(dim=1).to(self.table.weight.dtype)  # (b d): how often each residue occurs
+        return self.table(counts)
+
+
 class FramePrompt(nn.Module):
     """The prompt as each frame of a clip reads it: every token plus an offset computed from the
     token and the frame's place in the clip (0 first, 1 last).

@@ -14,7 +14,8 @@ from typing import Any
 STAGES = ("vae", "image", "video", "interp", "sr")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_bag", "text_words", "frame_prompt", "temporal_text", "motion_attention")
+VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_bag", "text_words", "word_table", "frame_prompt",
+                      "temporal_text", "motion_attention")
 
 
 @dataclass
@@ -79,6 +80,10 @@ class ModelConfig:
     # embedding layer) rather than its tokens in context (InflationOptions.text_words); needs
     # text_queries or text_bag.
     text_words: bool = False
+    # video: give the video U-Net a learned vector for every word, the prompt's summed and added to
+    # the time embedding (vidgen.models.temporal.WordTableEmbedding, read from the word ids:
+    # TextEncoder.word_codes) if the model.pretrained one has none; not with text_words.
+    word_table: bool = False
     # video: give the video U-Net a frame prompt (each frame reads the prompt shifted by its place in
     # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
     # interp and sr stages inherit it.

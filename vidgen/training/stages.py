@@ -146,14 +146,14 @@ class DiffusionStage(Stage):
         self.text_encoder = text_encoder.to(device).requires_grad_(False).eval()
         self.noise_schedule = DDPMScheduler(**NOISE_SCHEDULE, prediction_type=cfg.model.prediction_type)
         self._embeddings: dict[str, torch.Tensor] = {}
-        self.text_words = False  # a U-Net whose text queries read single words takes (b, 2n, d) (TextEncoder.encode)
+        self.words = None  # a U-Net that reads single words takes (b, 2n, d) (InflationOptions.words, TextEncoder.encode)
 
     def embed(self, captions: list[str]) -> torch.Tensor:
-        """(b, n, d) text embeddings ((b, 2n, d) with text_words), each caption encoded once per run."""
+        """(b, n, d) text embeddings ((b, 2n, d) where the U-Net reads words), each caption encoded once per run."""
         new = sorted({c for c in captions if c not in self._embeddings})
         if new:
             with torch.no_grad():
-                for caption, emb in zip(new, self.text_encoder.encode(new, words=self.text_words)):
+                for caption, emb in zip(new, self.text_encoder.encode(new, words=self.words)):
                     self._embeddings[caption] = emb
         return torch.stack([self._embeddings[c] for c in captions])
 
@@ -268,7 +268,7 @@ class CascadeStage(DiffusionStage):
         if cfg.train.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         self.model = unet.to(device).train()
-        self.text_words = unet.options.text_words
+        self.words = unet.options.words
 
     def build_unet(self, base):
         return base
