@@ -192,6 +192,7 @@ def test_text_words_send_the_second_half_of_the_prompt_to_the_queries_and_the_fi
 @torch.no_grad()
 def test_word_table_starts_at_nothing_and_gives_each_word_its_own_vector_whatever_the_others(tiny_unet, tmp_path):
     from vidgen.models.inflate import with_options
+    from vidgen.text import residue_moduli
 
     plain = perturb_temporal_(inflate_unet(tiny_unet, max_frames=8))
     with pytest.raises(VidgenError, match="set one of them"):
@@ -203,11 +204,13 @@ def test_word_table_starts_at_nothing_and_gives_each_word_its_own_vector_whateve
     sample, timestep, tokens = inputs(3)
     n, d = tokens.shape[1:]
 
-    def codes(*ids):  # (b n d): the codes of TextEncoder.word_codes (d = 32: residues mod 15 and 17), zeros past the words
+    p, q = residue_moduli(d)  # 15 and 17
+
+    def codes(*ids):  # (b n d): the codes of TextEncoder.word_codes, zeros past the words
         out = torch.zeros(len(ids), n, d)
         for row, words in enumerate(ids):
             for place, word in enumerate(words):
-                out[row, place, word % 15] = out[row, place, 15 + word % 17] = 1
+                out[row, place, word % p] = out[row, place, p + word % q] = 1
         return out
 
     red = codes([3, 7, 40], [3, 7, 41])  # "a red ... left", "a red ... right"
@@ -224,8 +227,10 @@ def test_word_table_starts_at_nothing_and_gives_each_word_its_own_vector_whateve
     assert torch.allclose(table(blue) - table(blue.flip(0)), left_minus_right, atol=1e-6)
     assert torch.allclose(table(codes([40, 3, 7], [41, 7, 3])), table(red), atol=1e-6)
     weight = table.table.weight  # (e d): a word's vector is its two columns
-    assert torch.allclose(left_minus_right[0], weight[:, 40 % 15] + weight[:, 15 + 40 % 17]
-                          - weight[:, 41 % 15] - weight[:, 15 + 41 % 17], atol=1e-6)
+    assert torch.allclose(left_minus_right[0], weight[:, 40 % p] + weight[:, p + 40 % q]
+                          - weight[:, 41 % p] - weight[:, p + 41 % q], atol=1e-6)
+    with pytest.raises(VidgenError, match="takes \\(b, 2n, d\\)"):  # the tokens alone: nothing to split
+        model(sample, timestep, tokens, fps=8)
     one_frame = sample[:, :, :1]  # images: no text embeddings, so the codes are unused
     assert torch.allclose(model(one_frame, timestep, torch.cat([tokens, red], dim=1)),
                           plain(one_frame, timestep, tokens), atol=1e-5)

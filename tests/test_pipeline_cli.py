@@ -80,6 +80,7 @@ def test_words_layout_is_the_tokens_in_context_then_each_token_alone(model, requ
     assert torch.equal(alone[0, left], alone[1, left])  # a token alone does not know the words around it ...
     assert not torch.allclose(in_context[0, left], in_context[1, left])  # ... in context it does
 
+
 @pytest.mark.parametrize("model", ["bert_text_model", "sd_image_model"])
 def test_word_codes_name_each_token_by_its_id_alone(model, request):
     text = TextEncoder.from_pretrained(request.getfixturevalue(model))
@@ -102,6 +103,9 @@ def test_word_codes_name_each_token_by_its_id_alone(model, request):
     assert torch.equal(codes[0].sum(0), codes[1].sum(0))  # the same words: the same bag
     with pytest.raises(VidgenError, match="words must be one of"):
         text.encode(prompts, words="letters")
+    half = TextEncoder.from_pretrained(request.getfixturevalue(model), dtype=torch.float16)
+    with torch.no_grad():  # 0s and 1s: the same codes in half precision
+        assert torch.equal(half.encode(prompts, words="ids")[:, text.max_length:].float(), codes)
 
 
 def test_vae_works_in_frame_chunks(sd_image_model):

@@ -31,7 +31,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: the base stage of {args.model} has no motion attention (it was trained with "
                          "model.motion_attention off)")
     with torch.no_grad():
-        text = pipe.encode_prompts(args.prompts)  # (b n d)
+        text = pipe.text_encoder.tokens_in_context(pipe.encode_prompts(args.prompts))  # (b n d): what the layers read
         print("coefficients per head, in the order", " ".join(MotionAttention.BASIS))
         for site, layer in layers.items():
             print(f"{site} (output weight mean |w| {layer.to_out.weight.abs().mean():.4f})")

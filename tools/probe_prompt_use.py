@@ -44,6 +44,7 @@ from diffusers import DDPMScheduler
 from vidgen.data.dataset import VideoClipDataset
 from vidgen.data.latent_cache import LatentCache
 from vidgen.data.manifest import read_manifest
+from vidgen.data.shapes import VOCABULARY
 from vidgen.diffusion.noise import frame_noise
 from vidgen.models import cascade
 from vidgen.pipeline import VideoPipeline
@@ -154,7 +155,7 @@ def print_query_reading(pipe: VideoPipeline, captions: list[str]) -> None:
         return
     text = pipe.encode_prompts(captions).float()
     n = pipe.text_encoder.max_length
-    read = text[:, n:] if unet.options.text_words else text  # what the queries see
+    read = text[:, n:] if unet.options.text_words else pipe.text_encoder.tokens_in_context(text)  # what the queries see
     weights = unet.text_queries.weights(read)  # (b q n)
     kinds = [CrossAttentionMass._kinds(pipe.text_encoder.tokenizer, caption) for caption in captions]
     order = ["color", "direction", "other words", "[CLS]", "[SEP]", "padding"]
@@ -175,8 +176,7 @@ def print_word_table(pipe: VideoPipeline) -> None:
     if unet.word_table is None:
         print("--word-table: this base stage has no word table (model.word_table)")
         return
-    slots = {"direction": list(OPPOSITES), "color": list(RECOLORED), "shape": ["circle", "square", "triangle"],
-             "background": ["black", "gray"]}
+    slots = {slot: list(VOCABULARY[slot]) for slot in ("direction", "color", "shape", "size", "background")}
     n = pipe.text_encoder.max_length
     empty = unet.word_table(pipe.encode_prompts([""])[:, n:].float())[0]  # [CLS] and [SEP] alone
     print("word table: |vector| per word; per slot, the mean distance between two of its words' vectors")

@@ -46,6 +46,13 @@ MODEL_DIR, TOKENIZER_DIR = "text_encoder", "tokenizer"
 WORD_LAYOUTS = ("embedding", "ids")  # what `encode(..., words=)` gives after the tokens in context
 
 
+def residue_moduli(width: int) -> tuple[int, int]:
+    """(p, q) for `TextEncoder.word_codes` of a `width`-wide encoder: coprime, p + q = width, p as
+    near width / 2 as that allows (for 384: 191 and 193)."""
+    p = next(p for p in range(width // 2, 0, -1) if math.gcd(p, width - p) == 1)
+    return p, width - p
+
+
 class TextEncoder(nn.Module):
     """A transformers text model with its tokenizer; `encode(prompts)` -> (b, n, d).
 
@@ -125,25 +132,26 @@ class TextEncoder(nn.Module):
 
     @property
     def residue_moduli(self) -> tuple[int, int]:
-        """(p, q): coprime, p + q = d, p as near d / 2 as that allows (for d = 384: 191 and 193)."""
-        d = self.hidden_size
-        p = next(p for p in range(d // 2, 0, -1) if math.gcd(p, d - p) == 1)
-        return p, d - p
+        """(p, q) of `word_codes` for this encoder's width (`residue_moduli`)."""
+        return residue_moduli(self.hidden_size)
 
     def word_codes(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(b, n) token ids -> (b, n, d) codes: a one at (id mod p) and one at p + (id mod q).
 
         By the Chinese remainder theorem two ids below p * q (36863 for d = 384, past the
         30522 words of MiniLM's vocabulary) never share both residues, so the code names the
-        token exactly, in a few bits that survive half precision, and a linear map of it is a
-        learned vector for each word (two columns of the map, summed). The tokenizer's own
-        ids are all that is read: no position, no context, no other word.
+        token exactly, in 0s and 1s that half precision keeps. A linear map of it gives each word
+        the sum of two columns, one per residue, as in the quotient-remainder trick for embedding
+        tables (Shi et al. 2020): two words share a column where one residue agrees (among the
+        shapes words in MiniLM's tokenizer "red" shares one with [CLS], "yellow" one with
+        "triangle"), never both. The tokenizer's own ids are all that is read: no position, no
+        context, no other word.
         """
         p, q = self.residue_moduli
-        if self.tokenizer.vocab_size > p * q and not self._warned_codes:
+        if len(self.tokenizer) > p * q and not self._warned_codes:
             self._warned_codes = True
             logger.warning("the word codes of a %d-wide encoder tell apart %d ids, and the vocabulary has %d: "
-                           "some words share a code", self.hidden_size, p * q, self.tokenizer.vocab_size)
+                           "some words share a code", self.hidden_size, p * q, len(self.tokenizer))
         codes = torch.zeros(*input_ids.shape, self.hidden_size, device=input_ids.device)
         codes.scatter_(-1, (input_ids % p)[..., None], 1.0)
         codes.scatter_(-1, (p + input_ids % q)[..., None], 1.0)

@@ -285,7 +285,7 @@ class VideoUNet(nn.Module):
         self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
                              if options.text_queries else None)
         self.text_bag = TextBagEmbedding(unet.config.cross_attention_dim, time_dim) if options.text_bag else None
-        self.word_table = (WordTableEmbedding(unet.config.cross_attention_dim, time_dim)
+        self.word_table = (WordTableEmbedding(unet.config.cross_attention_dim, time_dim)  # codes as wide as the text
                            if options.word_table else None)
         self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
         if options.text_words and self.text_queries is None and self.text_bag is None:
@@ -295,7 +295,7 @@ class VideoUNet(nn.Module):
         if options.text_words and options.word_table:
             raise VidgenError("text_words and word_table each need the second half of the prompt (the words from "
                               "the embedding layer, or the word ids' codes): set one of them (in training, "
-                              "model.text_words or model.word_table)")
+                              "model.text_words or model.word_table, either of which model.pretrained may already have)")
         unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
                                                            self.text_embedding, (self.text_queries, self.text_bag),
                                                            self.word_table))
@@ -339,10 +339,14 @@ class VideoUNet(nn.Module):
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
         words, word_codes = encoder_hidden_states, None  # what the text queries and bag read; the word table
         if self.options.words is not None:
+            if encoder_hidden_states.shape[1] % 2:
+                raise VidgenError(f"this U-Net reads the prompt word by word and takes (b, 2n, d), the tokens in context "
+                                  f"then {self.options.words}, got {encoder_hidden_states.shape[1]} tokens: encode "
+                                  f"prompts with TextEncoder.encode(..., words={self.options.words!r})")
             encoder_hidden_states, second_half = encoder_hidden_states.chunk(2, dim=1)  # (b n d) each
             if self.options.text_words:
                 words = second_half
-            else:
+            elif self.options.word_table:
                 words, word_codes = encoder_hidden_states, second_half
         if temporal and self.frame_prompt is not None:
             cond = rearrange(self.frame_prompt(encoder_hidden_states, f), "b f n d -> (b f) n d")
@@ -492,9 +496,9 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
 
 def with_options(base: VideoUNet, **changes) -> VideoUNet:
     """A new video U-Net with `base`'s weights (copied) and some inflation options changed:
-    what the change adds (extra inputs, conditions, the text embedding, the frame prompt, the temporal
-    text cross-attention) starts
-    where it adds nothing, so the new network computes what `base` did until trained."""
+    what the change adds (extra inputs, conditions, the text embedding, queries, bag or word table,
+    the frame prompt, the temporal text cross-attention, the motion attention) starts where it adds
+    nothing, so the new network computes what `base` did until trained."""
     unet2d = UNet2DConditionModel.from_config(base.unet.config)
     unet2d.load_state_dict(base.unet.state_dict())
     options = _options("with_options", **{**dataclasses.asdict(base.options), **changes})

@@ -222,20 +222,22 @@ class TextBagEmbedding(nn.Module):
 class WordTableEmbedding(nn.Module):
     """The prompt as a bag of word ids -> a vector added to the time embedding of video clips.
 
-    Every word of the vocabulary has a learned vector of its own, started at zero; the prompt's
-    vectors are summed (a bag of words, as in fastText, Joulin et al. 2017) and added to the time
-    embedding. It reads the word codes of `TextEncoder.word_codes` (the token ids, as one-hots of
-    their residues modulo two coprime numbers), so the table is one linear map without bias: a
-    word's vector is two of its columns. Unlike every pooling of the encoder's features it takes
-    no input the other words can swamp: the gradient that reaches the vector of "left" comes from
-    the clips whose prompt says "left", as the clean direction code of tools/oracle_direction.py
-    gets its own, which bound on the anchored shapes base where the bag of MiniLM features
-    (`TextBagEmbedding`) carried a constant and nothing that depended on the words.
+    Each word id has a learned vector, started at zero; the prompt's vectors are summed (a bag of
+    words, as in fastText, Joulin et al. 2017) and added to the time embedding. It reads the word
+    codes of `TextEncoder.word_codes` (each token id as one-hots of its residues modulo two
+    coprime numbers, as wide as the text encoder), so the table is one linear map without bias
+    and a word's vector is the sum of its two columns (the quotient-remainder trick; words that
+    share one residue share that column). The reason for it: on the anchored shapes base a clean
+    direction code added to the time embedding began to bind within 600 steps
+    (tools/oracle_direction.py), while a bag of the encoder's features (`TextBagEmbedding`)
+    learned one constant for every prompt. Here, as for the code, only the clips whose prompt
+    says "left" train the columns of "left" (neither is shared in MiniLM's vocabulary), and no
+    other word's features can swamp its input.
     """
 
-    def __init__(self, text_dim: int, time_embed_dim: int):
+    def __init__(self, code_dim: int, time_embed_dim: int):
         super().__init__()
-        self.table = nn.Linear(text_dim, time_embed_dim, bias=False)
+        self.table = nn.Linear(code_dim, time_embed_dim, bias=False)  # code_dim: the text encoder's width
         nn.init.zeros_(self.table.weight)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:  # (b n d) word codes -> (b e)
