@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vidgen.cli import main
+from vidgen.data.reader import read_frames
 from vidgen.data.shapes import COLORS, HELDOUT, SLOTS, TRIPLE, parse_prompt, render_clip, sample_clip
 from vidgen.evaluation import (METRICS, EvalPrompt, eval_prompts, evaluate, format_table, judge_prompt,
                                summarize)
@@ -176,6 +177,7 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
         "model": str(video_model), "steps": 2, "frames": 4, "height": 32, "width": 32, "seed": 1, "batch_size": 3,
         "prompts": {"seen": 2, "heldout": 2}}
     assert report["settings"]["guidance"] == 7.5 and "vidgen_version" in report["settings"]
+    assert (report["settings"]["scheduler"], report["settings"]["eta"]) == ("ddim", 0.0)
     assert report["settings"]["stages"] == ["base"] and report["settings"]["keyframes"] == 4
     assert [report["groups"][g]["clips"] for g in ("seen", "heldout")] == [2, 2]
     assert len(report["clips"]) == 4 and len(list((tmp_path / "clips").glob("*.mp4"))) == 4
@@ -183,6 +185,24 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
     printed = capsys.readouterr().out
     assert "seen (2 clips)" in printed and "heldout (2 clips)" in printed and "all" in printed
     assert f"wrote {out}" in printed
+
+
+def test_eval_shapes_samples_with_the_scheduler_and_eta_it_is_given(video_model, tmp_path, capsys):
+    def clips(*flags):
+        out = tmp_path / "-".join(flags or ("plain",))
+        assert main(["eval", "shapes", "--model", str(video_model), "--n", "1", "--steps", "3", "--frames", "4",
+                     "-o", str(out / "r.json"), "--save-clips", str(out), "--no-progress", *flags]) == 0
+        return json.loads((out / "r.json").read_text())["settings"], read_frames(next(out.glob("*.mp4")))
+
+    plain_settings, plain = clips()
+    settings, stochastic = clips("--eta", "1")
+    assert settings["eta"] == 1.0 and not np.array_equal(stochastic, plain)  # fresh noise at every step
+    settings, euler = clips("--scheduler", "euler")
+    assert settings["scheduler"] == "euler" and not np.array_equal(euler, plain)
+    assert "euler 3 steps, eta 0" in capsys.readouterr().out
+    assert main(["eval", "shapes", "--model", str(video_model), "--n", "1", "--scheduler", "euler", "--eta", "1",
+                 "-o", str(tmp_path / "x.json")]) == 2
+    assert "eta=1.0 is a DDIM setting" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 def test_eval_shapes_says_what_is_missing(tmp_path, capsys, monkeypatch):
