@@ -410,6 +410,31 @@ def test_a_resume_under_other_lr_multipliers_is_refused_naming_both(chain, tmp_p
     assert checkpoint_steps(run) == [3]  # nothing trained or written past the checkpoint
 
 
+def test_a_stop_signal_is_kept_until_the_loop_checks_even_where_it_lands_in_a_destructor():
+    from vidgen.errors import Terminated
+    from vidgen.training.loop import StopSignals
+
+    class SignalsWhileCollected:  # what decord's VideoReader.__del__ did: the signal arrived inside it
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
+    restore = stop.install()
+    try:
+        SignalsWhileCollected()  # collected at once; an exception raised in __del__ would be printed and lost
+        time.sleep(0.01)
+        with pytest.raises(Terminated):
+            stop.check()
+        with pytest.raises(KeyboardInterrupt):  # a second signal does not wait for the loop
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) is before
+    StopSignals().check()  # nothing received, nothing raised
+
+
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, tmp_path, capsys, signum, code, said):
     run = tmp_path / "interrupted"

@@ -67,18 +67,40 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def catch_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into `Terminated` until the returned function is called, so a killed run saves
-    a checkpoint first. (Runs started in the background with `&` ignore SIGINT, so SIGTERM is
-    how one stops them.)"""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (`kill`, `timeout`, a scheduler's preemption), noted when they
+    arrive and acted on between training steps, where `check` raises KeyboardInterrupt or
+    `Terminated` and the run saves a checkpoint. An exception raised by the handler itself could
+    land anywhere, and where it lands inside a destructor Python prints it and carries on (seen:
+    in decord's VideoReader.__del__, the run went on training). A second signal raises at once, so
+    a run stuck outside the loop can still be stopped. (Runs started in the background with `&`
+    ignore SIGINT, so SIGTERM is how one stops them.)"""
 
-    def handler(signum, frame):
-        raise Terminated()
+    EXCEPTIONS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated}
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    def __init__(self):
+        self.received: int | None = None
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            raise self.EXCEPTIONS[signum]()
+        self.received = signum
+
+    def install(self) -> Callable[[], None]:
+        """Handle both signals until the returned function is called (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {signum: signal.signal(signum, self._handler) for signum in self.EXCEPTIONS}
+
+        def restore():
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise self.EXCEPTIONS[self.received]()
 
 
 class RunLog:
@@ -276,7 +298,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         raise VidgenError(f"the manifest gives no batch of {cfg.train.batch_size} clips: lower train.batch_size")
     skipped_total, started, window_start, window_samples, losses = 0, time.perf_counter(), time.perf_counter(), 0, []
     last_saved = step if resume_from is not None else -1
-    restore_sigterm = catch_sigterm()
+    stop = StopSignals()
+    restore_signals = stop.install()
     try:
         while step < cfg.train.max_steps:
             epoch, into_epoch = divmod(micro, batches_per_epoch)
@@ -284,6 +307,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             dataset.set_epoch(epoch)
             epoch_loader = accelerator.skip_first_batches(loader, into_epoch) if into_epoch else loader
             for batch in epoch_loader:
+                stop.check()  # between steps: the last one is whole (and saved where it was due)
                 micro += 1
                 skipped_total += len(batch["skipped"])
                 for skipped in batch["skipped"]:
@@ -329,6 +353,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                     stage.preview(accelerator.unwrap_model(model), out / "previews" / f"step-{step:08d}", cfg.train.preview_prompts)
                 if step >= cfg.train.max_steps:
                     break
+                stop.check()
     except KeyboardInterrupt:
         if step > 0 and step != last_saved:
             accelerator.print(f"\ninterrupted: saving a checkpoint at step {step}")
@@ -336,7 +361,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         accelerator.print(f"resume with: vidgen train {out / 'config.yaml'} (train.resume=auto)")
         raise
     finally:
-        restore_sigterm()
+        restore_signals()
         bar.close()
         log.close()
     if step != last_saved:
