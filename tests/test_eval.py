@@ -135,6 +135,24 @@ def test_wrong_clips_lower_their_slot_by_exactly_their_number(prompts):
     assert "no straight motion" in failures[4] and "color jumps" in failures[N + 3]
 
 
+def test_travel_is_measured_along_the_asked_direction_from_the_clips(prompts):
+    seen = [p for p in prompts if p.group == "seen"]
+    right = evaluate(renderer(), seen, progress=False)
+    # The first quarter of the frames to the last covers about 3/4 of the clip's 30-45 % of the side.
+    assert all(0.15 < c["travel"] < 0.45 for c in right["clips"])
+    for c in right["clips"]:
+        dx, dy = c["displacement"]
+        assert c["travel"] == pytest.approx(max(abs(dx), abs(dy)))  # all of it along the asked axis
+    backwards = evaluate(renderer({0: "direction"}), seen, progress=False)
+    assert backwards["clips"][0]["travel"] == pytest.approx(-right["clips"][0]["travel"], abs=0.02)
+    static = evaluate(renderer({0: "static"}), seen, progress=False)
+    assert abs(static["clips"][0]["travel"]) < 0.02
+    assert backwards["groups"]["seen"]["travel"]["asked_way"] == {"accuracy": (N - 1) / N, "correct": N - 1, "scored": N}
+    assert right["groups"]["seen"]["travel"]["median"] == pytest.approx(np.median([c["travel"] for c in right["clips"]]))
+    table = {line.split()[0]: line for line in format_table(backwards).splitlines()[1:]}
+    assert f"({N - 1}/{N})" in table["asked"] and "of the side (median)" in table["travel"]
+
+
 def test_size_and_background_are_scored_only_where_named_and_the_table_shows_it():
     prompts = [EvalPrompt("a red circle moving left", "seen"), EvalPrompt("a blue square moving up", "seen")]
     report = evaluate(renderer({1: "direction"}), prompts, progress=False)
@@ -144,7 +162,7 @@ def test_size_and_background_are_scored_only_where_named_and_the_table_shows_it(
     table = format_table(report).splitlines()
     assert table[0].split() == ["seen", "(2", "clips)"]
     rows = {line.split()[0]: line.split()[1:] for line in table[1:]}
-    assert list(rows) == list(METRICS)
+    assert list(rows) == [*METRICS, "asked", "travel"]
     assert rows["size"] == ["-"] and rows["color"] == ["100.0%", "(2/2)"] and rows["direction"] == ["50.0%", "(1/2)"]
 
 

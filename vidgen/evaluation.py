@@ -33,6 +33,8 @@ from .video_io import save_video
 
 GROUPS = ("seen", "heldout")  # report groups, in table order
 RULES = ("steady", "one_object")  # clip-wide rules of the judge, scored on every clip
+# The unit vector of each direction in the judge's displacement (x right, y down, in frame sides).
+DIRECTION_AXES = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 METRICS = (*SLOTS, *RULES, "all")  # "all": the clip obeys the whole prompt
 CAPTION_DROP = 0.5  # chance that a prompt leaves out the size phrase, and apart from it the background phrase
 DEFAULT_FPS = 24.0  # SHAPES_WORLD.md: native frame rate of the world
@@ -89,6 +91,8 @@ def judge_prompt(video, prompt: str) -> dict:
     (`correct`), the clip-wide rules, whether it obeys the whole prompt, and every failure."""
     judgement = judge_clip(video)
     asked = {slot: word for slot, word in parse_prompt(prompt).items() if word is not None}
+    dx, dy = judgement.displacement
+    axis = DIRECTION_AXES.get(asked.get("direction"))
     return {
         "prompt": prompt,
         "asked": asked,
@@ -97,6 +101,10 @@ def judge_prompt(video, prompt: str) -> dict:
         **{rule: getattr(judgement, rule) for rule in RULES},
         "obeys": judgement.obeys(asked),
         "failures": judgement.failures(asked),
+        # How far the centre went, first quarter of the frames to the last, in frame sides: (x, y)
+        # and along the asked direction (negative: the other way; None where none is asked).
+        "displacement": [dx, dy],
+        "travel": None if axis is None else axis[0] * dx + axis[1] * dy,
     }
 
 
@@ -115,15 +123,24 @@ def _outcomes(record: dict, metric: str) -> list[bool]:
     return [record["obeys"] if metric == "all" else record[metric]]
 
 
+def _travel(records: list[dict]) -> dict:
+    """The median travel along the asked direction (in frame sides) and the share of clips that
+    went the asked way at all, over the clips whose prompt names a direction."""
+    travels = [r["travel"] for r in records if r.get("travel") is not None]
+    return {"median": float(np.median(travels)) if travels else None, "asked_way": _metric([t > 0 for t in travels])}
+
+
 def summarize(records: list[dict]) -> dict:
-    """Per group present among the records: its clip count and, for every metric of METRICS, the
-    accuracy over the clips where it is scored (size and background: where the prompt names them)."""
+    """Per group present among the records: its clip count; for every metric of METRICS, the
+    accuracy over the clips where it is scored (size and background: where the prompt names them);
+    and how far the objects went the asked way (`_travel`)."""
     summary = {}
     for group in GROUPS:
         mine = [r for r in records if r["group"] == group]
         if mine:
             summary[group] = {"clips": len(mine),
-                              "metrics": {m: _metric([o for r in mine for o in _outcomes(r, m)]) for m in METRICS}}
+                              "metrics": {m: _metric([o for r in mine for o in _outcomes(r, m)]) for m in METRICS},
+                              "travel": _travel(mine)}
     return summary
 
 
@@ -212,11 +229,18 @@ def _cell(metric: dict) -> str:
     return f"{100 * metric['accuracy']:5.1f}% ({metric['correct']}/{metric['scored']})"
 
 
+def _median(travel: float | None) -> str:
+    return "-" if travel is None else f"{100 * travel:+5.1f}% of the side (median)"
+
+
 def format_table(report: dict) -> str:
     """Plain-text table: a row per metric (the five slots, steady, one_object, all), a column per
-    group, each cell the accuracy in percent with correct/scored clips ('-' where none is scored)."""
+    group, each cell the accuracy in percent with correct/scored clips ('-' where none is scored);
+    then the share of clips that moved the asked way at all and the median travel that way."""
     groups = report["groups"]
     rows = [["", *(f"{g} ({groups[g]['clips']} clips)" for g in groups)]]
     rows += [[m, *(_cell(groups[g]["metrics"][m]) for g in groups)] for m in METRICS]
+    rows += [["asked way", *(_cell(groups[g]["travel"]["asked_way"]) for g in groups)],
+             ["travel", *(_median(groups[g]["travel"]["median"]) for g in groups)]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
