@@ -6,14 +6,17 @@ clips listed 6 times, posterior means), with one more condition: the clip's dire
 slot from the manifest (none/left/right/up/down, as 0-4 x 100), embedded like fps and added to
 the time embedding, given only where the caption is kept. Then it compares the noise-prediction
 error under the true code, the opposite one and none on 24 captioned clips, at the same noise.
-Nothing is saved: this measures whether the objective teaches a model to use a direction it is
-handed, not how to make one. An anchored base (model.image_conditioning) reads its anchor frame as
+The model is not saved: this measures whether the objective teaches a model to use a direction it
+is handed, not how to make one. With --eval N it then samples N seen prompts with the base stage,
+the true code handed in and then none, and judges the clips as `vidgen eval shapes` does: does a
+code the network uses steer the motion it draws? An anchored base (model.image_conditioning) reads its anchor frame as
 in training, where the direction is worth most (tools/direction_value.py).
 
     python tools/oracle_direction.py --model runs/shapes/video-rep/model \
-        --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 700
+        --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 700 [--eval 16]
 """
 import argparse
+import json
 import time
 
 import torch
@@ -34,6 +37,11 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--model", required=True); parser.add_argument("--manifest", required=True)
 parser.add_argument("--latent-cache", required=True); parser.add_argument("--steps", type=int, default=700)
 parser.add_argument("--config", default="configs/shapes/video.yaml", help="the video stage's training config")
+parser.add_argument("--eval", type=int, default=0, metavar="N",
+                    help="then generate N seen prompts with the base stage, the true code handed in, and judge them "
+                    "(vidgen eval shapes --stages base --steps 25, seed 0): does a bound code steer the sampled motion?")
+parser.add_argument("--eval-report", default="oracle_eval", metavar="PREFIX",
+                    help="--eval writes its reports to PREFIX-code.json and PREFIX-none.json (default oracle_eval)")
 args = parser.parse_args(); steps = args.steps; torch.manual_seed(0)
 cfg = load_config(RunConfig, args.config, ["data.captioned_repeat=6", "data.posterior=mean"])
 d, m = cfg.data, cfg.model
@@ -92,3 +100,43 @@ with torch.no_grad():
             pred = torch.cat([model(unet_input(x_t[i:i+8], x0[i:i+8]), tt[i:i+8], embed(caps[i:i+8]), fps=fps[i:i+8], conditions={"direction": c[i:i+8] * 100}) for i in range(0, len(items), 8)])
             errs[name] = ((pred - noise) ** 2).mean().item()
         print(f"t={t}: true {errs['true']:.6f}, opposite code {100*(errs['opposite']/errs['true']-1):+.2f} %, no code {100*(errs['none']/errs['true']-1):+.2f} %", flush=True)
+
+if args.eval:
+    # The pipeline stacks guidance as [unconditional, conditional]: the unconditional half gets no code,
+    # as the clips whose caption was dropped in training.
+    from vidgen.evaluation import evaluate_model, format_table
+
+    class HandedCode(torch.nn.Module):
+        """The trained base with each prompt's direction code handed in at every call."""
+
+        def __init__(self, unet):
+            super().__init__()
+            self.unet, self.options, self.codes = unet, unet.options, None
+
+        def forward(self, x, t, text, fps=None):
+            b = self.codes.shape[0]
+            code = self.codes if x.shape[0] == b else torch.cat([torch.zeros(x.shape[0] - b), self.codes])
+            return self.unet(x, t, text, fps=fps, conditions={"direction": code * 100})
+
+    class Steered:
+        """The pipeline, with the codes of each batch's prompts set before it runs."""
+
+        def __init__(self, pipe, base, handed):
+            self.pipe, self.base, self.handed = pipe, base, handed
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+        def __call__(self, texts, **kwargs):
+            self.base.codes = torch.tensor([next((c for w, c in CODE.items() if w and f"moving {w}" in t), 0)
+                                            for t in texts], dtype=torch.float32) * self.handed
+            return self.pipe(texts, **kwargs)
+
+    base = HandedCode(model.eval())
+    pipe.set_stage("base", base)
+    for handed in (True, False):  # the same model and noise, with the true code and with none
+        with torch.no_grad():
+            report = evaluate_model(Steered(pipe, base, handed), n=args.eval, steps=25, stages=["base"], progress=False)
+        print(f"sampled with {'the true code' if handed else 'no code'}:\n{format_table(report)}", flush=True)
+        with open(f"{args.eval_report}-{'code' if handed else 'none'}.json", "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
