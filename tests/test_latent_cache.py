@@ -74,3 +74,32 @@ def test_the_same_vae_loaded_from_another_folder_reuses_the_cache(tmp_path):
     first, copied = AutoencoderKL.from_pretrained(tmp_path / "a"), AutoencoderKL.from_pretrained(tmp_path / "model" / "vae")
     assert first.config._name_or_path != copied.config._name_or_path
     assert vae_fingerprint(first, 32) == vae_fingerprint(copied, 32)
+
+
+def test_time_reversal_plays_captioned_clips_backwards_with_their_motion_words_swapped(tmp_path):
+    video = make_mp4(tmp_path / "a.mp4", n=12, fps=12, height=32, width=32)
+    records = [{"path": str(video), "caption": "a red circle moving left"}, {"path": str(video), "caption": "a red circle"},
+               {"path": str(video)}]
+    cache = build_latent_cache(records[:1], make_vae(), size=32, folder=tmp_path / "cache", progress=False)
+    mean, _ = cache.load(str(video))
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    plain = VideoClipDataset(records, num_frames=4, size=32, stride=2, latent_cache=cache)
+    reversing = VideoClipDataset(records, num_frames=4, size=32, stride=2, latent_cache=cache, time_reverse=opposite)
+    seen = set()
+    for epoch in range(12):
+        plain.set_epoch(epoch)
+        reversing.set_epoch(epoch)
+        for i, record in enumerate(records):
+            before, after = plain[i], reversing[i]
+            if after["caption"] == "a red circle moving right":  # reversed: the same frames, last first
+                assert torch.equal(after["latent_mean"], before["latent_mean"].flip(1))
+                assert torch.equal(after["latent_std"], before["latent_std"].flip(1))
+                seen.add("reversed")
+            else:  # kept as it was, as every clip whose caption names no motion word
+                assert after["caption"] == record.get("caption", "")
+                assert torch.equal(after["latent_mean"], before["latent_mean"])
+                seen.add("kept" if i == 0 else "no motion word")
+    assert seen == {"reversed", "kept", "no motion word"}  # about half of the epochs each for the first clip
+    starts = [s for s in range(6) if torch.equal(reversing[0]["latent_mean"].flip(1), mean[:, [s, s + 2, s + 4, s + 6]])
+              or torch.equal(reversing[0]["latent_mean"], mean[:, [s, s + 2, s + 4, s + 6]])]
+    assert len(starts) == 1

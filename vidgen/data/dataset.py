@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import re
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -35,6 +37,9 @@ class VideoClipDataset(Dataset):
 
     With a `latent_cache` the same frames are taken from the cache instead of the video file, and
     an item holds "latent_mean" and "latent_std", (c f h w) each, in place of "video".
+
+    With `time_reverse`, a map of caption words (see `TimeReversal`), a clip whose caption names one
+    of its words is played backwards half of the time, those words swapped in its caption.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class VideoClipDataset(Dataset):
         seed: int = 0,
         latent_cache: LatentCache | None = None,
         low_res_cache: LatentCache | None = None,
+        time_reverse: dict[str, str] | None = None,
     ):
         if fps_range is not None and not 0 < fps_range[0] <= fps_range[1]:
             raise VidgenError(f"fps_range must be (low, high) with 0 < low <= high, got {fps_range}")
@@ -57,6 +63,7 @@ class VideoClipDataset(Dataset):
         if low_res_cache is not None and latent_cache is None:
             raise VidgenError("a low-resolution latent cache is read alongside a latent cache: give both")
         self.latent_cache, self.low_res_cache = latent_cache, low_res_cache
+        self.time_reversal = TimeReversal(time_reverse) if time_reverse else None
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -72,12 +79,16 @@ class VideoClipDataset(Dataset):
         item = {"caption": record.get("caption") or "", "path": record["path"]}
         try:
             if self.latent_cache is not None:
-                return {**item, **self._cached(record["path"], fps, rng)}
-            clip = sample_clip(record["path"], self.num_frames, self.size, fps=fps,
-                               stride=None if fps else self.stride, short_clip=self.short_clip, rng=rng)
+                item.update(self._cached(record["path"], fps, rng))
+            else:
+                clip = sample_clip(record["path"], self.num_frames, self.size, fps=fps,
+                                   stride=None if fps else self.stride, short_clip=self.short_clip, rng=rng)
+                item.update(video=clip.video, fps=clip.fps)
         except VidgenError as exc:  # VideoReadError, ClipTooShortError, an fps the file cannot give
             return SkippedSample(record["path"], str(exc))
-        return {**item, "video": clip.video, "fps": clip.fps}
+        if self.time_reversal is not None and self.time_reversal.applies(item["caption"]) and rng.random() < 0.5:
+            item = self.time_reversal(item)
+        return item
 
     def _cached(self, path: str, fps: float | None, rng: np.random.Generator) -> dict:
         entry = self.latent_cache.entry(path)
@@ -91,6 +102,36 @@ class VideoClipDataset(Dataset):
             low_mean, low_std = self.low_res_cache.load(path)  # (c F h' w') each
             item.update(low_latent_mean=low_mean[:, indices], low_latent_std=low_std[:, indices])
         return item
+
+
+class TimeReversal:
+    """A clip played backwards, with the words of its caption that name a motion swapped for their
+    opposites: `{"left": "right", "right": "left", "up": "down", "down": "up"}` turns "a red circle
+    moving left" backwards into "a red circle moving right". Where a corpus's motions are
+    reversible (in the shapes world every clip is, SHAPES_WORLD.md), each captioned clip then also
+    comes as its mirror in time, and the pair differs only in the motion words and the order of
+    the frames: nothing but those words can tell the model which way the clip runs. The map must
+    send every word to one that maps back (a reversed clip reversed again is the clip)."""
+
+    def __init__(self, words: dict[str, str]):
+        for word, opposite in words.items():
+            if words.get(opposite) != word:
+                raise VidgenError(f"data.time_reverse maps {word!r} to {opposite!r}, which must map back to {word!r} "
+                                  f"(it maps to {words.get(opposite)!r}): give both directions, e.g. "
+                                  f"{{{word}: {opposite}, {opposite}: {word}}}")
+        self.words = dict(words)
+        self.pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b")
+
+    def applies(self, caption: str) -> bool:
+        return bool(caption) and self.pattern.search(caption) is not None
+
+    def caption(self, caption: str) -> str:
+        return self.pattern.sub(lambda m: self.words[m.group(1)], caption)
+
+    def __call__(self, item: dict) -> dict:
+        frames = {key: item[key].flip(1) for key in ("video", "latent_mean", "latent_std", "low_latent_mean",
+                                                       "low_latent_std") if key in item}  # (c f h w): f reversed
+        return {**item, **frames, "caption": self.caption(item["caption"])}
 
 
 def collate_clips(items: list) -> dict:

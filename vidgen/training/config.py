@@ -35,6 +35,11 @@ class DataConfig:
     # Times each clip that keeps its caption is listed per epoch: labeled video then weighs more in
     # a batch (word-motion binding learns from it alone) without more captions being revealed.
     captioned_repeat: int = 1
+    # Caption words that name a motion, each mapped to its opposite (e.g. {left: right, right: left,
+    # up: down, down: up}): a clip whose caption names one is played backwards half of the time,
+    # those words swapped (vidgen.data.dataset.TimeReversal), for corpora whose motions are
+    # reversible. Empty: off.
+    time_reverse: dict[str, str] = field(default_factory=dict)
     # How a clip's latents come from the VAE posterior: "sample" (a draw, what encoding gives) or
     # "mean" (its mean: the posterior noise, which the decoder discards, is left out of the
     # diffusion target; see vidgen.training.stages.DiffusionStage.posterior_latents).

@@ -186,6 +186,9 @@ def _check(cfg: RunConfig) -> None:
     if m.image_conditioning and cfg.stage != "video":
         raise VidgenError(f"model.image_conditioning gives the video stage its anchor frame, not the {cfg.stage} stage "
                           f"(interp and sr keep the base stage their model.pretrained has): remove it")
+    if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
+        raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
+                          f"leave it empty here")
     if not 0.0 <= m.anchor_position <= 1.0:
         raise VidgenError(f"model.anchor_position is a place in the clip, from 0 (first frame) to 1 (last), "
                           f"got {m.anchor_position}")

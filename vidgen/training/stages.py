@@ -85,7 +85,7 @@ class Stage:
         fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
         return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
                                 short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache,
-                                low_res_cache=self.low_res_cache)
+                                low_res_cache=self.low_res_cache, time_reverse=dict(d.time_reverse) or None)
 
     def use_latent_cache(self, folder: str, progress: bool = True) -> None:
         raise VidgenError(f"the {self.cfg.stage} stage reads frames, not latents: leave data.latent_cache empty")
