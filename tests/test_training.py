@@ -526,6 +526,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("data.captioned_repeat=0", "data.captioned_repeat must be a whole number >= 1"),
     ("data.time_reverse.left=right", "maps 'left' to 'right', which must map back to 'left'"),
     ("stage=image data.time_reverse.left=right data.time_reverse.right=left", "the image stage trains on single frames"),
+    ("stage=image", "is a vidgen video model; the image stage trains a text-to-image U-Net"),
     ("model.caption_contrast=-1", "model.caption_contrast must be >= 0"),
     ("model.caption_contrast=1 model.caption_contrast_scale=0", "model.caption_contrast_scale > 0"),
     ("stage=interp model.caption_contrast=1", "model.caption_contrast trains the video stage's reading of captions"),

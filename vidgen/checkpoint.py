@@ -219,3 +219,14 @@ def read_model_index(folder: str | os.PathLike) -> ModelIndex:
                               f"{__version__} reads ({FORMAT!r} up to version {FORMAT_VERSION}); upgrade vidgen")
     check_model_index(index, str(path))
     return index
+
+
+def load_diffusers(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None):
+    """A diffusers model (`cls`: UNet2DConditionModel, AutoencoderKL, ...) from a folder in diffusers'
+    layout, from safetensors weights only (never a pickled .bin); anything else is a CheckpointError
+    that names the folder."""
+    try:
+        return cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {exc} "
+                              f"(vidgen needs diffusers folders with safetensors weights)") from None

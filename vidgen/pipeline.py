@@ -26,7 +26,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import __version__
-from .checkpoint import CheckpointError, GenerationDefaults, ModelIndex, read_model_index, write_model_index
+from .checkpoint import (CheckpointError, GenerationDefaults, ModelIndex, load_diffusers, read_model_index,
+                         write_model_index)
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
@@ -43,14 +44,6 @@ from .video_io import to_uint8_frames
 STAGES = ("base", "interp", "sr")  # the stages this version runs, in cascade order
 OUTPUT_TYPES = ("np", "pt")
 IMAGE_MODEL_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # a diffusers text-to-image folder
-
-
-def _load_diffusers(cls, folder: Path, dtype: torch.dtype | None = None):
-    try:
-        return cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {exc} "
-                              f"(vidgen needs diffusers folders with safetensors weights)") from None
 
 
 def _as_list(prompt: str | Sequence[str]) -> list[str]:
@@ -105,8 +98,8 @@ class VideoPipeline:
         stages = {name: VideoUNet.from_pretrained(folder / sub, dtype) for name, sub in index.stages.items()}
         image_unet = None
         if index.anchor.image_model:
-            image_unet = _load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)
-        vae = _load_diffusers(AutoencoderKL, folder / "vae", dtype)
+            image_unet = load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)
+        vae = load_diffusers(AutoencoderKL, folder / "vae", dtype)
         if index.text_encoder:
             text_encoder = TextEncoder.from_pretrained(resolve_text_encoder(index.text_encoder), dtype,
                                                        max_length=index.text_max_length or None)
@@ -130,8 +123,8 @@ class VideoPipeline:
         if missing:
             raise CheckpointError(f"{folder} is not a diffusers text-to-image folder: it lacks {', '.join(missing)}/ "
                                   f"(expected unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-        unet = inflate_unet(_load_diffusers(UNet2DConditionModel, folder / "unet", dtype), **inflate_options)
-        vae = _load_diffusers(AutoencoderKL, folder / "vae", dtype)
+        unet = inflate_unet(load_diffusers(UNet2DConditionModel, folder / "unet", dtype), **inflate_options)
+        vae = load_diffusers(AutoencoderKL, folder / "vae", dtype)
         if defaults is None:
             size = unet.unet.config.sample_size
             height, width = (size, size) if isinstance(size, int) else size

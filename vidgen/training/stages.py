@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from ..checkpoint import load_diffusers
 from ..data.dataset import VideoClipDataset
 from ..data.latent_cache import LatentCache, build_latent_cache
 from ..data.manifest import read_manifest
@@ -116,7 +117,7 @@ class VaeStage(Stage):
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
         m = cfg.model
-        vae = AutoencoderKL.from_pretrained(m.pretrained) if m.pretrained else AutoencoderKL(**m.autoencoder)
+        vae = load_diffusers(AutoencoderKL, m.pretrained) if m.pretrained else AutoencoderKL(**m.autoencoder)
         self.model = AutoencoderWithKL(vae.to(device))
         self.latent_std = None  # running estimate, becomes the exported scaling factor
 
@@ -206,10 +207,13 @@ class ImageStage(DiffusionStage):
             text = TextEncoder.from_pretrained(resolve_text_encoder(m.text_encoder))
         if m.text_max_length:  # short prompts need few tokens; the cross-attention cost grows with them
             text.max_length = text.tokenizer.model_max_length = m.text_max_length
-        vae = AutoencoderKL.from_pretrained(vae_dir)
+        vae = load_diffusers(AutoencoderKL, vae_dir)
         super().__init__(cfg, device, vae, text)
         if source:
-            unet = UNet2DConditionModel.from_pretrained(source / "unet")
+            if (source / "vidgen.json").is_file():
+                raise VidgenError(f"{source} is a vidgen video model; the image stage trains a text-to-image U-Net from a "
+                                  f"diffusers text-to-image folder (or from scratch): start the video stage from it instead")
+            unet = load_diffusers(UNet2DConditionModel, source / "unet")
         else:
             channels = vae.config.latent_channels
             unet = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels,
