@@ -28,13 +28,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .data.judge import judge_clip
-from .data.shapes import HELDOUT, SLOTS, TRIPLE, VOCABULARY, parse_prompt, sample_clip, training_caption
+from .data.shapes import DIRECTIONS, HELDOUT, SLOTS, TRIPLE, VOCABULARY, parse_prompt, sample_clip, training_caption
 from .video_io import save_video
 
 GROUPS = ("seen", "heldout")  # report groups, in table order
 RULES = ("steady", "one_object")  # clip-wide rules of the judge, scored on every clip
-# The unit vector of each direction in the judge's displacement (x right, y down, in frame sides).
-DIRECTION_AXES = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 METRICS = (*SLOTS, *RULES, "all")  # "all": the clip obeys the whole prompt
 CAPTION_DROP = 0.5  # chance that a prompt leaves out the size phrase, and apart from it the background phrase
 DEFAULT_FPS = 24.0  # SHAPES_WORLD.md: native frame rate of the world
@@ -92,7 +90,7 @@ def judge_prompt(video, prompt: str) -> dict:
     judgement = judge_clip(video)
     asked = {slot: word for slot, word in parse_prompt(prompt).items() if word is not None}
     dx, dy = judgement.displacement
-    axis = DIRECTION_AXES.get(asked.get("direction"))
+    axis = DIRECTIONS.get(asked.get("direction"))  # unit (x, y), y down, as the judge's displacement
     return {
         "prompt": prompt,
         "asked": asked,
@@ -199,7 +197,8 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
 def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
                    steps: int | None = None, guidance: float | None = None, frames: int | None = None,
                    eta: float = 0.0, scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
-                   clip_dir: str | os.PathLike | None = None, progress: bool = True, stages: Sequence[str] | None = None) -> dict:
+                   clip_dir: str | os.PathLike | None = None, progress: bool = True,
+                   stages: Sequence[str] | None = None) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance and
     frames take the model's defaults, unset stages all the model has; the report's settings
     record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
@@ -216,7 +215,8 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
 
     settings = {"model": None if model_path is None else str(model_path), "stages": stages,
                 "scheduler": scheduler, "steps": s.num_inference_steps, "guidance": s.guidance_scale, "eta": eta,
-                "keyframes": s.num_frames, "frames": out_frames, "height": out_height, "width": out_width, "fps": out_fps}
+                "keyframes": s.num_frames, "frames": out_frames, "height": out_height, "width": out_width,
+                "fps": out_fps}
     return evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=out_fps,
                     clip_dir=clip_dir, settings=settings, progress=progress)
 

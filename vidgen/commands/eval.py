@@ -83,9 +83,9 @@ def run_shapes(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     s = report["settings"]
-    print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, eta {s['eta']:g}, "
-          f"guidance {s['guidance']:g}, "
-          f"{s['frames']} frames at {s['fps']:g} fps, {s['width']}x{s['height']}, seed {s['seed']}")
+    print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
+          f"eta {s['eta']:g}, guidance {s['guidance']:g}, {s['frames']} frames at {s['fps']:g} fps, "
+          f"{s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f}s")
     return 0

@@ -7,10 +7,9 @@ reports its path in `batch["skipped"]`, so the training loop can count and log s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
-
-import re
 
 import numpy as np
 import torch
@@ -123,7 +122,7 @@ class TimeReversal:
         self.pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")\b")
 
     def applies(self, caption: str) -> bool:
-        return bool(caption) and self.pattern.search(caption) is not None
+        return self.pattern.search(caption) is not None
 
     def caption(self, caption: str) -> str:
         return self.pattern.sub(lambda m: self.words[m.group(1)], caption)
