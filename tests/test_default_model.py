@@ -25,6 +25,9 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
     index = json.loads((folder / "vidgen.json").read_text())
     assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
+    # The arrow critic ships beside the stages and guides the base stage by default.
+    assert index["critic"] == "critic" and index["defaults"]["motion_guidance"] > 0
+    assert (folder / "critic" / "critic.safetensors").is_file()
 
 
 def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
@@ -38,5 +41,6 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     assert (frames, height, width) == (12, 128, 128)  # 3x the keyframes, twice the base size
     clip = read_frames(out)
     assert clip.std() > 5  # a picture, not a flat frame
-    assert json.loads(out.with_name("clip.mp4.json").read_text())["model"] == str(DEFAULT_MODEL)
+    meta = json.loads(out.with_name("clip.mp4.json").read_text())
+    assert meta["model"] == str(DEFAULT_MODEL) and meta["motion_guidance"] == pipe.index.defaults.motion_guidance > 0
     assert "wrote" in capsys.readouterr().out

@@ -127,7 +127,8 @@ def test_inflate_writes_a_self_describing_model_folder(video_model):
     index = json.loads((video_model / "vidgen.json").read_text())
     assert index["stages"] == {"base": "unet"}
     assert index["defaults"] | {} == {"num_frames": 8, "fps": 8.0, "height": 32, "width": 32,
-                                      "num_inference_steps": 50, "guidance_scale": 7.5}
+                                      "num_inference_steps": 50, "guidance_scale": 7.5, "motion_guidance": 0.0}
+    assert index["critic"] == ""  # no arrow critic until a critic stage adds one
     for sub in ("unet/model.safetensors", "unet/temporal.json", "unet/config.json", "vae", "text_encoder",
                 "tokenizer", "scheduler/scheduler_config.json"):
         assert (video_model / sub).exists(), sub
@@ -170,6 +171,37 @@ def test_generate_writes_a_deterministic_mp4_that_seed_guidance_and_negative_pro
         "prompt": prompt[0], "negative_prompt": "a blue square", "seed": 7, "steps": 3, "guidance": 7.5, "eta": 0.0,
         "frames": 8, "fps": 8.0}
     assert meta["model"] == str(video_model) and "vidgen_version" in meta
+
+
+def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_model, tmp_path, capsys):
+    from vidgen.checkpoint import CheckpointError
+    from vidgen.models.critic import ArrowCritic, CriticConfig
+
+    prompt = ["a red circle moving right", "--seed", "7"]
+    assert main(["generate", *prompt, "-o", str(tmp_path / "x.mp4"), "--model", str(video_model),
+                 "--motion-guidance", "5"]) == 2
+    assert "needs an arrow critic, and this model has none" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+    pipe = VideoPipeline.from_pretrained(video_model)
+    with pytest.raises(CheckpointError, match="reads 3-channel latents and 384-wide text"):
+        pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=3, text_dim=384)))
+    torch.manual_seed(0)
+    pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=pipe.text_encoder.hidden_size,
+                                             widths=(8, 16), embed_dim=16)))
+    pipe.save_pretrained(tmp_path / "with-critic")
+    assert json.loads((tmp_path / "with-critic" / "vidgen.json").read_text())["critic"] == "critic"
+    assert VideoPipeline.from_pretrained(tmp_path / "with-critic").critic is not None
+
+    plain = generate(video_model, tmp_path / "plain.mp4", *prompt)
+    off = generate(tmp_path / "with-critic", tmp_path / "off.mp4", *prompt)  # the folder's default: 0
+    guided = generate(tmp_path / "with-critic", tmp_path / "guided.mp4", *prompt, "--motion-guidance", "200")
+    assert np.array_equal(off, plain)
+    assert np.abs(guided.astype(int) - plain.astype(int)).mean() > 1.0
+    assert json.loads((tmp_path / "guided.mp4.json").read_text())["motion_guidance"] == 200.0
+    assert main(["generate", *prompt, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "with-critic"),
+                 "--motion-guidance", "-1"]) == 2
+    assert "motion guidance must be 0 (off) or positive" in capsys.readouterr().err
 
 
 def test_generate_sizes_frames_and_formats(video_model, tmp_path):

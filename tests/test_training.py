@@ -106,6 +106,7 @@ CHAIN = {
     "video": trained("video", {"model.pretrained": "inflated"}),
     "interp": trained("interp", {"model.pretrained": "video"}),
     "sr": trained("sr", {"model.pretrained": "interp"}),
+    "critic": trained("critic", {"model.pretrained": "sr"}),
 }
 TRAINED = [name for name, step in CHAIN.items() if step is not inflated]
 
@@ -173,9 +174,24 @@ def check_cascade_stage(stage: str, frames: int, size: int):
     return check
 
 
+def check_critic(chain: Chain, tmp_path: Path) -> None:
+    """The folder is the sr model's with an arrow critic added; motion guidance uses it."""
+    from vidgen.pipeline import VideoPipeline
+
+    pipe = VideoPipeline.from_pretrained(chain.folders["critic"])
+    assert pipe.critic is not None and pipe.critic.config.widths == (8, 16)  # the preset's model.critic
+    assert list(pipe.stages) == ["base", "interp", "sr"]
+    assert unet_weights(chain.folders["critic"]).keys() == unet_weights(chain.folders["sr"]).keys()
+    plain, guided = (pipe("a red circle moving left", num_frames=3, num_inference_steps=2, seed=0, progress=False,
+                          stages=["base"], motion_guidance=scale) for scale in (0.0, 50.0))
+    assert plain.shape == guided.shape == (1, 3, 32, 32, 3)
+    assert not (plain == guided).all()
+
+
 STAGE_CHECKS = {"vae": check_vae, "image": check_image, "video": check_video,
                 "interp": check_cascade_stage("interp", frames=9, size=32),  # 3 keyframes x factor 3
-                "sr": check_cascade_stage("sr", frames=9, size=64)}  # and twice the size
+                "sr": check_cascade_stage("sr", frames=9, size=64),  # and twice the size
+                "critic": check_critic}
 
 
 @pytest.mark.parametrize("stage", TRAINED)

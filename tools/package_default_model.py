@@ -5,6 +5,8 @@
                                             # the settings of the shipped model
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model ...
                                             # the base stage from a later video-stage run
+    python tools/package_default_model.py runs/shapes/sr/model --critic runs/shapes/critic/model ...
+                                            # with the arrow critic of a critic-stage run
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged
 all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
@@ -26,6 +28,8 @@ def main() -> None:
                         help="sampling settings to ship (sections: defaults, interp, sr)")
     parser.add_argument("--base", metavar="DIR",
                         help="take the base stage from this vidgen video model (a later video-stage run) instead")
+    parser.add_argument("--critic", metavar="DIR",
+                        help="add the arrow critic of this vidgen model folder (a critic-stage run's model/)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL), help=f"where to write it (default {DEFAULT_MODEL})")
     args = parser.parse_intermixed_args()  # --base may come after the settings
     settings: dict[str, dict] = {}
@@ -39,7 +43,7 @@ def main() -> None:
         except ValueError:
             parser.error(f"{key} takes a number, got {value!r}")
     try:
-        folder = package_model(args.model, args.out, settings=settings, base=args.base)
+        folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic)
     except VidgenError as exc:
         sys.exit(f"error: {exc}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -13,12 +13,13 @@ Time each stage took for the shipped model on a 2-core CPU (2 torch threads): co
 vae 32 min, image 55 min, inflate 4 s, video 71 min (0.95 s/step), interp 24 min (0.71 s/step),
 corpus128 80 min (beside a training run), sr 32 min (0.77 s/step), then the base stage's later
 phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), video-full 20 min
-(1.19 s/step), video-rep 60 min (1.2 s/step); about 7.7 hours in all.
+(1.19 s/step), video-rep 60 min (1.2 s/step); then the arrow critic, 20 min (0.47 s/step at
+batch 32); about 8 hours in all.
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase:
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model \
-        defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 \
+        --critic runs/shapes/critic/model defaults.motion_guidance=10.0 defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 \
         sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
@@ -105,6 +106,9 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
         # frames than its steps x batch x 8 frames do.
         train("sr", f"model.pretrained={work / 'interp' / 'model'}", size=128),
         *base,
+        # The arrow critic: reads only the VAE's latents and the text encoder, so any folder of
+        # the cascade will do; trained on the 20 % of clips that keep their captions.
+        train("critic", f"model.pretrained={work / 'sr' / 'model'}", cache),
         *unlabeled,  # last: the shipped cascade does not need it
     ]
 
@@ -151,7 +155,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, critic[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")

@@ -13,7 +13,8 @@ A vidgen video model is a folder that loads with one call (`VideoPipeline.from_p
 
 Later stages (frame interpolation, super-resolution) are further VideoUNet folders named in
 `vidgen.json`'s `stages`. A base stage that takes an anchor frame has the diffusers
-UNet2DConditionModel that draws it in the folder `vidgen.json`'s `anchor.image_model` names.
+UNet2DConditionModel that draws it in the folder `vidgen.json`'s `anchor.image_model` names, and
+a model with an arrow critic (vidgen.models.critic) has it in the folder `critic` names.
 Weights are safetensors only: nothing here unpickles. Loading is
 strict: a file that does not match its model is refused with the keys that differ and why.
 """
@@ -56,6 +57,9 @@ class GenerationDefaults:
     width: int = 256
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
+    # Strength of the arrow critic's guidance of the base stage (vidgen.models.critic), where the
+    # model has a critic; 0: off.
+    motion_guidance: float = 0.0
 
 
 @dataclass
@@ -112,6 +116,7 @@ class ModelIndex:
     interp: InterpolationSettings = field(default_factory=InterpolationSettings)  # used when stages has "interp"
     sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"
     anchor: AnchorSettings = field(default_factory=AnchorSettings)  # used when anchor.image_model is set
+    critic: str = ""  # folder of the base stage's arrow critic (vidgen.models.critic); "": none
 
 
 # --- JSON and safetensors files ----------------------------------------------------------------

@@ -74,14 +74,16 @@ def default_model() -> Path:
 
 
 def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME,
-                  settings: dict[str, dict] | None = None, base: str | Path | None = None) -> Path:
+                  settings: dict[str, dict] | None = None, base: str | Path | None = None,
+                  critic: str | Path | None = None) -> Path:
     """Write `source` (a trained vidgen model folder) to `destination` for shipping: every weight in
     half precision, and the text encoder named (`text_encoder`, e.g. the packaged MiniLM, checked by
     hash when loaded) instead of copied. Loading converts back to the dtype asked for.
     `settings` overrides sampling settings of the model index by section, e.g.
     {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}.
     `base`, a vidgen video model folder (a later run of the video stage), replaces `source`'s base
-    stage, with the anchor image model it has (or none); both must sample the same frame-noise prior."""
+    stage, with the anchor image model it has (or none); both must sample the same frame-noise prior.
+    `critic`, a vidgen model folder with an arrow critic (a critic-stage run), adds that critic."""
     import torch
 
     from .pipeline import VideoPipeline
@@ -95,6 +97,11 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
                               f"{pipe.index.frame_noise_correlation}: the stages must share one frame-noise prior")
         pipe.set_stage("base", base_pipe.stages["base"])
         pipe.set_anchor(base_pipe.image_unet, base_pipe.index.anchor.position)  # the base's anchor model, or none
+    if critic is not None:
+        critic_pipe = VideoPipeline.from_pretrained(critic, dtype=torch.float16)
+        if critic_pipe.critic is None:
+            raise VidgenError(f"{critic} has no arrow critic: give the model folder a critic-stage run exported")
+        pipe.set_critic(critic_pipe.critic)
     for section, values in (settings or {}).items():
         target = getattr(pipe.index, section, None)
         if section not in ("defaults", "interp", "sr") or target is None:

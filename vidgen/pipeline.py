@@ -7,7 +7,9 @@ A model folder (vidgen.checkpoint) names its stages in run order. Each stage is 
 sampled with the same guided loop (vidgen.diffusion.sampler). The base stage makes keyframe
 latents from noise, around an anchor frame drawn first by a text-to-image U-Net where the
 model has one (vidgen.models.cascade.anchored_unet); the frame interpolation and
-super-resolution stages refine the previous stage's latents in the same loop, behind the same `__call__`. After each call `last_timings`
+super-resolution stages refine the previous stage's latents in the same loop, behind the same `__call__`.
+Where the model has an arrow critic (vidgen.models.critic), its gradient steers the base stage's
+motion toward the way the prompt names (`motion_guidance`). After each call `last_timings`
 holds the seconds each part took (text, anchor, base, interp, sr, decode), for benchmarks.
 """
 
@@ -34,6 +36,7 @@ from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
 from .models import cascade
+from .models.critic import ArrowCritic
 from .models.inflate import VideoUNet, autocast, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
@@ -56,11 +59,13 @@ class VideoPipeline:
     stages: stage name -> VideoUNet, in run order, "base" first. index: the folder's vidgen.json
     contents (stage folders, VAE chunk size, generation defaults). image_unet: the text-to-image
     U-Net that draws the base stage's anchor frame, where the base stage takes one
-    (index.anchor.image_model names its folder).
+    (index.anchor.image_model names its folder). critic: the arrow critic that guides the base
+    stage's motion (index.critic names its folder), or None.
     """
 
     def __init__(self, stages: dict[str, VideoUNet], vae: AutoencoderKL, text_encoder: TextEncoder,
-                 scheduler: SchedulerMixin, index: ModelIndex, image_unet: UNet2DConditionModel | None = None):
+                 scheduler: SchedulerMixin, index: ModelIndex, image_unet: UNet2DConditionModel | None = None,
+                 critic: ArrowCritic | None = None):
         if list(stages) != list(index.stages):
             raise ValueError(f"stages {list(stages)} and index.stages {list(index.stages)} must name the same stages")
         if list(stages)[:1] != ["base"] or any(name not in STAGES for name in stages) or \
@@ -77,14 +82,16 @@ class VideoPipeline:
         self.scheduler, self.index = scheduler, index
         self.image_unet: UNet2DConditionModel | None = None
         self.set_anchor(image_unet, index.anchor.position)
+        self.critic: ArrowCritic | None = None
+        self.set_critic(critic)
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
         self.last_timings: dict[str, float] = {}  # seconds per part of the last call
         for module in self._modules():
             module.eval()
 
     def _modules(self) -> list[torch.nn.Module]:
-        return [*self.stages.values(), *([self.image_unet] if self.image_unet is not None else []), self.vae,
-                self.text_encoder]
+        return [*self.stages.values(), *([self.image_unet] if self.image_unet is not None else []),
+                *([self.critic] if self.critic is not None else []), self.vae, self.text_encoder]
 
     # --- loading and saving --------------------------------------------------------------------
 
@@ -99,13 +106,14 @@ class VideoPipeline:
         image_unet = None
         if index.anchor.image_model:
             image_unet = load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)
+        critic = ArrowCritic.from_pretrained(folder / index.critic, dtype) if index.critic else None
         vae = load_diffusers(AutoencoderKL, folder / "vae", dtype)
         if index.text_encoder:
             text_encoder = TextEncoder.from_pretrained(resolve_text_encoder(index.text_encoder), dtype,
                                                        max_length=index.text_max_length or None)
         else:
             text_encoder = TextEncoder.from_pretrained(folder, dtype)
-        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet)
+        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet, critic)
         return pipe.to(device or "cpu")
 
     @classmethod
@@ -142,6 +150,8 @@ class VideoPipeline:
                 unet.save_pretrained(tmp / self.index.stages[name])
             if self.image_unet is not None:
                 self.image_unet.save_pretrained(tmp / self.index.anchor.image_model)
+            if self.critic is not None:
+                self.critic.save_pretrained(tmp / self.index.critic)
             self.vae.save_pretrained(tmp / "vae")
             if not self.index.text_encoder:  # else a packaged encoder, named in vidgen.json
                 self.text_encoder.save_pretrained(tmp)
@@ -169,6 +179,12 @@ class VideoPipeline:
         """The model's generation defaults with the given (non-None) values in their place, checked."""
         s = dataclasses.replace(self.index.defaults, **{k: v for k, v in given.items() if v is not None})
         self.check_request(s.num_frames, s.height, s.width, s.fps)
+        if s.motion_guidance < 0:
+            raise VidgenError(f"motion guidance must be 0 (off) or positive, got {s.motion_guidance}")
+        if s.motion_guidance and self.critic is None:
+            raise VidgenError(f"motion guidance {s.motion_guidance} needs an arrow critic, and this model has none: "
+                              f"train one with `vidgen train configs/shapes/critic.yaml model.pretrained=MODEL ...`, "
+                              f"or leave motion guidance at 0")
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
@@ -212,6 +228,20 @@ class VideoPipeline:
         self.index.anchor.image_model = self.index.anchor.image_model or "anchor"
         self.index.anchor.position = float(position)
 
+    def set_critic(self, critic: ArrowCritic | None) -> None:
+        """Guide the base stage with `critic` (None: no critic), saved in the folder index.critic names."""
+        if critic is None:
+            self.critic, self.index.critic = None, ""
+            return
+        channels = self.stages["base"].unet.config.in_channels
+        if critic.config.latent_channels != channels or critic.config.text_dim != self.text_encoder.hidden_size:
+            raise CheckpointError(
+                f"the arrow critic reads {critic.config.latent_channels}-channel latents and "
+                f"{critic.config.text_dim}-wide text, but this model's base stage makes {channels}-channel latents and "
+                f"its text encoder {self.text_encoder.hidden_size}-wide text: train the critic on this model")
+        self.critic = critic.eval().requires_grad_(False)
+        self.index.critic = self.index.critic or "critic"
+
     def set_stage(self, name: str, unet: VideoUNet) -> None:
         """Put `unet` in as stage `name` (replacing one, or adding it in cascade order)."""
         if name not in STAGES:
@@ -245,6 +275,7 @@ class VideoPipeline:
         fps: float | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        motion_guidance: float | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -255,7 +286,9 @@ class VideoPipeline:
         """Generate one clip per prompt.
 
         Unset sizes and settings come from the model folder's defaults. negative_prompt takes the
-        place of the empty prompt in the unconditional branch of guidance. seed (or a CPU
+        place of the empty prompt in the unconditional branch of guidance. motion_guidance: the
+        strength of the arrow critic's guidance of the base stage (0: off; needs a model with a
+        critic). seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -265,7 +298,8 @@ class VideoPipeline:
         """
         # 1. Settings: the call's, else the model's defaults; refuse what the model cannot take.
         s = self.settings(num_frames=num_frames, height=height, width=width, fps=fps,
-                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          motion_guidance=motion_guidance)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         run = list(self.stages) if stages is None else list(stages)
@@ -316,10 +350,11 @@ class VideoPipeline:
                 x = cascade.anchor_input(x, anchor.repeat(x.shape[0] // anchor.shape[0], 1, 1, 1), index)
             return self.predict(base, x, t, c, fps=s.fps)
 
+        guide = self._arrow_guide(cond, s.motion_guidance) if s.motion_guidance else None
         with self._timed("base"):
             latents = sample(denoise, self.scheduler, latents, cond, uncond, guidance_scale=s.guidance_scale,
                              num_inference_steps=s.num_inference_steps, eta=eta, generator=generator,
-                             progress=progress, desc="base stage")
+                             progress=progress, desc="base stage", guide=guide)
         fps = s.fps
 
         # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
@@ -377,6 +412,21 @@ class VideoPipeline:
             cond = self.text_encoder.tokens_in_context(cond)
         with autocast(self.device, self.autocast_dtype):
             return unet(x.to(self.dtype), t, cond, **kwargs).float()
+
+    def _arrow_guide(self, cond: torch.Tensor, scale: float):
+        """guide(x_t, t) for the sampler: scale x the gradient of log sigmoid(d(x_t, t, prompt)), the
+        arrow critic's log-probability that the clip runs forward under the prompt."""
+        tokens = self.text_encoder.tokens_in_context(cond)
+
+        def guide(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # Sampling runs under inference mode; the gradient needs ordinary tensors.
+            with torch.inference_mode(False), torch.enable_grad():
+                x = x.clone().to(self.dtype).requires_grad_()
+                logits = self.critic(x, t.clone().reshape(1), tokens.clone().to(x.dtype))
+                gradient, = torch.autograd.grad(torch.nn.functional.logsigmoid(logits.float()).sum(), x)
+            return scale * gradient.float()
+
+        return guide
 
     def _draw_anchor(self, shape, cond, uncond, settings, eta, generator, progress) -> torch.Tensor:
         """(b c h w) latents of one frame per prompt, from the anchor image U-Net; its noise is

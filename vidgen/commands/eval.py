@@ -49,6 +49,9 @@ def add_parser(subparsers):
                         help="seed of the prompts and of the noise (batch k uses SEED + k; default 0)")
     shapes.add_argument("--steps", type=_at_least(1), help="denoising steps (default: the model's)")
     shapes.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    shapes.add_argument("--motion-guidance", type=float, metavar="S",
+                        help="strength of the arrow critic's guidance (models with a critic; 0: off; default: the "
+                        "model's)")
     shapes.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
     shapes.add_argument("--scheduler", default="ddim", help="ddim (default), dpm++, euler, euler-a, unipc, pndm, ddpm, "
                         "or a diffusers scheduler class name (as for vidgen generate)")
@@ -77,14 +80,15 @@ def run_shapes(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
-                            steps=args.steps, guidance=args.guidance, eta=args.eta, scheduler=args.scheduler,
+                            steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
+                            eta=args.eta, scheduler=args.scheduler,
                             frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     s = report["settings"]
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
-          f"eta {s['eta']:g}, guidance {s['guidance']:g}, {s['frames']} frames at {s['fps']:g} fps, "
+          f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, {s['frames']} frames at {s['fps']:g} fps, "
           f"{s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f}s")

@@ -9,7 +9,7 @@ from ..training.config import STAGES
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "train", help="Train a stage of the cascade (vae, image, video, interp, sr) on a video corpus",
+        "train", help="Train a stage of the cascade (vae, image, video, interp, sr, critic) on a video corpus",
         description="Train one stage of the cascade with accelerate: single process here, or many with "
         "`accelerate launch -m vidgen train ...` (see the README). Checkpoints land in train.output_dir/checkpoints and a run "
         "resumes from the newest one (train.resume=auto); the trained model is exported to train.output_dir/model.",

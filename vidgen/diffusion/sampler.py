@@ -23,6 +23,30 @@ from ..errors import VidgenError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step index, timestep, latents)
+Guide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> grad of log p(y | x_t) w.r.t. x_t
+
+
+def classifier_guidance(scheduler, prediction: torch.Tensor, gradient: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The prediction shifted by a classifier's gradient g = grad log p(y | x_t), at timestep t.
+
+    In noise terms this is eps - sqrt(1 - alpha_bar_t) * g (Dhariwal & Nichol 2021, eq. 14): the
+    score of p(x_t | y) is the model's score plus g. The same shift written for the other
+    prediction types: v = (eps - sqrt(1 - alpha_bar) x_t) / sqrt(alpha_bar), so v moves by the
+    eps shift over sqrt(alpha_bar); x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar).
+    """
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise VidgenError(f"classifier guidance needs a scheduler with a noise schedule (alphas_cumprod); "
+                          f"{type(scheduler).__name__} has none: use the DDIM scheduler")
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(prediction.device, prediction.dtype)
+    eps_shift = -(1 - alpha_bar) ** 0.5 * gradient
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return prediction + eps_shift
+    if kind == "v_prediction":
+        return prediction + eps_shift / alpha_bar ** 0.5
+    if kind == "sample":
+        return prediction - (1 - alpha_bar) ** 0.5 * eps_shift / alpha_bar ** 0.5
+    raise VidgenError(f"classifier guidance does not know the prediction type {kind!r}")
 
 
 def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
@@ -55,6 +79,7 @@ def sample(
     start: torch.Tensor | None = None,
     strength: float = 1.0,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    guide: Guide | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -70,6 +95,8 @@ def sample(
     that step's level, so the network sees the known part as it saw it in training and fills in
     the rest to agree with it (the replacement method, Ho et al. 2022, "Video Diffusion Models",
     section 3.1); the last step's output keeps what the network made of them.
+    guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
+    the guided prediction at every step (`classifier_guidance`).
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -99,6 +126,8 @@ def sample(
         if guided:
             pred_uncond, pred_cond = prediction.chunk(2)
             prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+        if guide is not None:
+            prediction = classifier_guidance(scheduler, prediction, guide(scheduler.scale_model_input(latents, t), t), t)
         latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
         if callback is not None:
             callback(i, t, latents)

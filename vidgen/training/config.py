@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("vae", "image", "video", "interp", "sr")
+STAGES = ("vae", "image", "video", "interp", "sr", "critic")
 # ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
 # of the same names); the interp and sr stages inherit them from their model.pretrained.
 VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_bag", "text_words", "word_table", "frame_prompt",
@@ -111,6 +111,9 @@ class ModelConfig:
     # anchor_position of the clip (0 first frame, 1 last).
     image_conditioning: bool = False
     anchor_position: float = 0.5
+    # critic: CriticConfig arguments of a new arrow critic (vidgen.models.critic), e.g. {embed_dim: 64};
+    # empty: the defaults.
+    critic: dict[str, Any] = field(default_factory=dict)
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

@@ -189,6 +189,9 @@ def _check(cfg: RunConfig) -> None:
     if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
         raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
                           f"leave it empty here")
+    if m.critic and cfg.stage != "critic":
+        raise VidgenError(f"model.critic shapes the arrow critic that the critic stage trains, not the {cfg.stage} "
+                          f"stage: remove it")
     if not 0.0 <= m.anchor_position <= 1.0:
         raise VidgenError(f"model.anchor_position is a place in the clip, from 0 (first frame) to 1 (last), "
                           f"got {m.anchor_position}")

@@ -11,6 +11,8 @@ only through its `forward`, so data-parallel training (DDP) sees every call.
 - video:  the temporal layers of an inflated U-Net on clips (Make-A-Video section 3.2).
 - interp: masked frame interpolation (section 3.3); see vidgen.models.cascade.
 - sr:     video super-resolution (section 3.4); see vidgen.models.cascade.
+- critic: the arrow critic that guides the base stage's motion at sampling (vidgen.models.critic),
+          on the captioned clips alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..diffusion.losses import add_noise, caption_contrast, diffusion_loss, diff
 from ..errors import VidgenError
 from ..fs import atomic_dir
 from ..models import cascade
+from ..models.critic import ArrowCritic, CriticConfig, arrow_loss
 from ..models.inflate import inflate_unet, with_options
 from ..models.vae import encode_video, latent_factor
 from ..packaged import resolve_text_encoder
@@ -497,8 +500,63 @@ class SuperResolutionStage(CascadeStage):
                               weighting=self.cfg.model.loss_weighting)
 
 
+# --- critic --------------------------------------------------------------------------------------
+
+class CriticStage(DiffusionStage):
+    """The arrow critic of a vidgen video model (model.pretrained): does a noisy clip run forward
+    in time under its caption? It learns from the clips that keep their caption (after
+    data.withhold_captions) and nothing else: an unlabeled clip and its reversal are equally
+    likely, so they carry no arrow. Each clip is noised as the base stage's training noised it
+    (the model's frame noise prior, a uniform timestep); its reversal is the negative, for free
+    (`ArrowCritic.forward`). Exports the model folder with the critic in it; a model that has one
+    already goes on training it."""
+
+    def __init__(self, cfg, device):
+        from ..pipeline import VideoPipeline
+
+        if not cfg.model.pretrained:
+            raise VidgenError("the critic stage learns the arrow critic of a vidgen video model: set model.pretrained to "
+                              "the model's folder (made by `vidgen inflate` or exported by a video stage run)")
+        self.pipeline = VideoPipeline.from_pretrained(cfg.model.pretrained)
+        super().__init__(cfg, device, self.pipeline.vae, self.pipeline.text_encoder)
+        self.frames_per_sample = cfg.data.num_frames
+        critic = self.pipeline.critic
+        if critic is None:
+            try:
+                config = CriticConfig(**{**cfg.model.critic,
+                                         "latent_channels": self.pipeline.stages["base"].unet.config.in_channels,
+                                         "text_dim": self.text_encoder.hidden_size})
+            except TypeError as exc:
+                raise VidgenError(f"model.critic: {exc} (its keys are the fields of "
+                                  f"vidgen.models.critic.CriticConfig: widths, embed_dim)") from None
+            critic = ArrowCritic(config)
+        elif cfg.model.critic:
+            raise VidgenError(f"{cfg.model.pretrained} has an arrow critic already, which this run goes on training: "
+                              f"leave model.critic empty (its shape is fixed), or start from a model without one")
+        self.model = copy.deepcopy(critic).requires_grad_(True).to(device).train()
+
+    def dataset(self):
+        data = super().dataset()
+        data.records = [r for r in data.records if r.get("caption")]
+        if not data.records:
+            raise VidgenError("the critic stage learns from captioned clips, and this run keeps none: lower "
+                              "data.withhold_captions, or give a manifest whose clips have captions")
+        return data
+
+    def loss(self, model, batch, generator):
+        x0 = self.latents(batch, generator)  # (b c f h w)
+        tokens = self.embed(batch["caption"])  # every clip keeps its caption: the arrow is read from it
+        x_t, _, t = add_noise(self.noise_schedule, x0, generator,
+                              correlation=self.pipeline.index.frame_noise_correlation)
+        return arrow_loss(model(x_t, t, tokens))
+
+    def export(self, model, folder):
+        self.pipeline.set_critic(copy.deepcopy(model).cpu())
+        self.pipeline.save_pretrained(folder)
+
+
 STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "interp": InterpolationStage,
-                 "sr": SuperResolutionStage}
+                 "sr": SuperResolutionStage, "critic": CriticStage}
 
 
 def build_stage(cfg: RunConfig, device: torch.device) -> Stage:

@@ -1,0 +1,134 @@
+"""The arrow critic: does a noisy clip run forward in time under its prompt?
+
+The base stage learns motion from unlabeled video, where a clip and its time reversal are equally
+likely; only the captioned part says which way a named motion goes, and in the denoising loss
+that sign is worth about 2 % of the error at high noise (README, "How well it does"). The
+shipped base therefore moves its objects along the asked axis but picks the sign by chance.
+
+This small network learns just that sign, discriminatively. It scores a noisy clip x_t (the
+latents at timestep t) under a prompt, and its logit is the score's odd part in time,
+
+    d(x_t, t, c) = s(x_t, t, c) - s(reverse(x_t), t, c),
+
+so d(reverse(x)) = -d(x) by construction: trained with the logistic loss -log sigmoid(d) on real
+(forward) clips, it is a classifier of "forward" against "played backwards" whose negatives cost
+nothing, and a prompt without a motion the critic can read gets d = 0 on average. At sampling
+its gradient steers the denoiser toward clips that run forward under the prompt (classifier
+guidance, Dhariwal & Nichol 2021, section 4, applied to eps as in their eq. 14; a classifier
+trained on noisy inputs as their section 4.1 and GLIDE's noised CLIP, Nichol et al. 2022, 2.4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from einops import reduce
+from torch import nn
+
+from ..checkpoint import CheckpointError, load_strict, load_tensors, save_tensors
+from ..fs import atomic_dir
+
+CONFIG_NAME = "critic.json"
+WEIGHTS_NAME = "critic.safetensors"
+
+
+@dataclass
+class CriticConfig:
+    latent_channels: int = 4
+    text_dim: int = 384  # width of the text encoder's token embeddings
+    widths: tuple[int, ...] = (32, 64, 64, 128)  # channels of the 3-D convolutions; each after the first halves f, h, w
+    embed_dim: int = 128  # width of the clip and prompt vectors whose dot product is the score
+
+
+class _Block(nn.Module):
+    """3-D convolution, group norm, a scale and shift from the timestep embedding, SiLU."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int, time_dim: int):
+        super().__init__()
+        self.conv = nn.Conv3d(channels_in, channels_out, kernel_size=3, stride=stride, padding=1)
+        self.norm = nn.GroupNorm(min(8, channels_out), channels_out)
+        self.film = nn.Linear(time_dim, 2 * channels_out)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:  # (b c f h w), (b e)
+        scale, shift = self.film(time)[:, :, None, None, None].chunk(2, dim=1)
+        return F.silu(self.norm(self.conv(x)) * (1 + scale) + shift)
+
+
+class ArrowCritic(nn.Module):
+    """d(x_t, t, c): the logit that clip latents x_t (b c f h w) run forward under prompt tokens c."""
+
+    def __init__(self, config: CriticConfig | None = None):
+        super().__init__()
+        self.config = config = config or CriticConfig()
+        time_dim = 4 * config.widths[0]
+        self.time_proj = Timesteps(config.widths[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(config.widths[0], time_dim)
+        channels = (config.latent_channels, *config.widths)
+        self.blocks = nn.ModuleList(_Block(channels[i], channels[i + 1], 1 if i == 0 else 2, time_dim)
+                                    for i in range(len(config.widths)))
+        self.clip_head = nn.Linear(config.widths[-1], config.embed_dim)
+        # The prompt as a bag of its tokens, each through one MLP and averaged: no token can be
+        # weighted out, so the motion word always reaches the score.
+        self.token_norm = nn.LayerNorm(config.text_dim)
+        self.token_mlp = nn.Sequential(nn.Linear(config.text_dim, 2 * config.embed_dim), nn.SiLU(),
+                                       nn.Linear(2 * config.embed_dim, config.embed_dim))
+
+    def clip_vector(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(b c f h w), (b,) -> (b e)."""
+        time = self.time_embedding(self.time_proj(t.flatten().to(x.device)).to(x.dtype))  # (b 4w)
+        if time.shape[0] == 1:
+            time = time.expand(x.shape[0], -1)
+        h = x
+        for block in self.blocks:
+            h = block(h, time)
+        return self.clip_head(reduce(h, "b c f h w -> b c", "mean"))
+
+    def prompt_vector(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(b n d) token embeddings -> (b e)."""
+        return self.token_mlp(self.token_norm(tokens)).mean(dim=1)
+
+    def score(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """s(x_t, t, c), (b,): how well the clip as given fits the prompt."""
+        return (self.clip_vector(x, t) * self.prompt_vector(tokens)).sum(-1) / self.config.embed_dim ** 0.5
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """d = s(x) - s(x reversed in time), (b,). One batch for both orders."""
+        both = self.score(torch.cat([x, x.flip(2)]), torch.cat([t.expand(x.shape[0]), t.expand(x.shape[0])]),
+                          torch.cat([tokens, tokens]))
+        forward, backward = both.chunk(2)
+        return forward - backward
+
+    # --- files: critic.json + critic.safetensors -----------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        with atomic_dir(folder) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            save_tensors(self.state_dict(), tmp / WEIGHTS_NAME)
+        return Path(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> "ArrowCritic":
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"{folder} is not an arrow critic folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+        known = {f.name for f in fields(CriticConfig)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"{folder / CONFIG_NAME} has keys this vidgen does not know: {', '.join(unknown)}")
+        config = CriticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        critic = cls(config)
+        tensors, _ = load_tensors(folder / WEIGHTS_NAME)
+        load_strict(critic, tensors, folder / WEIGHTS_NAME)
+        return critic.to(dtype or torch.float32).eval()
+
+
+def arrow_loss(logits: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(d) over real clips: each is the positive, its reversal (d -> -d) the negative."""
+    return F.softplus(-logits).mean()
