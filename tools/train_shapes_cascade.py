@@ -16,11 +16,12 @@ phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), 
 (1.19 s/step), video-rep 60 min (1.2 s/step); then the arrow critic, 20 min (0.47 s/step at
 batch 32); about 8 hours in all.
 
-The shipped folder is the sr run's cascade with the base stage of the last video phase:
+The shipped folder is the sr run's cascade with the base stage of the last video phase and the
+arrow critic:
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model \
-        --critic runs/shapes/critic/model defaults.motion_guidance=10.0 defaults.num_inference_steps=25 interp.num_inference_steps=10 interp.strength=0.4 \
-        sr.num_inference_steps=10 sr.strength=0.5
+        --critic runs/shapes/critic/model defaults.motion_guidance=10.0 defaults.num_inference_steps=25 \
+        interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with

@@ -113,7 +113,8 @@ class VideoPipeline:
                                                        max_length=index.text_max_length or None)
         else:
             text_encoder = TextEncoder.from_pretrained(folder, dtype)
-        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet, critic)
+        pipe = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet,
+                   critic)
         return pipe.to(device or "cpu")
 
     @classmethod

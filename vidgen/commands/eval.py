@@ -88,7 +88,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
     s = report["settings"]
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
-          f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, {s['frames']} frames at {s['fps']:g} fps, "
+          f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, "
+          f"{s['frames']} frames at {s['fps']:g} fps, "
           f"{s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f}s")

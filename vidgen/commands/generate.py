@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         metadata = {
             "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
             "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
-            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "eta": args.eta, "keyframes": s.num_frames, "frames": frames_out,
-            "fps": fps_out, "dtype": args.dtype, "vidgen_version": __version__,
+            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "eta": args.eta,
+            "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
+            "vidgen_version": __version__,
         }
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata)
         print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")

@@ -127,7 +127,8 @@ def sample(
             pred_uncond, pred_cond = prediction.chunk(2)
             prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
         if guide is not None:
-            prediction = classifier_guidance(scheduler, prediction, guide(scheduler.scale_model_input(latents, t), t), t)
+            gradient = guide(scheduler.scale_model_input(latents, t), t)  # at the input the model reads
+            prediction = classifier_guidance(scheduler, prediction, gradient, t)
         latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
         if callback is not None:
             callback(i, t, latents)
