@@ -199,9 +199,20 @@ def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_mod
     assert np.array_equal(off, plain)
     assert np.abs(guided.astype(int) - plain.astype(int)).mean() > 1.0
     assert json.loads((tmp_path / "guided.mp4.json").read_text())["motion_guidance"] == 200.0
-    assert main(["generate", *prompt, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "with-critic"),
-                 "--motion-guidance", "-1"]) == 2
-    assert "motion guidance must be 0 (off) or positive" in capsys.readouterr().err
+    for bad in ("-1", "nan"):
+        assert main(["generate", *prompt, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "with-critic"),
+                     "--motion-guidance", bad]) == 2
+        assert "motion guidance must be 0 (off) or positive" in capsys.readouterr().err
+    from vidgen.packaged import package_model
+
+    with pytest.raises(VidgenError, match="needs an arrow critic"):  # no folder whose default would fail
+        package_model(video_model, tmp_path / "packed", settings={"defaults": {"motion_guidance": 5.0}})
+    assert not (tmp_path / "packed").exists()
+    half = VideoPipeline.from_pretrained(tmp_path / "with-critic", dtype=torch.float16)
+    assert next(half.critic.parameters()).dtype == torch.float16  # the critic follows the pipeline's dtype
+    pipe.critic.half()
+    pipe.set_critic(pipe.critic)  # and a critic given in another dtype is brought to it
+    assert next(pipe.critic.parameters()).dtype == torch.float32
 
 
 def test_generate_sizes_frames_and_formats(video_model, tmp_path):

@@ -549,6 +549,10 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("data.withhold_captions=1 model.caption_contrast=1", "no caption this run keeps has another one word away"),
     ("stage=interp model.image_conditioning=true", "model.image_conditioning gives the video stage its anchor frame"),
     ("model.image_conditioning=true model.anchor_position=1.5", "model.anchor_position is a place in the clip"),
+    ("stage=critic model.critic.widths=[]", "widths must be a non-empty list of positive channel counts"),
+    ("stage=critic model.critic.embed_dim=0", "embed_dim positive"),
+    ("model.critic.embed_dim=8", "model.critic shapes the arrow critic that the critic stage trains"),
+    ("stage=critic data.withhold_captions=1.0", "the critic stage learns from captioned clips, and this run keeps none"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",

@@ -86,6 +86,7 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
     `critic`, a vidgen model folder with an arrow critic (a critic-stage run), adds that critic."""
     import torch
 
+    from .data.latent_cache import vae_fingerprint
     from .pipeline import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(source, dtype=torch.float16)
@@ -101,6 +102,10 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
         critic_pipe = VideoPipeline.from_pretrained(critic, dtype=torch.float16)
         if critic_pipe.critic is None:
             raise VidgenError(f"{critic} has no arrow critic: give the model folder a critic-stage run exported")
+        if vae_fingerprint(critic_pipe.vae, 0) != vae_fingerprint(pipe.vae, 0) or \
+                critic_pipe.text_encoder.max_length != pipe.text_encoder.max_length:
+            raise VidgenError(f"the critic in {critic} was trained on another VAE or prompt length than {source} has: "
+                              f"train the critic stage from this model (model.pretrained={source})")
         pipe.set_critic(critic_pipe.critic)
     for section, values in (settings or {}).items():
         target = getattr(pipe.index, section, None)
@@ -110,6 +115,9 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
             if not hasattr(target, key):
                 raise VidgenError(f"{section}.{key} is not a setting; {section} has {', '.join(vars(target))}")
             setattr(target, key, type(getattr(target, key))(value))
+    if pipe.index.defaults.motion_guidance and pipe.critic is None:
+        raise VidgenError(f"defaults.motion_guidance={pipe.index.defaults.motion_guidance} needs an arrow critic, and "
+                          f"{source} has none: add one with critic=/--critic, or leave motion_guidance at 0")
     pipe.index.text_encoder = text_encoder
     pipe.index.text_max_length = pipe.text_encoder.max_length
     folder = pipe.save_pretrained(destination)

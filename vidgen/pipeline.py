@@ -16,6 +16,7 @@ holds the seconds each part took (text, anchor, base, interp, sr, decode), for b
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -180,7 +181,7 @@ class VideoPipeline:
         """The model's generation defaults with the given (non-None) values in their place, checked."""
         s = dataclasses.replace(self.index.defaults, **{k: v for k, v in given.items() if v is not None})
         self.check_request(s.num_frames, s.height, s.width, s.fps)
-        if s.motion_guidance < 0:
+        if not math.isfinite(s.motion_guidance) or s.motion_guidance < 0:
             raise VidgenError(f"motion guidance must be 0 (off) or positive, got {s.motion_guidance}")
         if s.motion_guidance and self.critic is None:
             raise VidgenError(f"motion guidance {s.motion_guidance} needs an arrow critic, and this model has none: "
@@ -240,7 +241,7 @@ class VideoPipeline:
                 f"the arrow critic reads {critic.config.latent_channels}-channel latents and "
                 f"{critic.config.text_dim}-wide text, but this model's base stage makes {channels}-channel latents and "
                 f"its text encoder {self.text_encoder.hidden_size}-wide text: train the critic on this model")
-        self.critic = critic.eval().requires_grad_(False)
+        self.critic = critic.to(self.vae.device, self.vae.dtype).eval().requires_grad_(False)
         self.index.critic = self.index.critic or "critic"
 
     def set_stage(self, name: str, unet: VideoUNet) -> None:

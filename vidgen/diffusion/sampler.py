@@ -36,7 +36,8 @@ def classifier_guidance(scheduler, prediction: torch.Tensor, gradient: torch.Ten
     """
     if not hasattr(scheduler, "alphas_cumprod"):
         raise VidgenError(f"classifier guidance needs a scheduler with a noise schedule (alphas_cumprod); "
-                          f"{type(scheduler).__name__} has none: use the DDIM scheduler")
+                          f"{type(scheduler).__name__} has none: use the DDIM scheduler, or turn the guidance off "
+                          f"(e.g. --motion-guidance 0)")
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(prediction.device, prediction.dtype)
     eps_shift = -(1 - alpha_bar) ** 0.5 * gradient
     kind = scheduler.config.prediction_type

@@ -529,6 +529,9 @@ class CriticStage(DiffusionStage):
             except TypeError as exc:
                 raise VidgenError(f"model.critic: {exc} (its keys are the fields of "
                                   f"vidgen.models.critic.CriticConfig: widths, embed_dim)") from None
+            if not config.widths or min(config.widths) < 1 or config.embed_dim < 1:
+                raise VidgenError(f"model.critic: widths must be a non-empty list of positive channel counts and "
+                                  f"embed_dim positive, got widths={list(config.widths)}, embed_dim={config.embed_dim}")
             critic = ArrowCritic(config)
         elif cfg.model.critic:
             raise VidgenError(f"{cfg.model.pretrained} has an arrow critic already, which this run goes on training: "
