@@ -418,13 +418,13 @@ class VideoPipeline:
     def _arrow_guide(self, cond: torch.Tensor, scale: float):
         """guide(x_t, t) for the sampler: scale x the gradient of log sigmoid(d(x_t, t, prompt)), the
         arrow critic's log-probability that the clip runs forward under the prompt."""
-        tokens = self.text_encoder.tokens_in_context(cond)
+        with torch.inference_mode(False):  # sampling runs under inference mode; the gradient needs ordinary tensors
+            tokens = self.text_encoder.tokens_in_context(cond).clone().to(self.dtype)
 
         def guide(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            # Sampling runs under inference mode; the gradient needs ordinary tensors.
             with torch.inference_mode(False), torch.enable_grad():
                 x = x.clone().to(self.dtype).requires_grad_()
-                logits = self.critic(x, t.clone().reshape(1), tokens.clone().to(x.dtype))
+                logits = self.critic(x, t.clone().reshape(1), tokens)
                 gradient, = torch.autograd.grad(torch.nn.functional.logsigmoid(logits.float()).sum(), x)
             return scale * gradient.float()
 

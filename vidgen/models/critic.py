@@ -20,9 +20,8 @@ trained on noisy inputs as their section 4.1 and GLIDE's noised CLIP, Nichol et 
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +30,8 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from einops import reduce
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_strict, load_tensors, save_tensors
+from ..checkpoint import CheckpointError, load_strict, load_tensors, save_tensors, write_json
+from ..config import load_config
 from ..fs import atomic_dir
 
 CONFIG_NAME = "critic.json"
@@ -108,7 +108,7 @@ class ArrowCritic(nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         with atomic_dir(folder) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            write_json(tmp / CONFIG_NAME, asdict(self.config))
             save_tensors(self.state_dict(), tmp / WEIGHTS_NAME)
         return Path(folder)
 
@@ -117,13 +117,7 @@ class ArrowCritic(nn.Module):
         folder = Path(folder)
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise CheckpointError(f"{folder} is not an arrow critic folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-        raw = json.loads((folder / CONFIG_NAME).read_text())
-        known = {f.name for f in fields(CriticConfig)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise CheckpointError(f"{folder / CONFIG_NAME} has keys this vidgen does not know: {', '.join(unknown)}")
-        config = CriticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-        critic = cls(config)
+        critic = cls(load_config(CriticConfig, folder / CONFIG_NAME))  # typed: a wrong or unknown key is named
         tensors, _ = load_tensors(folder / WEIGHTS_NAME)
         load_strict(critic, tensors, folder / WEIGHTS_NAME)
         return critic.to(dtype or torch.float32).eval()
