@@ -215,6 +215,55 @@ def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_mod
     assert next(pipe.critic.parameters()).dtype == torch.float32
 
 
+def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(video_model, tmp_path, capsys):
+    from vidgen.models.critic import ArrowCritic, CriticConfig
+    from vidgen.packaged import package_model
+
+    prompt = ["a red circle moving right", "--seed", "7"]
+    assert main(["generate", *prompt, "-o", str(tmp_path / "x.mp4"), "--model", str(video_model),
+                 "--arrow-check"]) == 2
+    assert "the arrow check needs an arrow critic" in capsys.readouterr().err
+    with pytest.raises(VidgenError, match="defaults.arrow_check needs an arrow critic"):
+        package_model(video_model, tmp_path / "packed", settings={"defaults": {"arrow_check": True}})
+    with pytest.raises(VidgenError, match="defaults.arrow_check takes true or false"):
+        package_model(video_model, tmp_path / "packed", settings={"defaults": {"arrow_check": "false"}})
+
+    pipe = VideoPipeline.from_pretrained(video_model)
+    torch.manual_seed(0)
+    pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=pipe.text_encoder.hidden_size,
+                                             widths=(8, 16), embed_dim=16)))
+    # The check itself: every clip the critic reads as backwards, and only those, comes back reversed,
+    # and afterwards the critic reads every clip as forward (d(reverse x) = -d(x)).
+    cond = pipe.encode_prompts(["a red circle moving right", "a blue square moving up"] * 4)
+    latents = torch.randn(8, 4, 6, 8, 8, generator=torch.Generator().manual_seed(1))  # (b c f h w)
+    checked, reversed_ = pipe._arrow_check(latents, cond)
+    zero = torch.zeros(1, dtype=torch.long)
+    tokens = pipe.text_encoder.tokens_in_context(cond)
+    before = pipe.critic(latents, zero, tokens)
+    assert reversed_ == (before < 0).tolist() and 0 < sum(reversed_) < 8
+    for clip, was, is_reversed in zip(checked, latents, reversed_):
+        assert torch.equal(clip, was.flip(1) if is_reversed else was)
+    assert (pipe.critic(checked, zero, tokens) >= 0).all()
+
+    # Through the pipeline: the clip checked is the unchecked one, played backwards where the critic said so.
+    prompts = ["a red circle moving right", "a green triangle moving left", "a blue square moving up"]
+    plain = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False)  # (b c f h w)
+    assert pipe.last_reversed == [False] * 3
+    checked = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True)
+    assert any(pipe.last_reversed)
+    for clip, was, is_reversed in zip(checked, plain, pipe.last_reversed):
+        torch.testing.assert_close(clip, was.flip(1) if is_reversed else was)
+
+    # The folder's default, the command line's override, and the sidecar that records both.
+    pipe.index.defaults.arrow_check = True
+    pipe.save_pretrained(tmp_path / "checked")
+    generate(tmp_path / "checked", tmp_path / "on.mp4", *prompt)
+    generate(tmp_path / "checked", tmp_path / "off.mp4", *prompt, "--no-arrow-check")
+    on, off = (json.loads((tmp_path / f"{name}.mp4.json").read_text()) for name in ("on", "off"))
+    assert on["arrow_check"] is True and off["arrow_check"] is False and off["reversed"] is False
+    assert isinstance(on["reversed"], bool)
+
+
 def test_generate_sizes_frames_and_formats(video_model, tmp_path):
     frames = generate(video_model, tmp_path / "clip.gif", "a dot", "--frames", "3", "--height", "16", "--width", "24",
                       "--fps", "12", "--seed", "0", "--eta", "1", "--scheduler", "ddim")

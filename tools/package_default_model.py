@@ -38,10 +38,13 @@ def main() -> None:
         section, dot, name = key.partition(".")
         if not (sep and dot):
             parser.error(f"settings are SECTION.KEY=VALUE, got {item!r}")
+        if value in ("true", "false"):
+            settings.setdefault(section, {})[name] = value == "true"
+            continue
         try:
             settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
         except ValueError:
-            parser.error(f"{key} takes a number, got {value!r}")
+            parser.error(f"{key} takes a number, true or false, got {value!r}")
     try:
         folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic)
     except VidgenError as exc:

@@ -60,6 +60,10 @@ class GenerationDefaults:
     # Strength of the arrow critic's guidance of the base stage (vidgen.models.critic), where the
     # model has a critic; 0: off.
     motion_guidance: float = 0.0
+    # For models of a world that is symmetric in time (a clip played backwards is another clip of
+    # it, as in the shapes world): the arrow critic reads the finished base-stage keyframes, and
+    # a clip it reads as running against the prompt is played the other way. Off for others.
+    arrow_check: bool = False
 
 
 @dataclass

@@ -114,10 +114,17 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
         for key, value in values.items():
             if not hasattr(target, key):
                 raise VidgenError(f"{section}.{key} is not a setting; {section} has {', '.join(vars(target))}")
-            setattr(target, key, type(getattr(target, key))(value))
+            kind = type(getattr(target, key))
+            if (kind is bool) != isinstance(value, bool):
+                raise VidgenError(f"{section}.{key} takes {'true or false' if kind is bool else 'a number'}, "
+                                  f"got {value!r}")
+            setattr(target, key, kind(value))
     if pipe.index.defaults.motion_guidance and pipe.critic is None:
         raise VidgenError(f"defaults.motion_guidance={pipe.index.defaults.motion_guidance} needs an arrow critic, and "
                           f"{source} has none: add one with critic=/--critic, or leave motion_guidance at 0")
+    if pipe.index.defaults.arrow_check and pipe.critic is None:
+        raise VidgenError(f"defaults.arrow_check needs an arrow critic, and {source} has none: add one with "
+                          f"critic=/--critic, or leave arrow_check off")
     pipe.index.text_encoder = text_encoder
     pipe.index.text_max_length = pipe.text_encoder.max_length
     folder = pipe.save_pretrained(destination)

@@ -9,8 +9,11 @@ latents from noise, around an anchor frame drawn first by a text-to-image U-Net 
 model has one (vidgen.models.cascade.anchored_unet); the frame interpolation and
 super-resolution stages refine the previous stage's latents in the same loop, behind the same `__call__`.
 Where the model has an arrow critic (vidgen.models.critic), its gradient steers the base stage's
-motion toward the way the prompt names (`motion_guidance`). After each call `last_timings`
-holds the seconds each part took (text, anchor, base, interp, sr, decode), for benchmarks.
+motion toward the way the prompt names (`motion_guidance`); for a world symmetric in time it can
+instead read the finished keyframes and play backwards a clip that runs against the prompt
+(`arrow_check`). After each call `last_timings` holds the seconds each part took (text, anchor,
+base, arrow_check, interp, sr, decode), for benchmarks, and `last_reversed` which clips the arrow
+check played backwards.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class VideoPipeline:
         self.set_critic(critic)
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
         self.last_timings: dict[str, float] = {}  # seconds per part of the last call
+        self.last_reversed: list[bool] = []  # per clip of the last call: played backwards by the arrow check
         for module in self._modules():
             module.eval()
 
@@ -187,6 +191,9 @@ class VideoPipeline:
             raise VidgenError(f"motion guidance {s.motion_guidance} needs an arrow critic, and this model has none: "
                               f"train one with `vidgen train configs/shapes/critic.yaml model.pretrained=MODEL ...`, "
                               f"or leave motion guidance at 0")
+        if s.arrow_check and self.critic is None:
+            raise VidgenError("the arrow check needs an arrow critic, and this model has none: train one with "
+                              "`vidgen train configs/shapes/critic.yaml model.pretrained=MODEL ...`, or turn it off")
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
@@ -278,6 +285,7 @@ class VideoPipeline:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         motion_guidance: float | None = None,
+        arrow_check: bool | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -290,7 +298,9 @@ class VideoPipeline:
         Unset sizes and settings come from the model folder's defaults. negative_prompt takes the
         place of the empty prompt in the unconditional branch of guidance. motion_guidance: the
         strength of the arrow critic's guidance of the base stage (0: off; needs a model with a
-        critic). seed (or a CPU
+        critic). arrow_check: play backwards the base-stage clips the critic reads as running
+        against their prompt (only for models of a world symmetric in time; `last_reversed` says
+        which were). seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -301,7 +311,7 @@ class VideoPipeline:
         # 1. Settings: the call's, else the model's defaults; refuse what the model cannot take.
         s = self.settings(num_frames=num_frames, height=height, width=width, fps=fps,
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          motion_guidance=motion_guidance)
+                          motion_guidance=motion_guidance, arrow_check=arrow_check)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         run = list(self.stages) if stages is None else list(stages)
@@ -358,6 +368,13 @@ class VideoPipeline:
                              num_inference_steps=s.num_inference_steps, eta=eta, generator=generator,
                              progress=progress, desc="base stage", guide=guide)
         fps = s.fps
+
+        # 5b. Arrow check: in a world symmetric in time the critic's reading of the finished
+        #     keyframes (t = 0, where it is surest) decides which way each clip is played.
+        self.last_reversed = [False] * len(prompts)
+        if s.arrow_check:
+            with self._timed("arrow_check"):
+                latents, self.last_reversed = self._arrow_check(latents, cond)
 
         # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
@@ -429,6 +446,16 @@ class VideoPipeline:
             return scale * gradient.float()
 
         return guide
+
+    def _arrow_check(self, latents: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
+        """The keyframe latents (b c f h w), each clip whose arrow-critic logit under its prompt is
+        negative played backwards (d(reverse x) = -d(x), so every clip then reads as forward), and
+        which clips were."""
+        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
+        logits = self.critic(latents.to(self.dtype), torch.zeros(1, dtype=torch.long, device=latents.device), tokens)
+        backward = logits.float() < 0  # (b,)
+        latents = torch.where(backward[:, None, None, None, None], latents.flip(2), latents)
+        return latents, backward.tolist()
 
     def _draw_anchor(self, shape, cond, uncond, settings, eta, generator, progress) -> torch.Tensor:
         """(b c h w) latents of one frame per prompt, from the anchor image U-Net; its noise is

@@ -37,6 +37,9 @@ def add_parser(subparsers):
     parser.add_argument("--motion-guidance", type=float, metavar="S",
                         help="strength of the arrow critic's guidance of the motion (models with a critic; "
                         "0: off; default: the model's)")
+    parser.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
+                        help="play the clip backwards where the arrow critic reads it as running against the "
+                        "prompt (models with a critic, of a world symmetric in time; default: the model's)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the metadata)")
     parser.add_argument("--frames", type=int, help="keyframes of the base stage (frame interpolation multiplies them)")
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     pipe.autocast_dtype = getattr(torch, args.autocast) if args.autocast else None
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      motion_guidance=args.motion_guidance)
+                      motion_guidance=args.motion_guidance, arrow_check=args.arrow_check)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     frames_out, height_out, width_out, fps_out = pipe.output_size(s, stages)
     for prompt, path in jobs:
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         metadata = {
             "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
             "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
-            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "eta": args.eta,
+            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance,
+            "arrow_check": s.arrow_check, "reversed": pipe.last_reversed[0], "eta": args.eta,
             "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
             "vidgen_version": __version__,
         }

@@ -16,6 +16,12 @@ nothing, and a prompt without a motion the critic can read gets d = 0 on average
 its gradient steers the denoiser toward clips that run forward under the prompt (classifier
 guidance, Dhariwal & Nichol 2021, section 4, applied to eps as in their eq. 14; a classifier
 trained on noisy inputs as their section 4.1 and GLIDE's noised CLIP, Nichol et al. 2022, 2.4).
+
+Where the world is symmetric in time (SHAPES_WORLD.md: one object at constant velocity, so a clip
+played backwards is a clip of the opposite direction), the critic can also act on the finished
+keyframes: at t = 0, where it is surest, a clip with d < 0 is played backwards, after which d > 0
+(the pipeline's `arrow_check`). Natural video is not symmetric in time (things fall, and do not
+rise), and there only the guidance applies.
 """
 
 from __future__ import annotations
