@@ -25,8 +25,8 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
     index = json.loads((folder / "vidgen.json").read_text())
     assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
-    # The arrow critic ships beside the stages and guides the base stage by default.
-    assert index["critic"] == "critic" and index["defaults"]["motion_guidance"] > 0
+    # The arrow critic ships beside the stages, and by default its arrow check decides which way each clip plays.
+    assert index["critic"] == "critic" and index["defaults"]["arrow_check"] is True
     assert (folder / "critic" / "critic.safetensors").is_file()
 
 
@@ -42,5 +42,6 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     clip = read_frames(out)
     assert clip.std() > 5  # a picture, not a flat frame
     meta = json.loads(out.with_name("clip.mp4.json").read_text())
-    assert meta["model"] == str(DEFAULT_MODEL) and meta["motion_guidance"] == pipe.index.defaults.motion_guidance > 0
+    assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.index.defaults.arrow_check is True
+    assert meta["motion_guidance"] == pipe.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
     assert "wrote" in capsys.readouterr().out

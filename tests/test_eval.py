@@ -200,6 +200,7 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
     assert [report["groups"][g]["clips"] for g in ("seen", "heldout")] == [2, 2]
     assert len(report["clips"]) == 4 and len(list((tmp_path / "clips").glob("*.mp4"))) == 4
     assert all(not c["obeys"] and c["failures"] for c in report["clips"])  # noise obeys no prompt
+    assert report["settings"]["arrow_check"] is False and not any(c["reversed"] for c in report["clips"])
     printed = capsys.readouterr().out
     assert "seen (2 clips)" in printed and "heldout (2 clips)" in printed and "all" in printed
     assert f"wrote {out}" in printed
