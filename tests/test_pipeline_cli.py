@@ -254,6 +254,28 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
     for clip, was, is_reversed in zip(checked, plain, pipe.last_reversed):
         torch.testing.assert_close(clip, was.flip(1) if is_reversed else was)
 
+    # Candidates: each prompt's clip is the one of its candidates the critic reads as most forward,
+    # the same clip as drawn in a batch of all candidates (prompt-major) with the check applied.
+    many = [p for p in prompts for _ in range(3)]
+    pool = pipe(many, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True)
+    pool_reversed = pipe.last_reversed
+    with pytest.raises(VidgenError, match="candidates must be 1, or more"):
+        pipe(prompts, num_inference_steps=2, seed=3, progress=False, candidates=0)
+    chosen = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True,
+                  candidates=3)
+    assert chosen.shape == plain.shape
+    picks = [min(range(3), key=lambda j: (pool[3 * i + j] - clip).abs().max().item())
+             for i, clip in enumerate(chosen)]
+    for i, (clip, j) in enumerate(zip(chosen, picks)):
+        torch.testing.assert_close(clip, pool[3 * i + j])
+        assert pipe.last_reversed[i] == pool_reversed[3 * i + j]
+    calls = []
+    logits = pipe._arrow_logits
+    pipe._arrow_logits = lambda x, c: calls.append(logits(x, c)) or calls[-1]
+    pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True, candidates=3)
+    del pipe._arrow_logits
+    assert picks == calls[-1].view(3, 3).argmax(dim=1).tolist() and (calls[-1] >= 0).all()
+
     # The folder's default, the command line's override, and the sidecar that records both.
     pipe.index.defaults.arrow_check = True
     pipe.save_pretrained(tmp_path / "checked")
@@ -261,7 +283,12 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
     generate(tmp_path / "checked", tmp_path / "off.mp4", *prompt, "--no-arrow-check")
     on, off = (json.loads((tmp_path / f"{name}.mp4.json").read_text()) for name in ("on", "off"))
     assert on["arrow_check"] is True and off["arrow_check"] is False and off["reversed"] is False
-    assert isinstance(on["reversed"], bool)
+    assert isinstance(on["reversed"], bool) and on["candidates"] == 1
+    generate(tmp_path / "checked", tmp_path / "two.mp4", *prompt, "--candidates", "2")
+    assert json.loads((tmp_path / "two.mp4.json").read_text())["candidates"] == 2
+    assert main(["generate", *prompt, "-o", str(tmp_path / "z.mp4"), "--model", str(video_model),
+                 "--candidates", "2"]) == 2
+    assert "this model has no critic" in capsys.readouterr().err
 
 
 def test_generate_sizes_frames_and_formats(video_model, tmp_path):

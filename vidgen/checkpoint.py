@@ -64,6 +64,9 @@ class GenerationDefaults:
     # it, as in the shapes world): the arrow critic reads the finished base-stage keyframes, and
     # a clip it reads as running against the prompt is played the other way. Off for others.
     arrow_check: bool = False
+    # Base-stage clips drawn per prompt; where it is over 1 the arrow critic keeps the one it
+    # reads as running the prompt's way most clearly (after the arrow check, where that is on).
+    candidates: int = 1
 
 
 @dataclass

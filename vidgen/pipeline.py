@@ -194,6 +194,9 @@ class VideoPipeline:
         if s.arrow_check and self.critic is None:
             raise VidgenError("the arrow check needs an arrow critic, and this model has none: train one with "
                               "`vidgen train configs/shapes/critic.yaml model.pretrained=MODEL ...`, or turn it off")
+        if s.candidates < 1 or (s.candidates > 1 and self.critic is None):
+            raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
+                              f"them), got {s.candidates}" + ("" if self.critic else " and this model has no critic"))
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
@@ -286,6 +289,7 @@ class VideoPipeline:
         guidance_scale: float | None = None,
         motion_guidance: float | None = None,
         arrow_check: bool | None = None,
+        candidates: int | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -300,7 +304,8 @@ class VideoPipeline:
         strength of the arrow critic's guidance of the base stage (0: off; needs a model with a
         critic). arrow_check: play backwards the base-stage clips the critic reads as running
         against their prompt (only for models of a world symmetric in time; `last_reversed` says
-        which were). seed (or a CPU
+        which were). candidates: base-stage clips drawn per prompt, of which the arrow critic keeps
+        the one it reads as running the prompt's way most clearly. seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -311,7 +316,7 @@ class VideoPipeline:
         # 1. Settings: the call's, else the model's defaults; refuse what the model cannot take.
         s = self.settings(num_frames=num_frames, height=height, width=width, fps=fps,
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          motion_guidance=motion_guidance, arrow_check=arrow_check)
+                          motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         run = list(self.stages) if stages is None else list(stages)
@@ -333,6 +338,12 @@ class VideoPipeline:
                                       f"give one, or one per prompt")
                 uncond = self.encode_prompts(negatives).expand_as(cond)
 
+        # Candidates: each prompt's clip is drawn `candidates` times (prompt-major), and after the
+        # base stage the arrow critic keeps one (5c).
+        n = s.candidates
+        if n > 1:
+            cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)
+
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
         if generator is not None and seed is not None:
             raise ValueError("give a seed or a generator, not both")
@@ -343,7 +354,7 @@ class VideoPipeline:
             else:
                 generator.manual_seed(seed)
         k = latent_factor(self.vae)
-        shape = (len(prompts), self.vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
+        shape = (len(prompts) * n, self.vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
         latents = frame_noise(shape, generator, self.index.frame_noise_correlation).to(self.device)  # (b c f h w)
 
         # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
@@ -372,9 +383,20 @@ class VideoPipeline:
         # 5b. Arrow check: in a world symmetric in time the critic's reading of the finished
         #     keyframes (t = 0, where it is surest) decides which way each clip is played.
         self.last_reversed = [False] * len(prompts)
-        if s.arrow_check:
+        if s.arrow_check or n > 1:
             with self._timed("arrow_check"):
-                latents, self.last_reversed = self._arrow_check(latents, cond)
+                reversed_ = [False] * len(cond)
+                if s.arrow_check:
+                    latents, reversed_ = self._arrow_check(latents, cond)
+                # 5c. Of each prompt's candidates, the one the critic reads as running its way most
+                #     clearly (the largest logit): in the shapes world the clips that move far and
+                #     straight along the asked axis, as one object.
+                if n > 1:
+                    logits = self._arrow_logits(latents, cond).view(len(prompts), n)
+                    best = logits.argmax(dim=1) + n * torch.arange(len(prompts), device=logits.device)  # (b,)
+                    latents, cond, uncond = latents[best], cond[::n], uncond[::n]
+                    reversed_ = [reversed_[i] for i in best.tolist()]
+                self.last_reversed = reversed_
 
         # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
@@ -447,13 +469,17 @@ class VideoPipeline:
 
         return guide
 
+    def _arrow_logits(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """(b,) float32: the arrow critic's logit d for finished latents (b c f h w), read at t = 0."""
+        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
+        zero = torch.zeros(1, dtype=torch.long, device=latents.device)
+        return self.critic(latents.to(self.dtype), zero, tokens).float()
+
     def _arrow_check(self, latents: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
         """The keyframe latents (b c f h w), each clip whose arrow-critic logit under its prompt is
         negative played backwards (d(reverse x) = -d(x), so every clip then reads as forward), and
         which clips were."""
-        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
-        logits = self.critic(latents.to(self.dtype), torch.zeros(1, dtype=torch.long, device=latents.device), tokens)
-        backward = logits.float() < 0  # (b,)
+        backward = self._arrow_logits(latents, cond) < 0  # (b,)
         latents = torch.where(backward[:, None, None, None, None], latents.flip(2), latents)
         return latents, backward.tolist()
 

@@ -52,6 +52,9 @@ def add_parser(subparsers):
     shapes.add_argument("--motion-guidance", type=float, metavar="S",
                         help="strength of the arrow critic's guidance (models with a critic; 0: off; default: the "
                         "model's)")
+    shapes.add_argument("--candidates", type=_at_least(1), metavar="N",
+                        help="base-stage clips drawn per prompt, the arrow critic keeping one (models with a critic; "
+                        "default: the model's)")
     shapes.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
                         help="play backwards the base-stage clips the arrow critic reads as running against "
                         "their prompt (models with a critic, of a world symmetric in time; default: the model's)")
@@ -84,7 +87,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
-                            arrow_check=args.arrow_check, eta=args.eta, scheduler=args.scheduler,
+                            arrow_check=args.arrow_check, candidates=args.candidates, eta=args.eta, scheduler=args.scheduler,
                             frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
@@ -92,7 +95,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     s = report["settings"]
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
           f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, "
-          f"arrow check {'on' if s['arrow_check'] else 'off'}, "
+          f"arrow check {'on' if s['arrow_check'] else 'off'}, {s['candidates']} candidate(s), "
           f"{s['frames']} frames at {s['fps']:g} fps, "
           f"{s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))

@@ -40,6 +40,10 @@ def add_parser(subparsers):
     parser.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
                         help="play the clip backwards where the arrow critic reads it as running against the "
                         "prompt (models with a critic, of a world symmetric in time; default: the model's)")
+    parser.add_argument("--candidates", type=int, metavar="N",
+                        help="base-stage clips drawn for the prompt, of which the arrow critic keeps the one that "
+                        "runs its way most clearly (models with a critic; each costs a base stage; default: the "
+                        "model's)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the metadata)")
     parser.add_argument("--frames", type=int, help="keyframes of the base stage (frame interpolation multiplies them)")
@@ -105,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     pipe.autocast_dtype = getattr(torch, args.autocast) if args.autocast else None
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      motion_guidance=args.motion_guidance, arrow_check=args.arrow_check)
+                      motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
+                      candidates=args.candidates)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     frames_out, height_out, width_out, fps_out = pipe.output_size(s, stages)
     for prompt, path in jobs:
@@ -115,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
             "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance,
-            "arrow_check": s.arrow_check, "reversed": pipe.last_reversed[0], "eta": args.eta,
+            "arrow_check": s.arrow_check, "candidates": s.candidates, "reversed": pipe.last_reversed[0],
+            "eta": args.eta,
             "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
             "vidgen_version": __version__,
         }
