@@ -127,7 +127,8 @@ def test_inflate_writes_a_self_describing_model_folder(video_model):
     index = json.loads((video_model / "vidgen.json").read_text())
     assert index["stages"] == {"base": "unet"}
     assert index["defaults"] | {} == {"num_frames": 8, "fps": 8.0, "height": 32, "width": 32,
-                                      "num_inference_steps": 50, "guidance_scale": 7.5, "motion_guidance": 0.0}
+                                      "num_inference_steps": 50, "guidance_scale": 7.5, "motion_guidance": 0.0,
+                                      "arrow_check": False, "candidates": 1}
     assert index["critic"] == ""  # no arrow critic until a critic stage adds one
     for sub in ("unet/model.safetensors", "unet/temporal.json", "unet/config.json", "vae", "text_encoder",
                 "tokenizer", "scheduler/scheduler_config.json"):
@@ -275,6 +276,13 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
     pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True, candidates=3)
     del pipe._arrow_logits
     assert picks == calls[-1].view(3, 3).argmax(dim=1).tolist() and (calls[-1] >= 0).all()
+    # With a negative prompt too, each prompt's clip is one of its own candidates' (prompt-major).
+    pool = pipe(many, negative_prompt="a gray background", num_inference_steps=2, seed=3, output_type="pt",
+                progress=False, arrow_check=True)
+    chosen = pipe(prompts, negative_prompt="a gray background", num_inference_steps=2, seed=3, output_type="pt",
+                  progress=False, arrow_check=True, candidates=3)
+    for i, clip in enumerate(chosen):
+        assert min((pool[3 * i + j] - clip).abs().max().item() for j in range(3)) < 1e-4
 
     # The folder's default, the command line's override, and the sidecar that records both.
     pipe.index.defaults.arrow_check = True
@@ -289,6 +297,11 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
     assert main(["generate", *prompt, "-o", str(tmp_path / "z.mp4"), "--model", str(video_model),
                  "--candidates", "2"]) == 2
     assert "this model has no critic" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # refused by argparse, before the model loads
+        main(["generate", *prompt, "-o", str(tmp_path / "z.mp4"), "--model", str(tmp_path / "checked"),
+              "--candidates", "0"])
+    assert exited.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "z.mp4").exists()
 
 
 def test_generate_sizes_frames_and_formats(video_model, tmp_path):

@@ -20,8 +20,9 @@ The shipped folder is the sr run's cascade with the base stage of the last video
 arrow critic:
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-rep/model \
-        --critic runs/shapes/critic/model defaults.motion_guidance=10.0 defaults.num_inference_steps=25 \
-        interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
+        --critic runs/shapes/critic/model defaults.arrow_check=true defaults.candidates=2 \
+        defaults.num_inference_steps=13 interp.num_inference_steps=10 interp.strength=0.4 \
+        sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with

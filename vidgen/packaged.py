@@ -122,7 +122,9 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
     if pipe.index.defaults.motion_guidance and pipe.critic is None:
         raise VidgenError(f"defaults.motion_guidance={pipe.index.defaults.motion_guidance} needs an arrow critic, and "
                           f"{source} has none: add one with critic=/--critic, or leave motion_guidance at 0")
-    if pipe.index.defaults.candidates != 1 and pipe.critic is None:
+    if pipe.index.defaults.candidates < 1:
+        raise VidgenError(f"defaults.candidates must be at least 1, got {pipe.index.defaults.candidates}")
+    if pipe.index.defaults.candidates > 1 and pipe.critic is None:
         raise VidgenError(f"defaults.candidates={pipe.index.defaults.candidates} needs an arrow critic to choose "
                           f"among them, and {source} has none: add one with critic=/--critic, or leave it at 1")
     if pipe.index.defaults.arrow_check and pipe.critic is None:

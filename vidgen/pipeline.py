@@ -325,7 +325,7 @@ class VideoPipeline:
                               f"{', '.join(self.stages)}")
 
         # 2. Text: prompts and the unconditional branch (negative prompts, else the null conditioning).
-        self.last_timings = {}
+        self.last_timings, self.last_reversed = {}, []
         prompts = _as_list(prompt)
         with self._timed("text"):
             cond = self.encode_prompts(prompts)

@@ -40,7 +40,7 @@ def add_parser(subparsers):
     parser.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
                         help="play the clip backwards where the arrow critic reads it as running against the "
                         "prompt (models with a critic, of a world symmetric in time; default: the model's)")
-    parser.add_argument("--candidates", type=int, metavar="N",
+    parser.add_argument("--candidates", type=_positive, metavar="N",
                         help="base-stage clips drawn for the prompt, of which the arrow critic keeps the one that "
                         "runs its way most clearly (models with a critic; each costs a base stage; default: the "
                         "model's)")
@@ -64,6 +64,13 @@ def add_parser(subparsers):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _prompts_and_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
