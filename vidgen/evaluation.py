@@ -202,8 +202,8 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
                    clip_dir: str | os.PathLike | None = None, progress: bool = True,
                    stages: Sequence[str] | None = None) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance,
-    motion_guidance, arrow_check, candidates and frames take the model's defaults, unset stages all the model has; the
-    report's settings record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
+    motion_guidance, arrow_check, candidates and frames take the model's defaults, unset stages all
+    the model has; the report's settings record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
     to the sampler; `scheduler` names the one the pipeline was loaded with (`from_pretrained`),
     for the report. Each clip's record also says whether the arrow check played it backwards."""
     s = pipe.settings(num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,

@@ -9,23 +9,10 @@ import time
 
 from ..errors import VidgenError
 from ..packaged import default_model
-from .generate import _device
+from .generate import _at_least, _device
 
 DEFAULT_N = 48
 DEFAULT_REPORT = "eval_shapes.json"
-
-
-def _at_least(low: int):
-    """An argparse type: an integer no smaller than `low`."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = "integer"  # what argparse calls the type in its "invalid ... value" message
-    return parse
 
 
 def add_parser(subparsers):
@@ -87,8 +74,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
-                            arrow_check=args.arrow_check, candidates=args.candidates, eta=args.eta, scheduler=args.scheduler,
-                            frames=args.frames, model_path=args.model,
+                            arrow_check=args.arrow_check, candidates=args.candidates, eta=args.eta,
+                            scheduler=args.scheduler, frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
     write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")

@@ -40,7 +40,7 @@ def add_parser(subparsers):
     parser.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
                         help="play the clip backwards where the arrow critic reads it as running against the "
                         "prompt (models with a critic, of a world symmetric in time; default: the model's)")
-    parser.add_argument("--candidates", type=_positive, metavar="N",
+    parser.add_argument("--candidates", type=_at_least(1), metavar="N",
                         help="base-stage clips drawn for the prompt, of which the arrow critic keeps the one that "
                         "runs its way most clearly (models with a critic; each costs a base stage; default: the "
                         "model's)")
@@ -66,11 +66,17 @@ def add_parser(subparsers):
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(low: int):
+    """An argparse type: an integer no smaller than `low`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse calls the type in its "invalid ... value" message
+    return parse
 
 
 def _prompts_and_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
