@@ -180,7 +180,8 @@ class DiffusionStage(Stage):
         """
         if self.cfg.data.posterior == "mean":
             return mean.to(self.device, self.vae.dtype)
-        return (mean + std * torch.randn(mean.shape, generator=generator)).to(self.device, self.vae.dtype)
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)  # the batch may already be on the GPU
+        return (mean + std * noise).to(self.device, self.vae.dtype)
 
     def encode(self, video: torch.Tensor, generator) -> torch.Tensor:
         """(b 3 f H W) frames -> (b c f h w) latents through the VAE, a draw or the mean as data.posterior says."""
