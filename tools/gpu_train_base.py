@@ -19,7 +19,7 @@ network and takes a working tree of at most 64 MiB. Three things follow:
 
 `run` renders `--clips` clips of the shapes corpus (seed 0, the held-out triples excluded),
 builds a base-only copy of `--start` (default: the embedded default model) and goes on training
-its base stage with configs/shapes/video.yaml, the shipped phase's settings (`SHIPPED_PHASE`)
+its base stage with configs/shapes/video.yaml, the last CPU phase's settings scaled to a GPU batch (`GPU_PHASE`)
 and any overrides given. Without `--table` it uses the model's own text encoder.
 
 The shipped base stage (phase `video-gpu` of tools/train_shapes_cascade.py) came from the command
@@ -53,10 +53,11 @@ from vidgen.data.clips import frames_to_tensor  # noqa: E402
 from vidgen.data.latent_cache import INDEX_NAME, vae_fingerprint  # noqa: E402
 from vidgen.data.manifest import write_manifest  # noqa: E402
 from vidgen.errors import VidgenError  # noqa: E402
+from vidgen.fs import write_text_atomic  # noqa: E402
 from vidgen.packaged import DEFAULT_MODEL  # noqa: E402
 
-# The shipped base stage's last phase (tools/train_shapes_cascade.py, video-rep), scaled to a GPU batch.
-SHIPPED_PHASE = ["model.freeze_spatial=false", "data.captioned_repeat=4", "train.lr=2e-4", "train.warmup_steps=200",
+# The settings of the CPU's last base phase (video-rep in tools/train_shapes_cascade.py), scaled to a GPU batch.
+GPU_PHASE = ["model.freeze_spatial=false", "data.captioned_repeat=4", "train.lr=2e-4", "train.warmup_steps=200",
                  "train.batch_size=128", "train.checkpoint_every=500", "train.log_every=50", "train.preview_every=0",
                  "train.mixed_precision=bf16", "data.num_workers=12"]
 
@@ -142,7 +143,7 @@ def use_caption_table(path: str) -> None:
 def render(args: tuple[shapes.ShapesConfig, int]):
     cfg, index = args
     clip, text = shapes.corpus_clip(cfg, index)
-    return index, shapes._clip_record(index, clip, text, cfg), shapes.render_clip(clip, cfg.size, cfg.frames)
+    return index, shapes.clip_record(index, clip, text, cfg), shapes.render_clip(clip, cfg.size, cfg.frames)
 
 
 @torch.no_grad()
@@ -159,7 +160,7 @@ def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int =
     shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
     records, videos, pending = [], {}, []
 
-    def flush():
+    def flush():  # what vidgen.data.latent_cache's _encode_frames does, for many clips in one VAE batch
         frames = torch.stack([frames_to_tensor(f) for _, _, f in pending])  # (b c F H W)
         b, c, f = frames.shape[:3]
         flat = frames.transpose(1, 2).reshape(b * f, c, size, size).to(vae.device, vae.dtype)
@@ -183,7 +184,7 @@ def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int =
     if pending:
         flush()
     index = {"fingerprint": vae_fingerprint(vae, size), "size": size, "videos": videos, "failed": {}}
-    (cache / INDEX_NAME).write_text(json.dumps(index) + "\n", encoding="utf-8")
+    write_text_atomic(cache / INDEX_NAME, json.dumps(index) + "\n")  # last: a cache without it is incomplete
     manifest = write_manifest(records, folder / "manifest.jsonl")
     print(f"rendered and encoded {clips} clips in {time.perf_counter() - started:.0f} s", flush=True)
     return manifest
@@ -243,7 +244,7 @@ def run(args) -> int:
     train = [sys.executable, __file__, "train", *table, str(ROOT / "configs" / "shapes" / "video.yaml"),
              f"data.manifest={manifest}", f"data.latent_cache={work / 'corpus' / 'latents'}",
              f"model.pretrained={model}", f"train.output_dir={run_dir}", "train.max_steps=1000000",
-             *SHIPPED_PHASE, *args.overrides, "--no-progress"]
+             *GPU_PHASE, *args.overrides, "--no-progress"]
     print("+", " ".join(train), flush=True)
     process = subprocess.Popen(train)
     try:

@@ -287,7 +287,8 @@ def corpus_clip(cfg: ShapesConfig, index: int) -> tuple[Clip, str]:
     return clip, training_caption(clip.slots, rng, cfg.caption_drop)
 
 
-def _clip_record(index: int, clip: Clip, text: str, cfg: ShapesConfig) -> dict:
+def clip_record(index: int, clip: Clip, text: str, cfg: ShapesConfig) -> dict:
+    """The manifest record of clip `index` of a corpus (its path relative to the corpus folder)."""
     return {
         "path": f"clips/{index:05d}.mp4",
         "frames": cfg.frames,
@@ -311,7 +312,7 @@ def make_corpus(out_dir, cfg: ShapesConfig, progress: bool = True) -> Path:
     records = []
     for index in tqdm(range(cfg.videos), desc="rendering", unit="clip", disable=not progress):
         clip, text = corpus_clip(cfg, index)
-        record = _clip_record(index, clip, text, cfg)
+        record = clip_record(index, clip, text, cfg)
         save_video(render_clip(clip, cfg.size, cfg.frames), out / record["path"], fps=cfg.fps,
                    metadata={"prompt": record["full_caption"]}, crf=cfg.crf, sidecar=False)
         records.append(record)
