@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from vidgen.data import shapes  # noqa: E402
 from vidgen.data.clips import frames_to_tensor  # noqa: E402
-from vidgen.data.latent_cache import INDEX_NAME, vae_fingerprint  # noqa: E402
+from vidgen.data.latent_cache import INDEX_NAME, _encode_frames, vae_fingerprint  # noqa: E402
 from vidgen.data.manifest import write_manifest  # noqa: E402
 from vidgen.errors import VidgenError  # noqa: E402
 from vidgen.fs import write_text_atomic  # noqa: E402
@@ -58,8 +58,8 @@ from vidgen.packaged import DEFAULT_MODEL  # noqa: E402
 
 # The settings of the CPU's last base phase (video-rep in tools/train_shapes_cascade.py), scaled to a GPU batch.
 GPU_PHASE = ["model.freeze_spatial=false", "data.captioned_repeat=4", "train.lr=2e-4", "train.warmup_steps=200",
-                 "train.batch_size=128", "train.checkpoint_every=500", "train.log_every=50", "train.preview_every=0",
-                 "train.mixed_precision=bf16", "data.num_workers=12"]
+             "train.batch_size=128", "train.checkpoint_every=500", "train.log_every=50", "train.preview_every=0",
+             "train.mixed_precision=bf16", "data.num_workers=12"]
 
 
 # --- the caption table --------------------------------------------------------------------------
@@ -157,17 +157,13 @@ def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int =
     cfg = shapes.ShapesConfig(videos=clips, size=size)
     cache = folder / "latents"
     cache.mkdir(parents=True, exist_ok=True)
-    shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
     records, videos, pending = [], {}, []
 
-    def flush():  # what vidgen.data.latent_cache's _encode_frames does, for many clips in one VAE batch
-        frames = torch.stack([frames_to_tensor(f) for _, _, f in pending])  # (b c F H W)
-        b, c, f = frames.shape[:3]
-        flat = frames.transpose(1, 2).reshape(b * f, c, size, size).to(vae.device, vae.dtype)
-        posterior = vae.encode(flat).latent_dist
-        mean = ((posterior.mean - shift) * scale).reshape(b, f, -1, *posterior.mean.shape[-2:]).transpose(1, 2)
-        std = (posterior.std * scale).reshape(b, f, -1, *posterior.std.shape[-2:]).transpose(1, 2)  # (b c' F h w)
-        for (index, record, _), m, s in zip(pending, mean, std):
+    def flush():  # the pending clips' frames in one VAE batch, through the latent cache's own encoder
+        frames = torch.cat([frames_to_tensor(f) for _, _, f in pending], dim=1)  # (c b*F H W)
+        mean, std = _encode_frames(vae, frames, chunk_size=frames.shape[1])  # (c' b*F h w) each
+        f = frames.shape[1] // len(pending)
+        for (index, record, _), m, s in zip(pending, mean.split(f, dim=1), std.split(f, dim=1)):
             name = f"{index:06d}.safetensors"
             save_file({"mean": m.half().contiguous().cpu(), "std": s.half().contiguous().cpu()}, cache / name)
             videos[os.path.normpath(folder / record["path"])] = {"file": name, "frames": f, "fps": cfg.fps}
@@ -193,6 +189,9 @@ def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int =
 def base_only_model(destination: Path, source: Path = DEFAULT_MODEL) -> Path:
     """A copy of the vidgen model folder `source` (default: the embedded default model) with its base
     stage alone (what the video stage trains)."""
+    if not (source / "vidgen.json").is_file():
+        raise VidgenError(f"{source} is not a vidgen model folder (no vidgen.json): give --start a folder made by "
+                          "`vidgen inflate` or a video-stage run's model/")
     destination.mkdir(parents=True, exist_ok=True)
     index = json.loads((source / "vidgen.json").read_text())
     for sub in (index["stages"]["base"], "vae", "scheduler"):
@@ -228,6 +227,9 @@ def run(args) -> int:
 
     from vidgen.checkpoint import load_diffusers
 
+    if args.table and not Path(args.table).is_file():
+        raise VidgenError(f"caption table {args.table} does not exist: make it with "
+                          f"`python tools/gpu_train_base.py table --out {args.table}` where the text encoder is installed")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,20 +281,25 @@ def main() -> int:
     go.add_argument("--table", help="the caption table to use for a text encoder (where its weights are missing)")
     go.add_argument("--start", default=str(DEFAULT_MODEL),
                     help="vidgen model folder whose base stage goes on training (default: the embedded default model)")
-    go.add_argument("--work", required=True)
-    go.add_argument("--out", required=True)
-    go.add_argument("--clips", type=int, default=10000)
-    go.add_argument("--seconds", type=float, default=330)
-    go.add_argument("--workers", type=int, default=14)
+    go.add_argument("--work", required=True, help="folder for the corpus, the copy of --start and the run")
+    go.add_argument("--out", required=True, help="where the fp16 base U-Net, log.csv and config.yaml go")
+    go.add_argument("--clips", type=int, default=12000, help="corpus clips to render (default 12000)")
+    go.add_argument("--seconds", type=float, default=470,
+                    help="wall-clock budget, rendering included, after which training stops and exports (default 470)")
+    go.add_argument("--workers", type=int, default=14, help="rendering processes (default 14)")
     go.add_argument("overrides", nargs="*", metavar="key=value")
     tr = sub.add_parser("train", help="vidgen train with the caption table for a text encoder")
     tr.add_argument("--table")
     tr.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    if args.command == "table":
-        write_table(Path(args.out))
-        return 0
-    return run(args) if args.command == "run" else train_with_table(args)
+    try:
+        if args.command == "table":
+            write_table(Path(args.out))
+            return 0
+        return run(args) if args.command == "run" else train_with_table(args)
+    except VidgenError as exc:
+        print(f"gpu_train_base {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
