@@ -92,3 +92,17 @@ def test_vidgen_loads_the_table_for_a_model_that_names_its_text_encoder(tool, tm
     frames = pipe(["a red circle moving left"], num_inference_steps=1, num_frames=2, seed=0, progress=False,
                   candidates=1, arrow_check=False)  # the copy has no critic to choose or check with
     assert np.asarray(frames[0]).shape[0] == 2
+
+
+def test_a_later_first_clip_renders_clips_an_earlier_corpus_lacks(tool, tmp_path):
+    from diffusers import AutoencoderKL
+
+    from vidgen.checkpoint import load_diffusers
+    from vidgen.packaged import DEFAULT_MODEL
+
+    vae = load_diffusers(AutoencoderKL, DEFAULT_MODEL / "vae", torch.float32)
+    records = read_manifest(tool.render_latent_corpus(tmp_path, vae, "cpu", clips=2, workers=1, first=4))
+    assert [Path(r["path"]).name for r in records] == ["00004.mp4", "00005.mp4"]
+    assert [r["caption"] for r in records] == [shapes.corpus_clip(shapes.ShapesConfig(), i)[1] for i in (4, 5)]
+    cache = LatentCache(tmp_path / "latents")
+    assert all(cache.load(r["path"])[0].shape == (4, 48, 16, 16) for r in records)

@@ -148,13 +148,14 @@ def render(args: tuple[shapes.ShapesConfig, int]):
 
 @torch.no_grad()
 def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int = 64, workers: int = 14,
-                         batch: int = 32) -> Path:
-    """Clips 0..clips-1 of the seed-0 shapes corpus as a manifest and a latent cache (posterior mean
-    and std of every frame, scaled as vidgen.data.latent_cache stores them), the VAE on `device`.
-    Returns the manifest."""
+                         batch: int = 32, first: int = 0) -> Path:
+    """Clips first..first+clips-1 of the seed-0 shapes corpus as a manifest and a latent cache
+    (posterior mean and std of every frame, scaled as vidgen.data.latent_cache stores them), the VAE
+    on `device`. Clip i depends on (seed, i) alone, so a later `first` gives clips an earlier run never
+    saw. Returns the manifest."""
     from safetensors.torch import save_file
 
-    cfg = shapes.ShapesConfig(videos=clips, size=size)
+    cfg = shapes.ShapesConfig(videos=first + clips, size=size)
     cache = folder / "latents"
     cache.mkdir(parents=True, exist_ok=True)
     records, videos, pending = [], {}, []
@@ -173,7 +174,7 @@ def render_latent_corpus(folder: Path, vae, device: str, clips: int, size: int =
     started = time.perf_counter()
     with Pool(workers) as pool:  # forked before CUDA starts in this process
         vae.to(device)
-        for item in pool.imap(render, ((cfg, i) for i in range(clips)), chunksize=16):
+        for item in pool.imap(render, ((cfg, i) for i in range(first, first + clips)), chunksize=16):
             pending.append(item)
             if len(pending) == batch:
                 flush()
@@ -239,7 +240,8 @@ def run(args) -> int:
     vae = load_diffusers(AutoencoderKL, model / "vae", torch.float32)
     manifest = work / "corpus" / "manifest.jsonl"
     if not manifest.is_file():  # a rerun on the same machine keeps the corpus
-        manifest = render_latent_corpus(work / "corpus", vae, device, args.clips, workers=args.workers)
+        manifest = render_latent_corpus(work / "corpus", vae, device, args.clips, workers=args.workers,
+                                        first=args.first)
     del vae
     run_dir = work / "video-gpu"
     table = ["--table", args.table] if args.table else []
@@ -284,6 +286,8 @@ def main() -> int:
     go.add_argument("--work", required=True, help="folder for the corpus, the copy of --start and the run")
     go.add_argument("--out", required=True, help="where the fp16 base U-Net, log.csv and config.yaml go")
     go.add_argument("--clips", type=int, default=12000, help="corpus clips to render (default 12000)")
+    go.add_argument("--first", type=int, default=0,
+                    help="index of the first corpus clip (default 0; past an earlier run's clips for new ones)")
     go.add_argument("--seconds", type=float, default=470,
                     help="wall-clock budget, rendering included, after which training stops and exports (default 470)")
     go.add_argument("--workers", type=int, default=14, help="rendering processes (default 14)")
