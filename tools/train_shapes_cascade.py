@@ -14,14 +14,14 @@ vae 32 min, image 55 min, inflate 4 s, video 71 min (0.95 s/step), interp 24 min
 corpus128 80 min (beside a training run), sr 32 min (0.77 s/step), then the base stage's later
 phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), video-full 20 min
 (1.19 s/step), video-rep 60 min (1.2 s/step); then the arrow critic, 20 min (0.47 s/step at
-batch 32); about 8 hours in all. The last base phase, video-gpu (1829 steps at batch 128), ran on a
-lent H200 in 7.8 min, corpus included (tools/gpu_train_base.py); at this CPU's 3.3 clips/s it
-would take about 20 hours.
+batch 32); about 8 hours in all. The last two base phases, video-gpu (1829 steps at batch 128 on clips
+0-11999) and video-gpu-2 (1851 steps on clips 12000-23999), ran on lent H200s in 7.8 and 8.7 min,
+corpus included (tools/gpu_train_base.py); at this CPU's 3.3 clips/s each would take about 20 hours.
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase and the
 arrow critic:
 
-    python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu/video-gpu/model \
+    python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu-2/video-gpu/model \
         --critic runs/shapes/critic/model defaults.arrow_check=true defaults.candidates=2 \
         defaults.num_inference_steps=13 interp.num_inference_steps=10 interp.strength=0.4 \
         sr.num_inference_steps=10 sr.strength=0.5
@@ -102,6 +102,13 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
          [sys.executable, str(ROOT / "tools" / "gpu_train_base.py"), "run", "--start", str(work / "video-rep" / "model"),
           "--work", str(work / "video-gpu"), "--out", str(work / "video-gpu" / "ship"), "--clips", "12000",
           "--seconds", "1e9", "train.max_steps=1829"]),
+        # 6. on from there over the next 12000 clips, ones no earlier phase saw, 1851 steps of 128
+        #    clips: shipped, on a lent H200 in 8.7 min, corpus included.
+        ("video-gpu-2", work / "video-gpu-2" / "video-gpu" / "model",
+         [sys.executable, str(ROOT / "tools" / "gpu_train_base.py"), "run",
+          "--start", str(work / "video-gpu" / "video-gpu" / "model"), "--work", str(work / "video-gpu-2"),
+          "--out", str(work / "video-gpu-2" / "ship"), "--clips", "12000", "--first", "12000",
+          "--seconds", "1e9", "train.max_steps=1851"]),
     ]
     return [
         corpus(64),
@@ -165,7 +172,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, critic[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")

@@ -290,6 +290,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         _check_same_lr_groups(cfg, read_trainer_state(resume_from), resume_from)
         saved = load_checkpoint(accelerator, resume_from)
         step, micro = saved["step"], saved["micro_step"]
+        if ema is not None:  # accelerate loads a registered object's state on the CPU
+            ema.to(accelerator.device)
         accelerator.print(f"resumed from {resume_from} at step {step}")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
