@@ -22,10 +22,13 @@ builds a base-only copy of `--start` (default: the embedded default model) and g
 its base stage with configs/shapes/video.yaml, the last CPU phase's settings scaled to a GPU batch (`GPU_PHASE`)
 and any overrides given. Without `--table` it uses the model's own text encoder.
 
-The shipped base stage (phase `video-gpu` of tools/train_shapes_cascade.py) came from the command
-above on one H200: 12000 clips rendered and encoded in 77 s, then 1829 steps of 128 clips (about
-530 clips/s, bf16) in the rest of the 470 s. Elsewhere, `--seconds 1e9 train.max_steps=1829` trains
-the same number of steps.
+The shipped base stage came from two such runs on one H200 (phases `video-gpu` and `video-gpu-2`
+of tools/train_shapes_cascade.py). The first, from the last CPU phase's model: 12000 clips
+rendered and encoded in 77 s, then 1829 steps of 128 clips (about 530 clips/s, bf16) in the rest
+of the 470 s. The second, from the first's model with `--first 12000 --seconds 520` (clips
+12000-23999, none of which the first saw): 66 s of rendering, then 1851 steps (about 520
+clips/s), the loss 0.0232 -> 0.0230. Elsewhere, `--seconds 1e9 train.max_steps=N` trains the same
+number of steps.
 """
 
 from __future__ import annotations
