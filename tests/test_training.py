@@ -553,6 +553,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(chain, tmp_
     ("stage=critic model.critic.embed_dim=0", "embed_dim positive"),
     ("model.critic.embed_dim=8", "model.critic shapes the arrow critic that the critic stage trains"),
     ("stage=critic data.withhold_captions=1.0", "the critic stage learns from captioned clips, and this run keeps none"),
+    ("model.critic_swap_slots=[direction]", "model.critic_swap_slots sets what the critic stage's critic learns"),
+    ("stage=critic model.critic_swap_slots=[mood]", "name fewer than two values of mood"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",
@@ -561,6 +563,30 @@ def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, cap
     error = capsys.readouterr().err
     assert error.startswith("vidgen train: error:") and named in error
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_candidates_with_them(chain, tmp_path):
+    from vidgen.pipeline import VideoPipeline
+
+    vidgen(*train_argv("critic", chain.manifest, tmp_path / "swap", f"model.pretrained={chain.folders['sr']}",
+                       "model.critic_swap_slots=[direction]"))
+    directions = [r["slots"]["direction"] for r in chain.records()]
+    pipe = VideoPipeline.from_pretrained(tmp_path / "swap" / "model")
+    assert pipe.critic.config.swap_words == {"direction": list(dict.fromkeys(directions))}  # saved in critic.json
+    assert len(set(directions)) >= 2
+
+    # Each prompt's candidates are ranked by the log-probability of its own word against the swaps
+    # (at most 0); a prompt without a word of the group falls back to the arrow logit.
+    latents = torch.randn(4, 4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    prompts = [f"a red circle moving {directions[0]}", "a red circle"]
+    cond = pipe.encode_prompts(prompts).repeat_interleave(2, dim=0)
+    with torch.inference_mode():
+        scores = pipe._candidate_scores(latents, cond, prompts, 2)
+        arrow = pipe._arrow_logits(latents, cond).view(2, 2)
+    assert (scores[0] <= 0).all() and not torch.equal(scores[0], arrow[0])
+    assert torch.equal(scores[1], arrow[1])
+    clip = pipe(prompts[0], num_frames=3, num_inference_steps=2, seed=0, progress=False, stages=["base"], candidates=2)
+    assert clip.shape == (1, 3, 32, 32, 3)
 
 
 def test_caption_contrast_denoises_captioned_clips_again_under_a_one_word_negative(chain, tmp_path):

@@ -40,7 +40,7 @@ from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
 from .models import cascade
-from .models.critic import ArrowCritic
+from .models.critic import ArrowCritic, swaps
 from .models.inflate import VideoUNet, autocast, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
@@ -389,10 +389,10 @@ class VideoPipeline:
                 if s.arrow_check:
                     latents, reversed_ = self._arrow_check(latents, cond)
                 # 5c. Of each prompt's candidates, the one the critic reads as running its way most
-                #     clearly (the largest logit): in the shapes world the clips that move far and
-                #     straight along the asked axis, as one object.
+                #     clearly: in the shapes world the clips that move far and straight along the
+                #     asked axis, as one object.
                 if n > 1:
-                    logits = self._arrow_logits(latents, cond).view(len(prompts), n)
+                    logits = self._candidate_scores(latents, cond, prompts, n)  # (prompts n)
                     best = logits.argmax(dim=1) + n * torch.arange(len(prompts), device=logits.device)  # (b,)
                     latents, cond, uncond = latents[best], cond[::n], uncond[::n]
                     reversed_ = [reversed_[i] for i in best.tolist()]
@@ -474,6 +474,25 @@ class VideoPipeline:
         tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
         zero = torch.zeros(1, dtype=torch.long, device=latents.device)
         return self.critic(latents.to(self.dtype), zero, tokens).float()
+
+    def _candidate_scores(self, latents: torch.Tensor, cond: torch.Tensor, prompts: list[str], n: int) -> torch.Tensor:
+        """(len(prompts), n) float32, larger for the candidate to keep: the arrow logit d, or, where the
+        critic learned swaps of a word the prompt holds (`CriticConfig.swap_words`), the log-probability
+        of the prompt against its swaps (e.g. "left" against "right", "up", "down"), which reads the
+        axis as well as the sign."""
+        scores = self._arrow_logits(latents, cond).view(len(prompts), n)
+        groups = self.critic.config.swap_words
+        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
+        zero = torch.zeros(1, dtype=torch.long, device=latents.device)
+        for i, prompt in enumerate(prompts):
+            alternatives = swaps(prompt, groups) if groups else []
+            if alternatives:
+                rows = slice(i * n, (i + 1) * n)
+                swapped = self.text_encoder.tokens_in_context(self.encode_prompts(alternatives)).to(tokens)  # (k n d)
+                _, read = self.critic(latents[rows].to(self.dtype), zero, tokens[rows],
+                                      swapped.expand(n, *swapped.shape))  # (n 1+k)
+                scores[i] = torch.log_softmax(read.float(), dim=1)[:, 0]
+        return scores
 
     def _arrow_check(self, latents: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
         """The keyframe latents (b c f h w), each clip whose arrow-critic logit under its prompt is

@@ -22,12 +22,22 @@ played backwards is a clip of the opposite direction), the critic can also act o
 keyframes: at t = 0, where it is surest, a clip with d < 0 is played backwards, after which d > 0
 (the pipeline's `arrow_check`). Natural video is not symmetric in time (things fall, and do not
 rise), and there only the guidance applies.
+
+Time reversal teaches the sign of a motion along the asked axis, not the axis: a clip moving along
+the other one is neither a positive nor a negative. With `swap_words` (groups of words of one
+kind, e.g. the corpus's directions), each captioned clip is also scored under its caption with
+its word of a group replaced by each other word of that group, and its own caption must win a
+softmax over them (`swap_loss`: hard negative captions, as NegCLIP's, Yuksekgonul et al. 2023,
+with the clip left as it is). The score is a dot product with the prompt's mean token vector,
+so the margin between two captions one word apart is the clip vector read along the difference
+of the two words' vectors: a classifier of which of the group's words the clip shows. At sampling
+the pipeline keeps the candidate whose own prompt wins that softmax most surely.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,6 +60,9 @@ class CriticConfig:
     text_dim: int = 384  # width of the text encoder's token embeddings
     widths: tuple[int, ...] = (32, 64, 64, 128)  # channels of the 3-D convolutions; each after the first halves f, h, w
     embed_dim: int = 128  # width of the clip and prompt vectors whose dot product is the score
+    # Groups of interchangeable words (e.g. {"direction": ["left", "right", "up", "down"]}) whose
+    # swaps the critic was trained to tell apart (`swap_loss`); empty: trained on the arrow alone.
+    swap_words: dict[str, list[str]] = field(default_factory=dict)
 
 
 class _Block(nn.Module):
@@ -103,12 +116,22 @@ class ArrowCritic(nn.Module):
         """s(x_t, t, c), (b,): how well the clip as given fits the prompt."""
         return (self.clip_vector(x, t) * self.prompt_vector(tokens)).sum(-1) / self.config.embed_dim ** 0.5
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """d = s(x) - s(x reversed in time), (b,). One batch for both orders."""
-        both = self.score(torch.cat([x, x.flip(2)]), torch.cat([t.expand(x.shape[0]), t.expand(x.shape[0])]),
-                          torch.cat([tokens, tokens]))
-        forward, backward = both.chunk(2)
-        return forward - backward
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                swapped: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """d = s(x) - s(x reversed in time), (b,). One batch for both orders.
+
+        With `swapped` (b k n d), the tokens of k other captions per clip, also the scores of the
+        clip as given under its caption and each of those, (b 1+k), from the same clip vectors."""
+        b = x.shape[0]
+        vectors = self.clip_vector(torch.cat([x, x.flip(2)]), torch.cat([t.expand(b), t.expand(b)]))  # (2b e)
+        forward, backward = vectors.chunk(2)
+        scale = self.config.embed_dim ** 0.5
+        d = ((forward - backward) * self.prompt_vector(tokens)).sum(-1) / scale
+        if swapped is None:
+            return d
+        captions = torch.cat([tokens[:, None], swapped], dim=1)  # (b 1+k n d)
+        prompts = self.prompt_vector(captions.flatten(0, 1)).unflatten(0, captions.shape[:2])  # (b 1+k e)
+        return d, torch.einsum("be,bke->bk", forward, prompts) / scale
 
     # --- files: critic.json + critic.safetensors -----------------------------------------------
 
@@ -132,3 +155,30 @@ class ArrowCritic(nn.Module):
 def arrow_loss(logits: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(d) over real clips: each is the positive, its reversal (d -> -d) the negative."""
     return F.softplus(-logits).mean()
+
+
+def swap_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each clip's own caption (column 0 of scores (b 1+k)) against its swaps,
+    where `valid` (b 1+k) marks the real ones (captions have different numbers of swaps, and
+    those without any do not count)."""
+    has_swaps = valid[:, 1:].any(dim=1)  # (b,)
+    if not has_swaps.any():
+        return scores.sum() * 0.0
+    scores = scores.masked_fill(~valid, float("-inf"))
+    losses = torch.logsumexp(scores, dim=1) - scores[:, 0]
+    return losses[has_swaps].mean()
+
+
+def swaps(caption: str, groups: dict[str, list[str]]) -> list[str]:
+    """The caption with each word it holds of a group replaced, in turn, by every other word of that
+    group (whole words, read without case and trailing punctuation; a caption without any such word
+    has none)."""
+    words = caption.split()
+    out = []
+    for group in groups.values():
+        for i, word in enumerate(words):
+            bare = word.lower().rstrip(".,;:!?")
+            if bare in group:
+                tail = word[len(bare):]
+                out += [" ".join(words[:i] + [other + tail] + words[i + 1:]) for other in group if other != bare]
+    return out

@@ -114,6 +114,11 @@ class ModelConfig:
     # critic: CriticConfig arguments of a new arrow critic (vidgen.models.critic), e.g. {embed_dim: 64};
     # empty: the defaults.
     critic: dict[str, Any] = field(default_factory=dict)
+    # critic: manifest slots (e.g. [direction]) whose words the critic also learns to tell apart: each
+    # captioned clip is scored under its caption with that slot's word swapped for every other value
+    # the corpus has (vidgen.models.critic.swap_loss), at this weight beside the arrow loss.
+    critic_swap_slots: list[str] = field(default_factory=list)
+    critic_swap_weight: float = 1.0
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

@@ -189,6 +189,9 @@ def _check(cfg: RunConfig) -> None:
     if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
         raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
                           f"leave it empty here")
+    if m.critic_swap_slots and cfg.stage != "critic":
+        raise VidgenError(f"model.critic_swap_slots sets what the critic stage's critic learns, not the {cfg.stage} "
+                          f"stage: remove it")
     if m.critic and cfg.stage != "critic":
         raise VidgenError(f"model.critic shapes the arrow critic that the critic stage trains, not the {cfg.stage} "
                           f"stage: remove it")

@@ -35,7 +35,7 @@ from ..diffusion.losses import add_noise, caption_contrast, diffusion_loss, diff
 from ..errors import VidgenError
 from ..fs import atomic_dir
 from ..models import cascade
-from ..models.critic import ArrowCritic, CriticConfig, arrow_loss
+from ..models.critic import ArrowCritic, CriticConfig, arrow_loss, swap_loss, swaps
 from ..models.inflate import inflate_unet, with_options
 from ..models.vae import encode_video, latent_factor
 from ..packaged import resolve_text_encoder
@@ -503,6 +503,23 @@ class SuperResolutionStage(CascadeStage):
 
 # --- critic --------------------------------------------------------------------------------------
 
+def swap_groups(records: list[dict], slots: list[str]) -> dict[str, list[str]]:
+    """{slot: its values in the manifest's captioned records, in order of first appearance}, for
+    the critic's swapped captions (model.critic_swap_slots)."""
+    groups: dict[str, list[str]] = {slot: [] for slot in slots}
+    for record in records:
+        for slot in slots:
+            value = (record.get("slots") or {}).get(slot)
+            if record.get("caption") and isinstance(value, str) and value not in groups[slot]:
+                groups[slot].append(value)
+    thin = [slot for slot, values in groups.items() if len(values) < 2]
+    if thin:
+        raise VidgenError(f"model.critic_swap_slots: the manifest's captioned clips name fewer than two values of "
+                          f"{', '.join(thin)} in their 'slots' (each record's slots, e.g. "
+                          f"{{\"direction\": \"left\"}}); list slots the corpus names, or leave the key empty")
+    return groups
+
+
 class CriticStage(DiffusionStage):
     """The arrow critic of a vidgen video model (model.pretrained): does a noisy clip run forward
     in time under its caption? It learns from the clips that keep their caption (after
@@ -538,6 +555,8 @@ class CriticStage(DiffusionStage):
             raise VidgenError(f"{cfg.model.pretrained} has an arrow critic already, which this run goes on training: "
                               f"leave model.critic empty (its shape is fixed), or start from a model without one")
         self.model = copy.deepcopy(critic).requires_grad_(True).to(device).train()
+        if cfg.model.critic_swap_slots:
+            self.model.config.swap_words = swap_groups(read_manifest(cfg.data.manifest), cfg.model.critic_swap_slots)
 
     def dataset(self):
         data = super().dataset()
@@ -552,7 +571,17 @@ class CriticStage(DiffusionStage):
         tokens = self.embed(batch["caption"])  # every clip keeps its caption: the arrow is read from it
         x_t, _, t = add_noise(self.noise_schedule, x0, generator,
                               correlation=self.pipeline.index.frame_noise_correlation)
-        return arrow_loss(model(x_t, t, tokens))
+        groups = self.model.config.swap_words
+        alternatives = [swaps(caption, groups) for caption in batch["caption"]]
+        k = max(map(len, alternatives), default=0)
+        if not k:
+            return arrow_loss(model(x_t, t, tokens))
+        # Every clip gets k swapped captions, its own caption filling the places it has no swap for.
+        swapped = torch.stack([self.embed(alt + [caption] * (k - len(alt)))
+                               for caption, alt in zip(batch["caption"], alternatives)])  # (b k n d)
+        valid = torch.tensor([[True] + [j < len(alt) for j in range(k)] for alt in alternatives], device=x0.device)
+        d, scores = model(x_t, t, tokens, swapped.to(tokens))
+        return arrow_loss(d) + self.cfg.model.critic_swap_weight * swap_loss(scores, valid)
 
     def export(self, model, folder):
         self.pipeline.set_critic(copy.deepcopy(model).cpu())
