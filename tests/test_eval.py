@@ -206,7 +206,7 @@ def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, ca
     assert f"wrote {out}" in printed
 
 
-def test_eval_shapes_samples_with_the_scheduler_and_eta_it_is_given(video_model, tmp_path, capsys):
+def test_eval_shapes_samples_with_the_scheduler_eta_and_precision_it_is_given(video_model, tmp_path, capsys):
     def clips(*flags):
         out = tmp_path / "-".join(flags or ("plain",))
         assert main(["eval", "shapes", "--model", str(video_model), "--n", "1", "--steps", "3", "--frames", "4",
@@ -218,6 +218,9 @@ def test_eval_shapes_samples_with_the_scheduler_and_eta_it_is_given(video_model,
     assert settings["eta"] == 1.0 and not np.array_equal(stochastic, plain)  # fresh noise at every step
     settings, euler = clips("--scheduler", "euler")
     assert settings["scheduler"] == "euler" and not np.array_equal(euler, plain)
+    assert plain_settings["autocast"] == "float32"
+    settings, fast = clips("--autocast", "bfloat16")
+    assert settings["autocast"] == "bfloat16" and not np.array_equal(fast, plain)
     assert "euler 3 steps, eta 0" in capsys.readouterr().out
     assert main(["eval", "shapes", "--model", str(video_model), "--n", "1", "--scheduler", "euler", "--eta", "1",
                  "-o", str(tmp_path / "x.json")]) == 2

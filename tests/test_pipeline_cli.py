@@ -4,6 +4,7 @@ pieces between (text encoders, chunked VAE, the pipeline object)."""
 import json
 import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -342,3 +343,29 @@ def test_inflate_refuses_a_folder_that_is_not_an_image_model_or_an_existing_out(
     assert "lacks unet, vae, text_encoder, tokenizer, scheduler/" in capsys.readouterr().err
     assert main(["inflate", "--image-model", str(tmp_path), "--out", str(video_model)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_generate_autocast_option_and_model_default(video_model, tmp_path, capsys):
+    from vidgen.checkpoint import AUTOCAST_CHOICES, read_model_index, write_model_index
+    from vidgen.commands.generate import AUTOCAST_CHOICES as CLI_CHOICES
+
+    assert CLI_CHOICES == AUTOCAST_CHOICES
+    prompt = ["a red circle moving right", "--seed", "3", "--frames", "2"]
+    plain = generate(video_model, tmp_path / "plain.mp4", *prompt)
+    assert json.loads((tmp_path / "plain.mp4.json").read_text())["autocast"] == "float32"
+    fast = generate(video_model, tmp_path / "bf16.mp4", *prompt, "--autocast", "bfloat16")
+    assert json.loads((tmp_path / "bf16.mp4.json").read_text())["autocast"] == "bfloat16"
+    assert not np.array_equal(fast, plain)
+
+    # A model folder may ship a default precision; a bad one is refused, naming the key.
+    model = tmp_path / "model"
+    shutil.copytree(video_model, model)
+    index = read_model_index(model)
+    index.defaults.autocast = "bfloat16"
+    write_model_index(model, index)
+    assert np.array_equal(generate(model, tmp_path / "default.mp4", *prompt), fast)
+    assert np.array_equal(generate(model, tmp_path / "off.mp4", *prompt, "--autocast", "off"), plain)
+    text = (model / "vidgen.json").read_text().replace('"autocast": "bfloat16"', '"autocast": "half"')
+    (model / "vidgen.json").write_text(text)
+    assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(model)]) == 2
+    assert "defaults: autocast must be one of off, auto, bfloat16, float16, got 'half'" in capsys.readouterr().err

@@ -47,7 +47,9 @@ def time_parts(prompt: str, model: str | None, seeds: list[int], extra: list[str
     pipe = VideoPipeline.from_pretrained(model or default_model(), scheduler=args.scheduler)
     parts: dict[str, list[float]] = {"load": [time.perf_counter() - started]}
     settings = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
-                             num_inference_steps=args.steps, guidance_scale=args.guidance)
+                             num_inference_steps=args.steps, guidance_scale=args.guidance,
+                             motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
+                             candidates=args.candidates, autocast=args.autocast)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     fps = pipe.output_size(settings, stages)[3]
     for seed in seeds:

@@ -43,8 +43,8 @@ def main() -> None:
             continue
         try:
             settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
-        except ValueError:
-            parser.error(f"{key} takes a number, true or false, got {value!r}")
+        except ValueError:  # a word, e.g. defaults.autocast=auto; the index's schema checks its type
+            settings.setdefault(section, {})[name] = value
     try:
         folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic)
     except VidgenError as exc:

@@ -67,6 +67,11 @@ class GenerationDefaults:
     # Base-stage clips drawn per prompt; where it is over 1 the arrow critic keeps the one it
     # reads as running the prompt's way most clearly (after the arrow check, where that is on).
     candidates: int = 1
+    # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
+    # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively
+    # (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere
+    # (vidgen.models.inflate.autocast_dtype).
+    autocast: str = "off"
 
 
 @dataclass
@@ -198,8 +203,17 @@ def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
 
 # --- the model folder --------------------------------------------------------------------------
 
+AUTOCAST_CHOICES = ("off", "auto", "bfloat16", "float16")
+
+
+def check_autocast(value: str, source: str) -> None:
+    if value not in AUTOCAST_CHOICES:
+        raise VidgenError(f"{source}: autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {value!r}")
+
+
 def check_model_index(index: ModelIndex, source: str) -> None:
     """Refuse sampling settings outside their range, naming the key, before anything runs on them."""
+    check_autocast(index.defaults.autocast, f"{source}: defaults")
     ranges = {"frame_noise_correlation": (index.frame_noise_correlation, "[0, 1)"),
               "interp.noise_correlation": (index.interp.noise_correlation, "[0, 1)"),
               "interp.strength": (index.interp.strength, "(0, 1]"),

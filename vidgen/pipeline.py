@@ -32,8 +32,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import __version__
-from .checkpoint import (CheckpointError, GenerationDefaults, ModelIndex, load_diffusers, read_model_index,
-                         write_model_index)
+from .checkpoint import (CheckpointError, GenerationDefaults, ModelIndex, check_autocast, load_diffusers,
+                         read_model_index, write_model_index)
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
@@ -41,7 +41,7 @@ from .errors import VidgenError
 from .fs import atomic_dir
 from .models import cascade
 from .models.critic import ArrowCritic, swaps
-from .models.inflate import VideoUNet, autocast, inflate_unet
+from .models.inflate import VideoUNet, autocast, autocast_dtype, inflate_unet
 from .models.temporal import check_num_frames
 from .models.vae import decode_latents, latent_factor
 from .packaged import resolve_text_encoder
@@ -88,7 +88,8 @@ class VideoPipeline:
         self.set_anchor(image_unet, index.anchor.position)
         self.critic: ArrowCritic | None = None
         self.set_critic(critic)
-        self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU: see `predict`
+        # The U-Nets' matrix-product precision in the running call, from its `autocast` setting (`predict`).
+        self.autocast_dtype: torch.dtype | None = None
         self.last_timings: dict[str, float] = {}  # seconds per part of the last call
         self.last_reversed: list[bool] = []  # per clip of the last call: played backwards by the arrow check
         for module in self._modules():
@@ -197,6 +198,7 @@ class VideoPipeline:
         if s.candidates < 1 or (s.candidates > 1 and self.critic is None):
             raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
                               f"them), got {s.candidates}" + ("" if self.critic else " and this model has no critic"))
+        check_autocast(s.autocast, "autocast")
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
@@ -290,6 +292,7 @@ class VideoPipeline:
         motion_guidance: float | None = None,
         arrow_check: bool | None = None,
         candidates: int | None = None,
+        autocast: str | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -305,7 +308,9 @@ class VideoPipeline:
         critic). arrow_check: play backwards the base-stage clips the critic reads as running
         against their prompt (only for models of a world symmetric in time; `last_reversed` says
         which were). candidates: base-stage clips drawn per prompt, of which the arrow critic keeps
-        the one it reads as running the prompt's way most clearly. seed (or a CPU
+        the one it reads as running the prompt's way most clearly. autocast: the precision of the
+        U-Nets' matrix products, "off" (float32), "bfloat16", "float16" or "auto" (bfloat16 where
+        the device computes it natively; the attribute `autocast_dtype` says what ran). seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -316,7 +321,9 @@ class VideoPipeline:
         # 1. Settings: the call's, else the model's defaults; refuse what the model cannot take.
         s = self.settings(num_frames=num_frames, height=height, width=width, fps=fps,
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates)
+                          motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
+                          autocast=autocast)
+        self.autocast_dtype = autocast_dtype(s.autocast, self.device)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         run = list(self.stages) if stages is None else list(stages)

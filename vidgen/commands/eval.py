@@ -9,7 +9,7 @@ import time
 
 from ..errors import VidgenError
 from ..packaged import default_model
-from .generate import _at_least, _device
+from .generate import AUTOCAST_CHOICES, _at_least, _device
 
 DEFAULT_N = 48
 DEFAULT_REPORT = "eval_shapes.json"
@@ -51,6 +51,9 @@ def add_parser(subparsers):
     shapes.add_argument("--frames", type=_at_least(1), help="frames per clip (default: the model's)")
     shapes.add_argument("--stages", help="comma-separated stages to run, base first (default: all the model has)")
     shapes.add_argument("--batch-size", type=_at_least(1), default=8, help="clips generated at once (default 8)")
+    shapes.add_argument("--autocast", choices=AUTOCAST_CHOICES,
+                        help="precision of the U-Nets' matrix products: off (float32), bfloat16, float16, or auto "
+                        "(bfloat16 where the device computes it natively); default: the model's")
     shapes.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     shapes.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="REPORT",
                         help=f"JSON report to write (default {DEFAULT_REPORT})")
@@ -74,7 +77,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
-                            arrow_check=args.arrow_check, candidates=args.candidates, eta=args.eta,
+                            arrow_check=args.arrow_check, candidates=args.candidates, autocast=args.autocast, eta=args.eta,
                             scheduler=args.scheduler, frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
@@ -83,6 +86,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
           f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, "
           f"arrow check {'on' if s['arrow_check'] else 'off'}, {s['candidates']} candidate(s), "
+          f"U-Nets in {s['autocast']}, "
           f"{s['frames']} frames at {s['fps']:g} fps, "
           f"{s['width']}x{s['height']}, seed {s['seed']}")
     print(format_table(report))

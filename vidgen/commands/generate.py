@@ -16,6 +16,10 @@ from ..errors import VidgenError
 from ..packaged import default_model
 from ..video_io import FORMATS
 
+# vidgen.checkpoint.AUTOCAST_CHOICES, written out: importing it would load torch for `--help`
+# (tests/test_pipeline_cli.py holds the two equal).
+AUTOCAST_CHOICES = ("off", "auto", "bfloat16", "float16")
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -59,8 +63,10 @@ def add_parser(subparsers):
                         "or a diffusers scheduler class name")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
-    parser.add_argument("--autocast", choices=("bfloat16", "float16"),
-                        help="run the U-Nets' matrix products in this precision with float32 weights (for GPUs)")
+    parser.add_argument("--autocast", choices=AUTOCAST_CHOICES,
+                        help="precision of the U-Nets' matrix products, float32 weights kept: off (float32), "
+                        "bfloat16, float16, or auto (bfloat16 where the GPU or CPU computes it natively, as "
+                        "AVX512-BF16 CPUs do; float32 elsewhere); default: the model's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
     return parser
@@ -119,11 +125,10 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), dtype=getattr(torch, args.dtype),
                                          scheduler=args.scheduler)
-    pipe.autocast_dtype = getattr(torch, args.autocast) if args.autocast else None
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance,
                       motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
-                      candidates=args.candidates)
+                      candidates=args.candidates, autocast=args.autocast)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     frames_out, height_out, width_out, fps_out = pipe.output_size(s, stages)
     for prompt, path in jobs:
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "arrow_check": s.arrow_check, "candidates": s.candidates, "reversed": pipe.last_reversed[0],
             "eta": args.eta,
             "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
+            "autocast": str(pipe.autocast_dtype or torch.float32).removeprefix("torch."),
             "vidgen_version": __version__,
         }
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata)
