@@ -22,8 +22,8 @@ The shipped folder is the sr run's cascade with the base stage of the last video
 arrow critic:
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu-2/video-gpu/model \
-        --critic runs/shapes/critic/model defaults.arrow_check=true defaults.candidates=2 \
-        defaults.num_inference_steps=13 interp.num_inference_steps=10 interp.strength=0.4 \
+        --critic runs/shapes/critic/model defaults.arrow_check=true defaults.candidates=4 \
+        defaults.autocast=auto defaults.num_inference_steps=13 interp.num_inference_steps=10 interp.strength=0.4 \
         sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
