@@ -229,6 +229,10 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
         package_model(video_model, tmp_path / "packed", settings={"defaults": {"arrow_check": True}})
     with pytest.raises(VidgenError, match="defaults.arrow_check takes true or false"):
         package_model(video_model, tmp_path / "packed", settings={"defaults": {"arrow_check": "false"}})
+    with pytest.raises(VidgenError, match="defaults.candidates takes a number, got 'four'"):
+        package_model(video_model, tmp_path / "packed", settings={"defaults": {"candidates": "four"}})
+    with pytest.raises(VidgenError, match="defaults.autocast takes a word, got 1"):
+        package_model(video_model, tmp_path / "packed", settings={"defaults": {"autocast": 1}})
 
     pipe = VideoPipeline.from_pretrained(video_model)
     torch.manual_seed(0)

@@ -43,7 +43,7 @@ def main() -> None:
             continue
         try:
             settings.setdefault(section, {})[name] = float(value) if "." in value else int(value)
-        except ValueError:  # a word, e.g. defaults.autocast=auto; the index's schema checks its type
+        except ValueError:  # a word, e.g. defaults.autocast=auto; package_model checks each setting's type
             settings.setdefault(section, {})[name] = value
     try:
         folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic)

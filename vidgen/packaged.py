@@ -115,9 +115,12 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
             if not hasattr(target, key):
                 raise VidgenError(f"{section}.{key} is not a setting; {section} has {', '.join(vars(target))}")
             kind = type(getattr(target, key))
-            if (kind is bool) != isinstance(value, bool):
-                raise VidgenError(f"{section}.{key} takes {'true or false' if kind is bool else 'a number'}, "
-                                  f"got {value!r}")
+            if kind is bool or kind is str:
+                fits, wanted = type(value) is kind, "true or false" if kind is bool else "a word"
+            else:
+                fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            if not fits:
+                raise VidgenError(f"{section}.{key} takes {wanted}, got {value!r}")
             setattr(target, key, kind(value))
     if pipe.index.defaults.motion_guidance and pipe.critic is None:
         raise VidgenError(f"defaults.motion_guidance={pipe.index.defaults.motion_guidance} needs an arrow critic, and "

@@ -77,7 +77,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
-                            arrow_check=args.arrow_check, candidates=args.candidates, autocast=args.autocast, eta=args.eta,
+                            arrow_check=args.arrow_check, candidates=args.candidates, autocast=args.autocast,
+                            eta=args.eta,
                             scheduler=args.scheduler, frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
