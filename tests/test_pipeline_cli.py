@@ -373,3 +373,21 @@ def test_generate_autocast_option_and_model_default(video_model, tmp_path, capsy
     (model / "vidgen.json").write_text(text)
     assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(model)]) == 2
     assert "defaults: autocast must be one of off, auto, bfloat16, float16, got 'half'" in capsys.readouterr().err
+
+
+def test_choose_by_choices_agree_and_a_bad_one_in_a_model_folder_is_named(video_model, tmp_path, capsys):
+    from vidgen.checkpoint import CHOOSE_BY_CHOICES
+    from vidgen.commands.generate import CHOOSE_BY_CHOICES as CLI_CHOICES
+
+    assert CLI_CHOICES == CHOOSE_BY_CHOICES
+    model = tmp_path / "model"
+    shutil.copytree(video_model, model)
+    text = (model / "vidgen.json").read_text()
+    assert '"choose_by": "arrow"' in text
+    (model / "vidgen.json").write_text(text.replace('"choose_by": "arrow"', '"choose_by": "best"'))
+    assert main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(model)]) == 2
+    assert "defaults: choose_by must be one of arrow, swaps, got 'best'" in capsys.readouterr().err
+    # A model without a critic trained on swaps cannot choose by them.
+    assert main(["generate", "x", "-o", str(tmp_path / "y.mp4"), "--model", str(video_model), "--choose-by",
+                 "swaps"]) == 2
+    assert "choose_by 'swaps' needs an arrow critic trained on swapped captions" in capsys.readouterr().err

@@ -566,6 +566,8 @@ def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, cap
 
 
 def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_candidates_with_them(chain, tmp_path):
+    from vidgen.errors import VidgenError
+    from vidgen.models.critic import ArrowCritic, CriticConfig
     from vidgen.pipeline import VideoPipeline
 
     vidgen(*train_argv("critic", chain.manifest, tmp_path / "swap", f"model.pretrained={chain.folders['sr']}",
@@ -575,18 +577,32 @@ def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_can
     assert pipe.critic.config.swap_words == {"direction": list(dict.fromkeys(directions))}  # saved in critic.json
     assert len(set(directions)) >= 2
 
-    # Each prompt's candidates are ranked by the log-probability of its own word against the swaps
-    # (at most 0); a prompt without a word of the group falls back to the arrow logit.
+    # Chosen by swaps, each prompt's candidates are ranked by the log-probability of its own word
+    # against the swaps (at most 0); a prompt without a word of the group falls back to the arrow
+    # logit. Chosen by the arrow (the default), by the arrow logit alone.
     latents = torch.randn(4, 4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     prompts = [f"a red circle moving {directions[0]}", "a red circle"]
     cond = pipe.encode_prompts(prompts).repeat_interleave(2, dim=0)
     with torch.inference_mode():
-        scores = pipe._candidate_scores(latents, cond, prompts, 2)
+        scores = pipe._candidate_scores(latents, cond, prompts, 2, "swaps")
         arrow = pipe._arrow_logits(latents, cond).view(2, 2)
+        assert torch.equal(pipe._candidate_scores(latents, cond, prompts, 2), arrow)
     assert (scores[0] <= 0).all() and not torch.equal(scores[0], arrow[0])
     assert torch.equal(scores[1], arrow[1])
-    clip = pipe(prompts[0], num_frames=3, num_inference_steps=2, seed=0, progress=False, stages=["base"], candidates=2)
-    assert clip.shape == (1, 3, 32, 32, 3)
+    assert pipe.index.defaults.choose_by == "arrow"
+    run = dict(num_frames=3, num_inference_steps=2, seed=0, progress=False, stages=["base"], candidates=4)
+    rules, score = [], pipe._candidate_scores
+    pipe._candidate_scores = lambda *args: rules.append(args[-1]) or score(*args)
+    by_arrow, by_swaps = pipe(prompts[0], **run), pipe(prompts[0], **run, choose_by="swaps")
+    assert by_arrow.shape == by_swaps.shape == (1, 3, 32, 32, 3) and rules == ["arrow", "swaps"]
+
+    # Choosing by swaps needs a critic that learned them; a bad choice is named.
+    arrow_only = VideoPipeline.from_pretrained(chain.folders["sr"])
+    arrow_only.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=arrow_only.text_encoder.hidden_size)))
+    with pytest.raises(VidgenError, match="choose_by 'swaps' needs an arrow critic trained on swapped captions"):
+        arrow_only(prompts[0], **run, choose_by="swaps")
+    with pytest.raises(VidgenError, match="choose_by must be one of arrow, swaps, got 'best'"):
+        pipe(prompts[0], **run, choose_by="best")
 
 
 def test_caption_contrast_denoises_captioned_clips_again_under_a_one_word_negative(chain, tmp_path):

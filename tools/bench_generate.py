@@ -49,7 +49,8 @@ def time_parts(prompt: str, model: str | None, seeds: list[int], extra: list[str
     settings = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                              num_inference_steps=args.steps, guidance_scale=args.guidance,
                              motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
-                             candidates=args.candidates, autocast=args.autocast)
+                             candidates=args.candidates, choose_by=args.choose_by,
+                             autocast=args.autocast)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     fps = pipe.output_size(settings, stages)[3]
     for seed in seeds:

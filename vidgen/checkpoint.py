@@ -67,6 +67,11 @@ class GenerationDefaults:
     # Base-stage clips drawn per prompt; where it is over 1 the arrow critic keeps the one it
     # reads as running the prompt's way most clearly (after the arrow check, where that is on).
     candidates: int = 1
+    # What the critic keeps a candidate by: "arrow", the largest arrow logit d under the prompt
+    # (after the arrow check, how clearly the clip runs the prompt's way); "swaps", the largest
+    # log-probability of the prompt against its swapped captions (a critic trained with
+    # model.critic_swap_slots, whose `swap_words` name the groups).
+    choose_by: str = "arrow"
     # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
     # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively
     # (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere
@@ -211,9 +216,18 @@ def check_autocast(value: str, source: str) -> None:
         raise VidgenError(f"{source}: autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {value!r}")
 
 
+CHOOSE_BY_CHOICES = ("arrow", "swaps")
+
+
+def check_choose_by(value: str, source: str) -> None:
+    if value not in CHOOSE_BY_CHOICES:
+        raise VidgenError(f"{source}: choose_by must be one of {', '.join(CHOOSE_BY_CHOICES)}, got {value!r}")
+
+
 def check_model_index(index: ModelIndex, source: str) -> None:
     """Refuse sampling settings outside their range, naming the key, before anything runs on them."""
     check_autocast(index.defaults.autocast, f"{source}: defaults")
+    check_choose_by(index.defaults.choose_by, f"{source}: defaults")
     ranges = {"frame_noise_correlation": (index.frame_noise_correlation, "[0, 1)"),
               "interp.noise_correlation": (index.interp.noise_correlation, "[0, 1)"),
               "interp.strength": (index.interp.strength, "(0, 1]"),

@@ -197,13 +197,14 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
 def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
                    steps: int | None = None, guidance: float | None = None, frames: int | None = None,
                    motion_guidance: float | None = None, arrow_check: bool | None = None,
-                   candidates: int | None = None, autocast: str | None = None, eta: float = 0.0,
+                   candidates: int | None = None, choose_by: str | None = None, autocast: str | None = None,
+                   eta: float = 0.0,
                    scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
                    clip_dir: str | os.PathLike | None = None, progress: bool = True,
                    stages: Sequence[str] | None = None) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance,
-    motion_guidance, arrow_check, candidates, autocast and frames take the model's defaults, unset stages all
-    the model has; the report's settings record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
+    motion_guidance, arrow_check, candidates, choose_by, autocast and frames take the model's
+    defaults, unset stages all the model has; the report's settings record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
     to the sampler; `scheduler` names the one the pipeline was loaded with (`from_pretrained`),
     for the report. Each clip's record also says whether the arrow check played it backwards."""
     import torch
@@ -212,7 +213,7 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
 
     s = pipe.settings(num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
                       motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
-                      autocast=autocast)
+                      choose_by=choose_by, autocast=autocast)
     stages = list(pipe.stages) if stages is None else list(stages)
     out_frames, out_height, out_width, out_fps = pipe.output_size(s, stages)
 
@@ -222,13 +223,14 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
         clips = pipe(texts, num_frames=s.num_frames, height=s.height, width=s.width, fps=s.fps,
                      num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
                      motion_guidance=s.motion_guidance, arrow_check=s.arrow_check, candidates=s.candidates,
-                     autocast=s.autocast, eta=eta, seed=batch_seed, progress=False, stages=stages)
+                     choose_by=s.choose_by, autocast=s.autocast, eta=eta, seed=batch_seed, progress=False, stages=stages)
         reversed_.extend(pipe.last_reversed)
         return clips
 
     settings = {"model": None if model_path is None else str(model_path), "stages": stages,
                 "scheduler": scheduler, "steps": s.num_inference_steps, "guidance": s.guidance_scale,
                 "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check, "candidates": s.candidates,
+                "choose_by": s.choose_by,
                 "autocast": str(autocast_dtype(s.autocast, pipe.device) or torch.float32).removeprefix("torch."),
                 "eta": eta,
                 "keyframes": s.num_frames, "frames": out_frames, "height": out_height, "width": out_width,

@@ -32,8 +32,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import __version__
-from .checkpoint import (CheckpointError, GenerationDefaults, ModelIndex, check_autocast, load_diffusers,
-                         read_model_index, write_model_index)
+from .checkpoint import (CheckpointError, GenerationDefaults, ModelIndex, check_autocast, check_choose_by,
+                         load_diffusers, read_model_index, write_model_index)
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
@@ -199,6 +199,12 @@ class VideoPipeline:
             raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
                               f"them), got {s.candidates}" + ("" if self.critic else " and this model has no critic"))
         check_autocast(s.autocast, "autocast")
+        check_choose_by(s.choose_by, "choose_by")
+        if s.choose_by == "swaps" and not (self.critic is not None and self.critic.config.swap_words):
+            raise VidgenError("choose_by 'swaps' needs an arrow critic trained on swapped captions, and this model's "
+                              + ("critic was not (its swap_words are empty): retrain it with "
+                                 "`model.critic_swap_slots=[direction]`" if self.critic is not None else
+                                 "has no critic") + ", or choose by 'arrow'")
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
@@ -292,6 +298,7 @@ class VideoPipeline:
         motion_guidance: float | None = None,
         arrow_check: bool | None = None,
         candidates: int | None = None,
+        choose_by: str | None = None,
         autocast: str | None = None,
         eta: float = 0.0,
         seed: int | None = None,
@@ -308,7 +315,9 @@ class VideoPipeline:
         critic). arrow_check: play backwards the base-stage clips the critic reads as running
         against their prompt (only for models of a world symmetric in time; `last_reversed` says
         which were). candidates: base-stage clips drawn per prompt, of which the arrow critic keeps
-        the one it reads as running the prompt's way most clearly. autocast: the precision of the
+        the one it reads as running the prompt's way most clearly. choose_by: what it keeps one
+        by, "arrow" (the arrow logit) or "swaps" (the prompt against its swapped captions, for a
+        critic trained on them). autocast: the precision of the
         U-Nets' matrix products, "off" (float32), "bfloat16", "float16" or "auto" (bfloat16 where
         the device computes it natively; the attribute `autocast_dtype` says what ran). seed (or a CPU
         `generator`) fixes the initial noise, so a seed gives the same clip on any device.
@@ -322,7 +331,7 @@ class VideoPipeline:
         s = self.settings(num_frames=num_frames, height=height, width=width, fps=fps,
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
-                          autocast=autocast)
+                          choose_by=choose_by, autocast=autocast)
         self.autocast_dtype = autocast_dtype(s.autocast, self.device)
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
@@ -399,7 +408,7 @@ class VideoPipeline:
                 #     clearly: in the shapes world the clips that move far and straight along the
                 #     asked axis, as one object.
                 if n > 1:
-                    logits = self._candidate_scores(latents, cond, prompts, n)  # (prompts n)
+                    logits = self._candidate_scores(latents, cond, prompts, n, s.choose_by)  # (prompts n)
                     best = logits.argmax(dim=1) + n * torch.arange(len(prompts), device=logits.device)  # (b,)
                     latents, cond, uncond = latents[best], cond[::n], uncond[::n]
                     reversed_ = [reversed_[i] for i in best.tolist()]
@@ -482,13 +491,14 @@ class VideoPipeline:
         zero = torch.zeros(1, dtype=torch.long, device=latents.device)
         return self.critic(latents.to(self.dtype), zero, tokens).float()
 
-    def _candidate_scores(self, latents: torch.Tensor, cond: torch.Tensor, prompts: list[str], n: int) -> torch.Tensor:
-        """(len(prompts), n) float32, larger for the candidate to keep: the arrow logit d, or, where the
-        critic learned swaps of a word the prompt holds (`CriticConfig.swap_words`), the log-probability
-        of the prompt against its swaps (e.g. "left" against "right", "up", "down"), which reads the
-        axis as well as the sign."""
+    def _candidate_scores(self, latents: torch.Tensor, cond: torch.Tensor, prompts: list[str], n: int,
+                          choose_by: str = "arrow") -> torch.Tensor:
+        """(len(prompts), n) float32, larger for the candidate to keep: the arrow logit d, or, by
+        "swaps", where the critic learned swaps of a word the prompt holds (`CriticConfig.swap_words`),
+        the log-probability of the prompt against its swaps (e.g. "left" against "right", "up",
+        "down"), the arrow logit for a prompt without such a word."""
         scores = self._arrow_logits(latents, cond).view(len(prompts), n)
-        groups = self.critic.config.swap_words
+        groups = self.critic.config.swap_words if choose_by == "swaps" else {}
         tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
         zero = torch.zeros(1, dtype=torch.long, device=latents.device)
         for i, prompt in enumerate(prompts):

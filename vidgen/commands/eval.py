@@ -9,7 +9,7 @@ import time
 
 from ..errors import VidgenError
 from ..packaged import default_model
-from .generate import AUTOCAST_CHOICES, _at_least, _device
+from .generate import AUTOCAST_CHOICES, CHOOSE_BY_CHOICES, _at_least, _device
 
 DEFAULT_N = 48
 DEFAULT_REPORT = "eval_shapes.json"
@@ -42,6 +42,9 @@ def add_parser(subparsers):
     shapes.add_argument("--candidates", type=_at_least(1), metavar="N",
                         help="base-stage clips drawn per prompt, the arrow critic keeping one (models with a critic; "
                         "default: the model's)")
+    shapes.add_argument("--choose-by", choices=CHOOSE_BY_CHOICES,
+                        help="what the critic keeps a candidate by: arrow (its arrow logit) or swaps (the prompt "
+                        "against its swapped captions, for a critic trained on them); default: the model's")
     shapes.add_argument("--arrow-check", action=argparse.BooleanOptionalAction, default=None,
                         help="play backwards the base-stage clips the arrow critic reads as running against "
                         "their prompt (models with a critic, of a world symmetric in time; default: the model's)")
@@ -77,8 +80,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=_device(args.device), scheduler=args.scheduler)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
                             steps=args.steps, guidance=args.guidance, motion_guidance=args.motion_guidance,
-                            arrow_check=args.arrow_check, candidates=args.candidates, autocast=args.autocast,
-                            eta=args.eta,
+                            arrow_check=args.arrow_check, candidates=args.candidates, choose_by=args.choose_by,
+                            autocast=args.autocast, eta=args.eta,
                             scheduler=args.scheduler, frames=args.frames, model_path=args.model,
                             stages=args.stages.split(",") if args.stages else None, clip_dir=args.save_clips,
                             progress=not args.no_progress)
@@ -86,7 +89,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     s = report["settings"]
     print(f"shapes eval of {args.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "
           f"eta {s['eta']:g}, guidance {s['guidance']:g}, motion guidance {s['motion_guidance']:g}, "
-          f"arrow check {'on' if s['arrow_check'] else 'off'}, {s['candidates']} candidate(s), "
+          f"arrow check {'on' if s['arrow_check'] else 'off'}, {s['candidates']} candidate(s) "
+          f"chosen by {s['choose_by']}, "
           f"U-Nets in {s['autocast']}, "
           f"{s['frames']} frames at {s['fps']:g} fps, "
           f"{s['width']}x{s['height']}, seed {s['seed']}")

@@ -19,6 +19,7 @@ from ..video_io import FORMATS
 # vidgen.checkpoint.AUTOCAST_CHOICES, written out: importing it would load torch for `--help`
 # (tests/test_pipeline_cli.py holds the two equal).
 AUTOCAST_CHOICES = ("off", "auto", "bfloat16", "float16")
+CHOOSE_BY_CHOICES = ("arrow", "swaps")  # vidgen.checkpoint.CHOOSE_BY_CHOICES, likewise
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -48,6 +49,10 @@ def add_parser(subparsers):
                         help="base-stage clips drawn for the prompt, of which the arrow critic keeps the one that "
                         "runs its way most clearly (models with a critic; each costs a base stage; default: the "
                         "model's)")
+    parser.add_argument("--choose-by", choices=CHOOSE_BY_CHOICES,
+                        help="what the critic keeps a candidate by: arrow (its arrow logit under the prompt) or swaps "
+                        "(the prompt against its swapped captions, for a critic trained on them); default: the "
+                        "model's")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic (default), 1 DDPM-like")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the metadata)")
     parser.add_argument("--frames", type=int, help="keyframes of the base stage (frame interpolation multiplies them)")
@@ -128,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     s = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                       num_inference_steps=args.steps, guidance_scale=args.guidance,
                       motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
-                      candidates=args.candidates, autocast=args.autocast)
+                      candidates=args.candidates, choose_by=args.choose_by, autocast=args.autocast)
     stages = args.stages.split(",") if args.stages else list(pipe.stages)
     frames_out, height_out, width_out, fps_out = pipe.output_size(s, stages)
     for prompt, path in jobs:
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(args.model),
             "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance,
-            "arrow_check": s.arrow_check, "candidates": s.candidates, "reversed": pipe.last_reversed[0],
+            "arrow_check": s.arrow_check, "candidates": s.candidates, "choose_by": s.choose_by, "reversed": pipe.last_reversed[0],
             "eta": args.eta,
             "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
             "autocast": str(pipe.autocast_dtype or torch.float32).removeprefix("torch."),
