@@ -14,17 +14,18 @@ vae 32 min, image 55 min, inflate 4 s, video 71 min (0.95 s/step), interp 24 min
 corpus128 80 min (beside a training run), sr 32 min (0.77 s/step), then the base stage's later
 phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), video-full 20 min
 (1.19 s/step), video-rep 60 min (1.2 s/step); then the arrow critic, 20 min (0.47 s/step at
-batch 32); about 8 hours in all. The last two base phases, video-gpu (1829 steps at batch 128 on clips
-0-11999) and video-gpu-2 (1851 steps on clips 12000-23999), ran on lent H200s in 7.8 and 8.7 min,
+batch 32), and its swapped-caption phase, 5 min (0.31 s/step; building the latent cache of
+corpus64 first took 4 min); about 8 hours in all. The last two base phases, video-gpu (1829 steps
+at batch 128 on clips 0-11999) and video-gpu-2 (1851 steps on clips 12000-23999), ran on lent H200s in 7.8 and 8.7 min,
 corpus included (tools/gpu_train_base.py); at this CPU's 3.3 clips/s each would take about 20 hours.
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase and the
-arrow critic:
+arrow critic of the critic-swap phase:
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu-2/video-gpu/model \
-        --critic runs/shapes/critic/model defaults.arrow_check=true defaults.candidates=4 \
-        defaults.autocast=auto defaults.num_inference_steps=13 interp.num_inference_steps=10 interp.strength=0.4 \
-        sr.num_inference_steps=10 sr.strength=0.5
+        --critic runs/shapes/critic-swap/model defaults.arrow_check=true defaults.candidates=4 \
+        defaults.choose_by=arrow defaults.autocast=auto defaults.num_inference_steps=13 \
+        interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
 
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with
@@ -126,6 +127,11 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
         # The arrow critic: reads only the VAE's latents and the text encoder, so any folder of
         # the cascade will do; trained on the 20 % of clips that keep their captions.
         train("critic", f"model.pretrained={work / 'sr' / 'model'}", cache),
+        # ... then on for 1000 steps with each captioned clip also scored under its caption with the
+        # direction word swapped for the other three (model.critic_swap_slots): shipped, still
+        # choosing candidates by the arrow logit (defaults.choose_by=arrow), which now reads the axis.
+        train("critic", f"model.pretrained={work / 'critic' / 'model'}", cache, "model.critic_swap_slots=[direction]",
+              "train.max_steps=1000", "train.lr=5e-4", "train.warmup_steps=50", name="critic-swap"),
         *unlabeled,  # last: the shipped cascade does not need it
     ]
 
@@ -172,7 +178,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
