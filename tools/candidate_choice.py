@@ -5,7 +5,7 @@ and batches: `--n` a group, seen and held-out, batches of 8 prompts), keeps them
 check in a cache file, and then, for each critic and choice rule asked, replays what the pipeline
 does after the base stage (the arrow check, then the choice, `VideoPipeline._candidate_scores`),
 decodes every candidate at the base stage's size and judges it against its prompt. It prints, per
-group, how many prompts the kept candidate gets the direction right and obeys the whole prompt, and
+group, how many prompts the kept candidate gets the direction right, is steady and obeys the whole prompt, and
 how many have at least one candidate that would (the most any choice could reach). The judge reads
 the decoded frames directly, not an MP4 of the whole cascade, so its figures are the base stage's.
 
@@ -53,7 +53,7 @@ def sample_candidates(pipe: VideoPipeline, prompts, seed: int, batch_size: int =
 
 
 def replay(pipe: VideoPipeline, latents: torch.Tensor, prompts, n: int, choose_by: str) -> dict:
-    """Per group: prompts, kept candidate right in direction / obeying, and any candidate right / obeying."""
+    """Per group: prompts, kept candidate right in direction / steady / obeying, and any candidate right / obeying."""
     tally = {}
     for i, prompt in enumerate(tqdm(prompts, desc=f"replaying ({choose_by})", unit="prompt", leave=False)):
         cond = pipe.encode_prompts([prompt.text] * n)
@@ -63,10 +63,11 @@ def replay(pipe: VideoPipeline, latents: torch.Tensor, prompts, n: int, choose_b
         verdicts = [judge_prompt(to_uint8_frames(clip), prompt.text) for clip in video]
         right = [v["correct"].get("direction", True) for v in verdicts]
         obeys = [v["obeys"] for v in verdicts]
-        row = tally.setdefault(prompt.group, {"prompts": 0, "direction": 0, "obeys": 0,
+        row = tally.setdefault(prompt.group, {"prompts": 0, "direction": 0, "steady": 0, "obeys": 0,
                                              "any_direction": 0, "any_obeys": 0})
         row["prompts"] += 1
         row["direction"] += right[kept]
+        row["steady"] += verdicts[kept]["steady"]
         row["obeys"] += obeys[kept]
         row["any_direction"] += any(right)
         row["any_obeys"] += any(obeys)
