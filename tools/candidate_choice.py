@@ -111,7 +111,7 @@ def main() -> None:
         pipe.set_critic(shipped if folder is None else ArrowCritic.from_pretrained(folder))
         for rule in args.choose_by:
             if rule == "swaps" and not pipe.critic.config.swap_words:
-                print(f"{folder or 'the model critic'}: learned no swaps; skipping choose_by swaps")
+                print(f"{folder or 'the model critic'}: learned no swaps; choose_by swaps skipped")
                 continue
             for group, row in replay(pipe, latents, prompts, s.candidates, rule).items():
                 print(json.dumps({"critic": folder or "the model's", "choose_by": rule, "group": group, **row}))

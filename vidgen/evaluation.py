@@ -204,8 +204,8 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
                    stages: Sequence[str] | None = None) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance,
     motion_guidance, arrow_check, candidates, choose_by, autocast and frames take the model's
-    defaults, unset stages all the model has; the report's settings record the values used and `model_path` (the folder the pipeline was loaded from). `eta` goes
-    to the sampler; `scheduler` names the one the pipeline was loaded with (`from_pretrained`),
+    defaults, unset stages all the model has; the report's settings record the values used and
+    `model_path` (the folder the pipeline was loaded from). `eta` goes to the sampler; `scheduler` names the one the pipeline was loaded with (`from_pretrained`),
     for the report. Each clip's record also says whether the arrow check played it backwards."""
     import torch
 
@@ -223,7 +223,8 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
         clips = pipe(texts, num_frames=s.num_frames, height=s.height, width=s.width, fps=s.fps,
                      num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
                      motion_guidance=s.motion_guidance, arrow_check=s.arrow_check, candidates=s.candidates,
-                     choose_by=s.choose_by, autocast=s.autocast, eta=eta, seed=batch_seed, progress=False, stages=stages)
+                     choose_by=s.choose_by, autocast=s.autocast, eta=eta, seed=batch_seed, progress=False,
+                     stages=stages)
         reversed_.extend(pipe.last_reversed)
         return clips
 

@@ -201,10 +201,10 @@ class VideoPipeline:
         check_autocast(s.autocast, "autocast")
         check_choose_by(s.choose_by, "choose_by")
         if s.choose_by == "swaps" and not (self.critic is not None and self.critic.config.swap_words):
-            raise VidgenError("choose_by 'swaps' needs an arrow critic trained on swapped captions, and this model's "
-                              + ("critic was not (its swap_words are empty): retrain it with "
-                                 "`model.critic_swap_slots=[direction]`" if self.critic is not None else
-                                 "has no critic") + ", or choose by 'arrow'")
+            which = "has no critic" if self.critic is None else "critic learned no swaps (its swap_words are empty)"
+            raise VidgenError(f"choose_by 'swaps' needs an arrow critic trained on swapped captions, and this model "
+                              f"{which}: train one with `vidgen train configs/shapes/critic.yaml "
+                              f"model.critic_swap_slots=[direction] ...`, or choose by 'arrow'")
         return s
 
     def check_request(self, num_frames: int, height: int, width: int, fps: float) -> None:
