@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from vidgen.diffusion.losses import caption_contrast, diffusion_loss, timestep_weights
+from vidgen.diffusion.losses import diffusion_loss, timestep_weights
 from vidgen.training.stages import NOISE_SCHEDULE
 
 
@@ -36,15 +36,3 @@ def test_v_weights_grow_with_noise_and_average_one():
         diffusion_loss(lambda x, t: x, scheduler, torch.zeros(1, 4, 8, 8), torch.Generator(), "v_prediction",
                        weighting="v")
 
-
-def test_caption_contrast_is_the_pair_cross_entropy_of_relative_error_gaps():
-    true_error = torch.tensor([0.1, 2.0, 0.5])
-    assert torch.allclose(caption_contrast(true_error, true_error.clone(), 0.02), torch.log(torch.tensor(2.0)))
-    # The same relative gap costs the same at every noise level (error size), and a clear gap costs ~nothing.
-    gap = caption_contrast(true_error, true_error * 1.02, 0.02)
-    assert torch.allclose(gap, torch.nn.functional.softplus(torch.tensor(-1.0)))
-    assert caption_contrast(true_error, true_error * 1.5, 0.02) < 1e-6
-    # Its gradient lowers the true caption's error and raises the negative's.
-    t, n = true_error.clone().requires_grad_(), true_error.clone().requires_grad_()
-    caption_contrast(t, n, 0.02).backward()
-    assert torch.all(t.grad > 0) and torch.all(n.grad < 0)

@@ -1,7 +1,7 @@
 """Benchmark one guided denoising step: vidgen's inflated U-Net against diffusers' video U-Net
 (`UNet3DConditionModel`, the ModelScope text-to-video layout) and the plain image U-Net.
 
-    python tools/bench.py --size default                         # README's performance table
+    python tools/bench.py --size default                         # docs/performance.md's table
     python tools/bench.py --size tiny --repeats 5 --scaling      # cost against frames and latent size
     python tools/bench.py --size sd15 --device cuda --dtype bf16 --generation   # on a GPU
 

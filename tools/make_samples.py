@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (prompt, seed); the held-out (color, shape, direction) triples of SHAPES_WORLD.md never appear in
+# (prompt, seed); the held-out (color, shape, direction) triples of docs/shapes-world.md never appear in
 # training, so those clips show whether the model composes what it learned.
 PROMPTS = [
     ("a red circle moving left", 0),

@@ -17,7 +17,7 @@ phases: video-8000 about 55 min (0.95 s/step), video-text 31 min (1.25 s/step), 
 batch 32), and its swapped-caption phase, 5 min (0.31 s/step; building the latent cache of
 corpus64 first took 4 min); about 8 hours in all. The last two base phases, video-gpu (1829 steps
 at batch 128 on clips 0-11999) and video-gpu-2 (1851 steps on clips 12000-23999), ran on lent H200s in 7.8 and 8.7 min,
-corpus included (tools/gpu_train_base.py); at this CPU's 3.3 clips/s each would take about 20 hours.
+corpus included (research/gpu_train_base.py); at this CPU's 3.3 clips/s each would take about 20 hours.
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase and the
 arrow critic of the critic-swap phase:
@@ -62,7 +62,7 @@ def timed(work: Path, name: str, cmd: list[str]) -> None:
 
 def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[str]]]:
     """(name, the folder it makes, command), in cascade order; with `comparison`, also the video
-    stage with every caption withheld (for the README's direction table)."""
+    stage with every caption withheld (for the direction table in docs/experiments.md)."""
     vidgen = [sys.executable, "-m", "vidgen"]
 
     def corpus(size: int) -> tuple[str, Path, list[str]]:
@@ -98,15 +98,15 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
               "data.captioned_repeat=6", "train.max_steps=3000", "train.lr=1e-4", "train.warmup_steps=50",
               name="video-rep"),
         # 5. the same phase on 12000 clips rendered straight into latents, 1829 steps of 128 clips
-        #    (bf16): shipped, trained on a lent H200 in 7.8 min (tools/gpu_train_base.py).
+        #    (bf16): shipped, trained on a lent H200 in 7.8 min (research/gpu_train_base.py).
         ("video-gpu", work / "video-gpu" / "video-gpu" / "model",
-         [sys.executable, str(ROOT / "tools" / "gpu_train_base.py"), "run", "--start", str(work / "video-rep" / "model"),
-          "--work", str(work / "video-gpu"), "--out", str(work / "video-gpu" / "ship"), "--clips", "12000",
-          "--seconds", "1e9", "train.max_steps=1829"]),
+         [sys.executable, str(ROOT / "research" / "gpu_train_base.py"), "run",
+          "--start", str(work / "video-rep" / "model"), "--work", str(work / "video-gpu"),
+          "--out", str(work / "video-gpu" / "ship"), "--clips", "12000", "--seconds", "1e9", "train.max_steps=1829"]),
         # 6. on from there over the next 12000 clips, ones no earlier phase saw, 1851 steps of 128
         #    clips: shipped, on a lent H200 in 8.7 min, corpus included.
         ("video-gpu-2", work / "video-gpu-2" / "video-gpu" / "model",
-         [sys.executable, str(ROOT / "tools" / "gpu_train_base.py"), "run",
+         [sys.executable, str(ROOT / "research" / "gpu_train_base.py"), "run",
           "--start", str(work / "video-gpu" / "video-gpu" / "model"), "--work", str(work / "video-gpu-2"),
           "--out", str(work / "video-gpu-2" / "ship"), "--clips", "12000", "--first", "12000",
           "--seconds", "1e9", "train.max_steps=1851"]),

@@ -346,7 +346,7 @@ class VideoPipeline:
         with self._timed("text"):
             cond = self.encode_prompts(prompts)
             if negative_prompt is None:
-                uncond = self.text_encoder.null(len(prompts), words=self.words)
+                uncond = self.text_encoder.null(len(prompts))
             else:
                 negatives = _as_list(negative_prompt)
                 if len(negatives) not in (1, len(prompts)):
@@ -443,30 +443,14 @@ class VideoPipeline:
             torch.cuda.synchronize(self.device)
         self.last_timings[part] = time.perf_counter() - started
 
-    @property
-    def words(self) -> str | None:
-        """What a stage reads of the prompt word by word (InflationOptions.words: "embedding" for
-        text_words, "ids" for the word table), or None: where it is set, prompts are encoded as
-        (b, 2n, d), in context and word by word (TextEncoder.encode)."""
-        layouts = {unet.options.words for unet in self.stages.values()} - {None}
-        if len(layouts) > 1:
-            raise VidgenError(f"this model's stages read the prompt word by word in different ways ({sorted(layouts)}); "
-                              f"one prompt encoding serves all stages: retrain a stage with the others' option")
-        return layouts.pop() if layouts else None
-
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """The prompts as this model's U-Nets read them: (b, n, d), or (b, 2n, d) where a stage reads words."""
-        return self.text_encoder.encode(prompts, words=self.words)
+        """The prompts as this model's U-Nets read them: (b, n, d) token embeddings."""
+        return self.text_encoder.encode(prompts)
 
     def predict(self, unet: Callable[..., torch.Tensor], x: torch.Tensor, t, cond: torch.Tensor,
                 **kwargs) -> torch.Tensor:
         """One U-Net call of a sampling step: inputs in the model's dtype, under autocast where
-        `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update.
-        A U-Net that does not read single words (an image U-Net, a stage without text_words or the
-        word table) gets the prompt's tokens in context alone."""
-        options = getattr(unet, "options", None)
-        if self.words is not None and not (options is not None and options.words is not None):
-            cond = self.text_encoder.tokens_in_context(cond)
+        `autocast_dtype` is set, and the prediction back in float32 for the scheduler's update."""
         with autocast(self.device, self.autocast_dtype):
             return unet(x.to(self.dtype), t, cond, **kwargs).float()
 
@@ -474,7 +458,7 @@ class VideoPipeline:
         """guide(x_t, t) for the sampler: scale x the gradient of log sigmoid(d(x_t, t, prompt)), the
         arrow critic's log-probability that the clip runs forward under the prompt."""
         with torch.inference_mode(False):  # sampling runs under inference mode; the gradient needs ordinary tensors
-            tokens = self.text_encoder.tokens_in_context(cond).clone().to(self.dtype)
+            tokens = cond.clone().to(self.dtype)
 
         def guide(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(False), torch.enable_grad():
@@ -487,7 +471,7 @@ class VideoPipeline:
 
     def _arrow_logits(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """(b,) float32: the arrow critic's logit d for finished latents (b c f h w), read at t = 0."""
-        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
+        tokens = cond.to(self.dtype)
         zero = torch.zeros(1, dtype=torch.long, device=latents.device)
         return self.critic(latents.to(self.dtype), zero, tokens).float()
 
@@ -499,13 +483,13 @@ class VideoPipeline:
         "down"), the arrow logit for a prompt without such a word."""
         scores = self._arrow_logits(latents, cond).view(len(prompts), n)
         groups = self.critic.config.swap_words if choose_by == "swaps" else {}
-        tokens = self.text_encoder.tokens_in_context(cond).to(self.dtype)
+        tokens = cond.to(self.dtype)
         zero = torch.zeros(1, dtype=torch.long, device=latents.device)
         for i, prompt in enumerate(prompts):
             alternatives = swaps(prompt, groups) if groups else []
             if alternatives:
                 rows = slice(i * n, (i + 1) * n)
-                swapped = self.text_encoder.tokens_in_context(self.encode_prompts(alternatives)).to(tokens)  # (k n d)
+                swapped = self.encode_prompts(alternatives).to(tokens)  # (k n d)
                 _, read = self.critic(latents[rows].to(self.dtype), zero, tokens[rows],
                                       swapped.expand(n, *swapped.shape))  # (n 1+k)
                 scores[i] = torch.log_softmax(read.float(), dim=1)[:, 0]

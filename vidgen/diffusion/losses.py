@@ -50,26 +50,6 @@ def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps
     return scheduler.add_noise(x0, noise, timesteps), noise, timesteps
 
 
-def diffusion_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                     prediction_type: str) -> torch.Tensor:
-    """What the network learns to predict: the noise (epsilon) or v (Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return scheduler.get_velocity(x0, noise, timesteps)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-
-
-def squared_error(prediction: torch.Tensor, target: torch.Tensor, scheduler, timesteps: torch.Tensor,
-                  weighting: str = "uniform") -> torch.Tensor:
-    """Elementwise squared error, each sample weighed by its timestep (`timestep_weights`)."""
-    error = (prediction.float() - target.float()) ** 2
-    per_sample = timestep_weights(scheduler, timesteps, weighting)
-    if per_sample is not None:
-        error = error * per_sample.view(-1, *[1] * (error.dim() - 1))
-    return error
-
-
 def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor,
                    generator: torch.Generator, prediction_type: str = "epsilon",
                    weight: torch.Tensor | None = None, weighting: str = "uniform",
@@ -84,29 +64,20 @@ def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         raise ValueError(f"loss weighting {weighting!r} reweighs an epsilon objective; with {prediction_type} "
                          f"use 'uniform'")
     x_t, noise, timesteps = add_noise(scheduler, x0, generator, correlation=noise_correlation)
-    target = diffusion_target(scheduler, x0, noise, timesteps, prediction_type)
-    error = squared_error(denoise(x_t, timesteps), target, scheduler, timesteps, weighting)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, timesteps)
+    else:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    error = (denoise(x_t, timesteps).float() - target.float()) ** 2
+    per_sample = timestep_weights(scheduler, timesteps, weighting)
+    if per_sample is not None:
+        error = error * per_sample.view(-1, *[1] * (error.dim() - 1))
     if weight is None:
         return error.mean()
     weight = weight.expand_as(error).float()
     return (error * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def caption_contrast(true_error: torch.Tensor, negative_error: torch.Tensor, scale: float) -> torch.Tensor:
-    """The denoiser as a caption classifier, trained to pick the true caption over a negative.
-
-    A text-conditioned diffusion model scores how well a caption fits a clip by how well it
-    denoises the clip under that caption (the diffusion classifier: Li et al. 2023, "Your
-    diffusion model is secretly a zero-shot classifier", eq. 4 with one noise draw). The two
-    errors are per-sample means of the same noisy clip denoised under its caption and under a
-    negative; the logit of the true caption is their difference relative to the true caption's
-    error (so that every noise level counts alike), in units of `scale` (0.02: a 2 % gap is one
-    logit). The loss is the cross-entropy of the pair, softplus(-logit): it falls to nothing once
-    the negative denoises clearly worse, so a caption already read (a color) costs nothing and
-    the gradient goes to the words the model still ignores.
-    """
-    logit = (negative_error - true_error) / (scale * true_error.detach().clamp_min(1e-8))
-    return torch.nn.functional.softplus(-logit).mean()
 
 
 def vae_loss(reconstruction: torch.Tensor, target: torch.Tensor, kl: torch.Tensor, kl_weight: float) -> torch.Tensor:

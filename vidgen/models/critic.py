@@ -2,7 +2,7 @@
 
 The base stage learns motion from unlabeled video, where a clip and its time reversal are equally
 likely; only the captioned part says which way a named motion goes, and in the denoising loss
-that sign is worth about 2 % of the error at high noise (README, "How well it does"). The
+that sign is worth about 2 % of the error at high noise (docs/experiments.md). The
 shipped base therefore moves its objects along the asked axis but picks the sign by chance.
 
 This small network learns just that sign, discriminatively. It scores a noisy clip x_t (the
@@ -17,7 +17,7 @@ its gradient steers the denoiser toward clips that run forward under the prompt 
 guidance, Dhariwal & Nichol 2021, section 4, applied to eps as in their eq. 14; a classifier
 trained on noisy inputs as their section 4.1 and GLIDE's noised CLIP, Nichol et al. 2022, 2.4).
 
-Where the world is symmetric in time (SHAPES_WORLD.md: one object at constant velocity, so a clip
+Where the world is symmetric in time (docs/shapes-world.md: one object at constant velocity, so a clip
 played backwards is a clip of the opposite direction), the critic can also act on the finished
 keyframes: at t = 0, where it is surest, a clip with d < 0 is played backwards, after which d > 0
 (the pipeline's `arrow_check`). Natural video is not symmetric in time (things fall, and do not

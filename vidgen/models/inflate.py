@@ -5,26 +5,15 @@ image model's keys under `unet.`); nothing of diffusers is forked. The temporal 
 their own containers and are attached with forward hooks:
 
 - after every `ResnetBlock2D`: a `TemporalConv` (pseudo-3D convolution, eq. 2);
-- after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3), then a
-  `TemporalText` cross-attention to the prompt where `InflationOptions.temporal_text` is set,
-  then, below the full latent resolution, a `MotionAttention` where `InflationOptions.motion_attention` is set;
+- after every `Transformer2DModel`: a `TemporalAttention` (pseudo-3D attention, eq. 3);
 - after `unet.time_embedding`: the `FpsEmbedding` (frame-rate conditioning) is added, and
-  the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set, and its
-  `TextQueryEmbedding` where `InflationOptions.text_queries` is, and its `TextBagEmbedding` where
-  `InflationOptions.text_bag` is; with `InflationOptions.text_words` the queries and the bag read
-  the prompt word by word (the text encoder's embedding layer, given after the tokens in context:
-  `TextEncoder.encode(..., words="embedding")`) rather than in context; and its `WordTableEmbedding`
-  (a learned vector per word id, summed) where `InflationOptions.word_table` is, which reads the
-  word codes given after the tokens in context (`TextEncoder.encode(..., words="ids")`).
+  the `TextEmbedding` of the prompt where `InflationOptions.text_embedding` is set;
+- after `unet.conv_in`: a convolution of the extra input channels, where the model has them.
 
-Where `InflationOptions.frame_prompt` is set, `VideoUNet.forward` also gives each frame its own
-version of the prompt for the spatial cross-attention (`FramePrompt`); no hook is needed there.
-
-The 2-D network sees video as a batch of frames, `(b f) c h w`. Each hook reshapes its module's
-output into the layer's sequence over frames, applies the layer and reshapes back; it learns
-the frame count from a small context that `VideoUNet.forward` sets for the length of the call.
-Outside that call, or with one frame, or with `enable_time=False`, the hooks pass outputs
-through, so the same network trains on images and the image U-Net stays usable on its own.
+The 2-D network sees video as a batch of frames, `(b f) c h w`; the hooks (vidgen.models.hooks)
+reshape it into each layer's sequences over frames and back, and pass outputs through outside
+`VideoUNet.forward`, with one frame or with `enable_time=False`, so the same network trains on
+images and the image U-Net stays usable on its own.
 
 Fast paths (tests/test_fast_paths.py holds each to the plain path; tools/bench.py times them):
 spatial and temporal attention run through `F.scaled_dot_product_attention`; each hook makes
@@ -56,16 +45,19 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..errors import VidgenError
-from .temporal import (FpsEmbedding, FramePrompt, MotionAttention, TemporalAttention, TemporalConv, TemporalText,
-                       TextBagEmbedding, TextEmbedding, TextQueryEmbedding, WordTableEmbedding, check_num_frames)
+from .hooks import ExtraInputHook, FpsHook, FrameContext, TemporalHook, module_key
+from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
 TEMPORAL_CONFIG_NAME = "temporal.json"  # the inflation options
 WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
-TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.", "input_extension.",
-                     "text_embedding.", "text_queries.", "text_bag.", "word_table.", "frame_prompt.", "temporal_text.",
-                     "motion_attns.")
+TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.",
+                     "input_extension.", "text_embedding.")
+# Options of experiments that did not ship, removed in this version (docs/experiments.md; the code
+# is at tag experiments-before-cleanup). Folders written before list them as false: ignored then.
+REMOVED_TEMPORAL_OPTIONS = ("text_queries", "text_bag", "text_words", "word_table", "frame_prompt", "temporal_text",
+                            "motion_attention")
 
 
 @dataclass(frozen=True)
@@ -81,158 +73,11 @@ class InflationOptions:
     # the frame skip of interpolation, the noise-augmentation level of super-resolution.
     extra_conditions: tuple[str, ...] = ()
     # The prompt pooled over its tokens and added to the time embedding of clips (TextEmbedding),
-    # so that motion words reach the temporal layers.
+    # so that motion words reach the temporal layers. The video stage adds it (model.text_embedding).
     text_embedding: bool = False
-    # The prompt read by a few learned queries and added to the time embedding of clips
-    # (TextQueryEmbedding): a pooling that can single out the motion word.
-    text_queries: bool = False
-    # The prompt as a bag of words, each token through its own small MLP, summed and added to the
-    # time embedding of clips (TextBagEmbedding): no pooling that can lose the motion word.
-    text_bag: bool = False
-    # The text queries and the bag of words read the prompt word by word, not in context: encoder_hidden_states
-    # is then (b, 2n, d), the tokens in context (for cross-attention) followed by the same tokens
-    # from the text encoder's embedding layer (TextEncoder.encode(..., words="embedding")).
-    text_words: bool = False
-    # The prompt as a bag of word ids, each word a learned vector of its own, summed and added to
-    # the time embedding of clips (WordTableEmbedding): no input that other words can swamp.
-    # encoder_hidden_states is then (b, 2n, d), the tokens in context followed by the word codes
-    # (TextEncoder.encode(..., words="ids")).
-    word_table: bool = False
-    # Each frame of a clip reads its own version of the prompt through cross-attention
-    # (FramePrompt), so a motion word can say where the object is at each frame.
-    frame_prompt: bool = False
-    # A cross-attention to the prompt's tokens after every temporal attention (TemporalText), so the
-    # temporal layers read the motion words themselves.
-    temporal_text: bool = False
-    # A self-attention over all pixels of all frames after the temporal attention at every level
-    # below the full latent resolution, its bias over space-time offsets set by the prompt
-    # (MotionAttention), so a motion word has a direct way to a displacement.
-    motion_attention: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))  # JSON gives a list
-
-    @property
-    def words(self) -> str | None:
-        """What follows the tokens in context in encoder_hidden_states (`TextEncoder.encode`'s
-        `words`): "ids" for the word table, "embedding" for text_words, None where nothing does."""
-        return "ids" if self.word_table else "embedding" if self.text_words else None
-
-
-@dataclass
-class _FrameContext:
-    """What the hooks need to know during one VideoUNet forward call."""
-
-    num_frames: int = 1  # 1: temporal hooks pass outputs through
-    fps: torch.Tensor | None = None  # (b,), or None for no fps conditioning
-    conditions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # extra scalar conditions, (b,) each
-    extra_input: torch.Tensor | None = None  # ((b f) e h w): the channels past the latents
-    text: torch.Tensor | None = None  # (b n d): the prompt's tokens in context, for the temporal text layers
-    words: torch.Tensor | None = None  # (b n d): what the text queries and bag read (the tokens, or the words alone)
-    word_codes: torch.Tensor | None = None  # (b n d): the word ids' codes, for the word table
-
-    def values(self) -> tuple:
-        return self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words, self.word_codes
-
-    @contextlib.contextmanager
-    def use(self, num_frames: int, fps=None, conditions=None, extra_input=None, text=None, words=None,
-            word_codes=None) -> Iterator[None]:
-        saved = self.values()
-        (self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words,
-         self.word_codes) = num_frames, fps, conditions or {}, extra_input, text, words, word_codes
-        try:
-            yield
-        finally:
-            (self.num_frames, self.fps, self.conditions, self.extra_input, self.text, self.words,
-             self.word_codes) = saved
-
-
-def _level(name: str, levels: int) -> int:
-    """Resolution level of a U-Net module from its name: 0 at the full latent size, one more per
-    halving (`down_blocks.i` is level i, `up_blocks.i` level levels - 1 - i, the mid block the last)."""
-    parts = name.split(".")
-    if parts[0] == "down_blocks":
-        return int(parts[1])
-    if parts[0] == "up_blocks":
-        return levels - 1 - int(parts[1])
-    return levels - 1  # mid_block
-
-
-def _module_key(name: str) -> str:
-    """`down_blocks.0.resnets.1` -> `down_blocks_0_resnets_1` (ModuleDict keys cannot hold dots)."""
-    return name.replace(".", "_")
-
-
-class _TemporalHook:
-    """Forward hook on a spatial module: run `layer` over frames on the module's output.
-
-    The output may be a tensor, a tuple whose first item is the hidden states (what the U-Net's
-    blocks get from `Transformer2DModel(..., return_dict=False)`), or an output object with `.sample`.
-    """
-
-    def __init__(self, layer: TemporalConv | TemporalAttention | TemporalText | MotionAttention, context: _FrameContext):
-        self.layer, self.context = layer, context
-
-    def __call__(self, module, args, output):
-        frames = self.context.num_frames
-        if frames == 1:
-            return None  # output unchanged
-        if isinstance(output, tuple):
-            return (self._apply(output[0], frames), *output[1:])
-        if isinstance(output, torch.Tensor):
-            return self._apply(output, frames)
-        return dataclasses.replace(output, sample=self._apply(output.sample, frames))
-
-    def _apply(self, hidden: torch.Tensor, frames: int) -> torch.Tensor:
-        h, w = hidden.shape[-2:]
-        layout = self.layer.LAYOUT
-        x = rearrange(hidden, f"(b f) c h w -> {layout}", f=frames)  # sequences over frames
-        x = self.layer(x, self.context.text) if getattr(self.layer, "READS_TEXT", False) else self.layer(x)
-        return rearrange(x, f"{layout} -> (b f) c h w", h=h, w=w)  # ((b f) c h w)
-
-
-class _FpsHook:
-    """Forward hook on `unet.time_embedding`: add the fps and text embeddings (video only) and the
-    extra conditions' embeddings, each repeated for every frame."""
-
-    def __init__(self, embedding: FpsEmbedding, extra: nn.ModuleDict, context: _FrameContext,
-                 text_embedding: nn.Module | None = None, word_readers: tuple[nn.Module | None, ...] = (),
-                 word_table: nn.Module | None = None):
-        self.embedding, self.extra, self.context = embedding, extra, context
-        self.text_embedding = text_embedding  # reads the tokens in context
-        self.word_readers = [m for m in word_readers if m is not None]  # read `context.words` (text queries, bag)
-        self.word_table = word_table  # reads `context.word_codes`
-
-    def __call__(self, module, args, output):
-        c = self.context
-        added = [self.extra[name](value) for name, value in c.conditions.items()]  # (b d) each
-        if c.num_frames > 1 and c.fps is not None:
-            added.append(self.embedding(c.fps))
-        if c.num_frames > 1:
-            if self.text_embedding is not None:
-                added.append(self.text_embedding(c.text))
-            added.extend(reader(c.words) for reader in self.word_readers)
-            if self.word_table is not None:
-                added.append(self.word_table(c.word_codes))
-        if not added:
-            return None
-        frames = output.shape[0] // added[0].shape[0]
-        return output + repeat(sum(added), "b d -> (b f) d", f=frames).to(output.dtype)
-
-
-class _ExtraInputHook:
-    """Forward hook on `unet.conv_in`: add the convolution of the extra input channels.
-
-    The image U-Net's own `conv_in` still sees only the latents; the extra channels get a
-    convolution of their own, zero-initialised, so the network starts as it was.
-    """
-
-    def __init__(self, conv: nn.Conv2d, context: _FrameContext):
-        self.conv, self.context = conv, context
-
-    def __call__(self, module, args, output):
-        extra = self.context.extra_input
-        return None if extra is None else output + self.conv(extra.to(output.dtype))
 
 
 class VideoUNet(nn.Module):
@@ -247,58 +92,28 @@ class VideoUNet(nn.Module):
         super().__init__()
         self.unet = unet
         self.options = options
-        self._context = _FrameContext()
+        self._context = FrameContext()
         self.temporal_convs = nn.ModuleDict()
         self.temporal_attns = nn.ModuleDict()
-        self.temporal_text = nn.ModuleDict() if options.temporal_text else None
-        self.motion_attns = nn.ModuleDict() if options.motion_attention else None
         for name, module in unet.named_modules():
-            if any(isinstance(h, (_TemporalHook, _FpsHook, _ExtraInputHook)) for h in module._forward_hooks.values()):
+            if any(isinstance(h, (TemporalHook, FpsHook, ExtraInputHook)) for h in module._forward_hooks.values()):
                 raise VidgenError("this U-Net is already inside a VideoUNet: inflate a fresh UNet2DConditionModel")
-            key = _module_key(name)
+            key = module_key(name)
             if isinstance(module, ResnetBlock2D):
-                layers = [TemporalConv(module.out_channels)]
-                self.temporal_convs[key] = layers[0]
+                layer = self.temporal_convs[key] = TemporalConv(module.out_channels)
             elif isinstance(module, Transformer2DModel):
-                layers = [TemporalAttention(module.out_channels, options.max_frames, options.attention_head_dim)]
-                self.temporal_attns[key] = layers[0]
-                if self.temporal_text is not None:
-                    layers.append(TemporalText(module.out_channels, unet.config.cross_attention_dim,
-                                               options.max_frames, options.attention_head_dim))
-                    self.temporal_text[key] = layers[-1]
-                if self.motion_attns is not None and _level(name, len(unet.config.block_out_channels)) > 0:
-                    layers.append(MotionAttention(module.out_channels, unet.config.cross_attention_dim,
-                                                  options.attention_head_dim))
-                    self.motion_attns[key] = layers[-1]
+                layer = self.temporal_attns[key] = TemporalAttention(module.out_channels, options.max_frames,
+                                                                     options.attention_head_dim)
             else:
                 continue
-            for layer in layers:  # hooks run in the order registered
-                module.register_forward_hook(_TemporalHook(layer, self._context))
-        if self.motion_attns is not None and not self.motion_attns:
-            raise VidgenError("motion_attention adds a layer after each spatial attention below the full latent resolution, "
-                              "and this U-Net has none there (no CrossAttn block past its first level): leave it off")
+            module.register_forward_hook(TemporalHook(layer, self._context))
         time_dim = unet.time_embedding.linear_2.out_features
         self.fps_embedding = FpsEmbedding(time_dim)
         self.condition_embeddings = nn.ModuleDict({name: FpsEmbedding(time_dim) for name in options.extra_conditions})
         self.text_embedding = (TextEmbedding(unet.config.cross_attention_dim, time_dim)
                                if options.text_embedding else None)
-        self.text_queries = (TextQueryEmbedding(unet.config.cross_attention_dim, time_dim)
-                             if options.text_queries else None)
-        self.text_bag = TextBagEmbedding(unet.config.cross_attention_dim, time_dim) if options.text_bag else None
-        self.word_table = (WordTableEmbedding(unet.config.cross_attention_dim, time_dim)  # codes as wide as the text
-                           if options.word_table else None)
-        self.frame_prompt = FramePrompt(unet.config.cross_attention_dim) if options.frame_prompt else None
-        if options.text_words and self.text_queries is None and self.text_bag is None:
-            raise VidgenError("text_words makes the text queries or the bag of words read the prompt word by word, and this "
-                              "U-Net has neither: set text_queries or text_bag too (in training, model.text_queries=true "
-                              "or model.text_bag=true)")
-        if options.text_words and options.word_table:
-            raise VidgenError("text_words and word_table each need the second half of the prompt (the words from "
-                              "the embedding layer, or the word ids' codes): set one of them (in training, "
-                              "model.text_words or model.word_table, either of which model.pretrained may already have)")
-        unet.time_embedding.register_forward_hook(_FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
-                                                           self.text_embedding, (self.text_queries, self.text_bag),
-                                                           self.word_table))
+        unet.time_embedding.register_forward_hook(FpsHook(self.fps_embedding, self.condition_embeddings, self._context,
+                                                          self.text_embedding))
         self.input_extension = None
         if options.extra_in_channels:
             conv_in = unet.conv_in
@@ -306,7 +121,7 @@ class VideoUNet(nn.Module):
                                              padding=conv_in.padding)
             nn.init.zeros_(self.input_extension.weight)
             nn.init.zeros_(self.input_extension.bias)
-            conv_in.register_forward_hook(_ExtraInputHook(self.input_extension, self._context))
+            conv_in.register_forward_hook(ExtraInputHook(self.input_extension, self._context))
 
     # --- running -----------------------------------------------------------------------------
 
@@ -317,9 +132,7 @@ class VideoUNet(nn.Module):
 
         sample: (b, c + e, f, h, w): latents, then the `extra_in_channels` e where the model has them.
         timestep: a number, a 0-d tensor or one per clip (b,).
-        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip; with the
-            `text_words` or `word_table` option (b, 2n, d): the tokens in context, then word by word
-            (`InflationOptions.words`).
+        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip.
         fps: frames per second of the clip (a number or (b,)); None leaves fps unconditioned.
         conditions: the model's `extra_conditions`, name -> a number or (b,); all of them or none.
         enable_time=False (or f == 1) runs the image U-Net on every frame, temporal layers off.
@@ -337,24 +150,9 @@ class VideoUNet(nn.Module):
             timestep = repeat(timestep, "b -> (b f)", f=f)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
-        words, word_codes = encoder_hidden_states, None  # what the text queries and bag read; the word table
-        if self.options.words is not None:
-            if encoder_hidden_states.shape[1] % 2:
-                raise VidgenError(f"this U-Net reads the prompt word by word and takes (b, 2n, d), the tokens in context "
-                                  f"then {self.options.words}, got {encoder_hidden_states.shape[1]} tokens: encode "
-                                  f"prompts with TextEncoder.encode(..., words={self.options.words!r})")
-            encoder_hidden_states, second_half = encoder_hidden_states.chunk(2, dim=1)  # (b n d) each
-            if self.options.text_words:
-                words = second_half
-            elif self.options.word_table:
-                words, word_codes = encoder_hidden_states, second_half
-        if temporal and self.frame_prompt is not None:
-            cond = rearrange(self.frame_prompt(encoder_hidden_states, f), "b f n d -> (b f) n d")
-        else:
-            cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
+        cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
-                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states, words,
-                               word_codes):
+                               self._conditions(conditions, b, sample.device), extra, encoder_hidden_states):
             out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
@@ -413,12 +211,10 @@ class VideoUNet(nn.Module):
     # --- parameter groups ----------------------------------------------------------------------
 
     def temporal_parameters(self) -> Iterator[nn.Parameter]:
-        """The new parameters: temporal convolutions, temporal attention, its text cross-attention and the
-        motion attention, fps, text (mean, query, bag and word table) and extra-condition embeddings, the
-        frame prompt, the convolution of the extra input channels."""
-        for container in (self.temporal_convs, self.temporal_attns, self.temporal_text, self.motion_attns,
-                          self.fps_embedding, self.condition_embeddings, self.input_extension, self.text_embedding,
-                          self.text_queries, self.text_bag, self.word_table, self.frame_prompt):
+        """The new parameters: temporal convolutions and attention, fps, extra-condition and text
+        embeddings, the convolution of the extra input channels."""
+        for container in (self.temporal_convs, self.temporal_attns, self.fps_embedding, self.condition_embeddings,
+                          self.input_extension, self.text_embedding):
             if container is not None:
                 yield from container.parameters()
 
@@ -477,7 +273,8 @@ class VideoUNet(nn.Module):
         if metadata.get("format") != "vidgen-motion-module":
             raise ckpt.CheckpointError(f"{path} is not a vidgen motion module "
                                        f"(write one with VideoUNet.save_motion_module)")
-        model = inflate_unet(unet, **json.loads(metadata["options"]))
+        options = _options(Path(path), **json.loads(metadata["options"]))
+        model = inflate_unet(unet, **dataclasses.asdict(options))
         ckpt.load_strict(model, tensors, source=path, only=model.temporal_state_dict().keys())
         return model
 
@@ -496,8 +293,7 @@ def inflate_unet(unet2d: UNet2DConditionModel, **options) -> VideoUNet:
 
 def with_options(base: VideoUNet, **changes) -> VideoUNet:
     """A new video U-Net with `base`'s weights (copied) and some inflation options changed:
-    what the change adds (extra inputs, conditions, the text embedding, queries, bag or word table,
-    the frame prompt, the temporal text cross-attention, the motion attention) starts where it adds
+    what the change adds (extra inputs, conditions, the text embedding) starts where it adds
     nothing, so the new network computes what `base` did until trained."""
     unet2d = UNet2DConditionModel.from_config(base.unet.config)
     unet2d.load_state_dict(base.unet.state_dict())
@@ -559,6 +355,18 @@ def autocast_dtype(setting: str, device: str | torch.device) -> torch.dtype | No
 
 
 def _options(source, **options) -> InflationOptions:
+    """`InflationOptions` from a temporal.json, a motion module's metadata or a call (`source` names
+    which), every name checked. A removed option (REMOVED_TEMPORAL_OPTIONS) is ignored where it is
+    off, as folders written before this version list it, and refused where it is on: such weights
+    need a layer this version no longer has."""
+    enabled = [name for name in REMOVED_TEMPORAL_OPTIONS if options.get(name)]
+    if enabled:
+        error = ckpt.CheckpointError if isinstance(source, Path) else VidgenError
+        raise error(f"{source}: {', '.join(enabled)} {'is' if len(enabled) == 1 else 'are'} on, and "
+                    f"{'that option was' if len(enabled) == 1 else 'those options were'} removed in this version of "
+                    f"vidgen (an experiment that did not ship: see docs/experiments.md; the code is at git tag "
+                    f"experiments-before-cleanup): use a model trained without it, or vidgen at that tag")
+    options = {name: value for name, value in options.items() if name not in REMOVED_TEMPORAL_OPTIONS}
     known = [f.name for f in dataclasses.fields(InflationOptions)]
     unknown = sorted(set(options) - set(known))
     if unknown:

@@ -3,7 +3,7 @@
     vidgen train configs/shapes/video.yaml train.max_steps=2000 data.manifest=corpus/manifest.jsonl
 
 Every key is typed; an unknown key or a wrong type is refused with its name (vidgen.config).
-The README's "Training" table documents the keys users change most.
+docs/configuration.md documents every key; the README the ones users change most.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STAGES = ("vae", "image", "video", "interp", "sr", "critic")
-# ModelConfig switches for layers the video stage adds to the video U-Net (InflationOptions fields
-# of the same names); the interp and sr stages inherit them from their model.pretrained.
-VIDEO_STAGE_LAYERS = ("text_embedding", "text_queries", "text_bag", "text_words", "word_table", "frame_prompt",
-                      "temporal_text", "motion_attention")
+# ModelConfig switches for layers the video stage adds to the video U-Net: each is the
+# InflationOptions field of the same name (vidgen.models.inflate, where it is described); the
+# interp and sr stages inherit it from their model.pretrained.
+VIDEO_STAGE_LAYERS = ("text_embedding",)
 
 
 @dataclass
@@ -70,42 +70,9 @@ class ModelConfig:
     # video/interp: share of the training noise common to a clip's frames (PYoCo's mixed noise
     # prior, vidgen.diffusion.noise); recorded in the exported model, which samples with it.
     frame_noise_correlation: float = 0.0
-    # video: give the video U-Net a text embedding (the prompt pooled and added to the time
-    # embedding, vidgen.models.temporal.TextEmbedding) if the model.pretrained one has none, so
-    # that motion words reach the temporal layers; the interp and sr stages inherit it.
+    # video: add InflationOptions.text_embedding (the prompt pooled into the time embedding) if the
+    # model.pretrained U-Net has none (VIDEO_STAGE_LAYERS).
     text_embedding: bool = False
-    # video: give the video U-Net a text embedding read by learned queries (vidgen.models.temporal.TextQueryEmbedding,
-    # a pooling that can single out the motion word) if the model.pretrained one has none; interp and sr inherit it.
-    text_queries: bool = False
-    # video: give the video U-Net the prompt as a bag of words (vidgen.models.temporal.TextBagEmbedding:
-    # each token through its own MLP, summed, added to the time embedding) if the model.pretrained
-    # one has none; interp and sr inherit it.
-    text_bag: bool = False
-    # video: the text queries and the bag of words read the prompt word by word (the text encoder's
-    # embedding layer) rather than its tokens in context (InflationOptions.text_words); needs
-    # text_queries or text_bag.
-    text_words: bool = False
-    # video: give the video U-Net a learned vector for every word, the prompt's summed and added to
-    # the time embedding (vidgen.models.temporal.WordTableEmbedding, read from the word ids:
-    # TextEncoder.word_codes) if the model.pretrained one has none; not with text_words.
-    word_table: bool = False
-    # video: give the video U-Net a frame prompt (each frame reads the prompt shifted by its place in
-    # the clip, vidgen.models.temporal.FramePrompt) if the model.pretrained one has none; the
-    # interp and sr stages inherit it.
-    frame_prompt: bool = False
-    # video: give the video U-Net a cross-attention to the prompt's tokens after every temporal attention
-    # (vidgen.models.temporal.TemporalText) if the model.pretrained one has none; the interp and sr
-    # stages inherit it.
-    temporal_text: bool = False
-    # video: give the video U-Net a self-attention over all pixels of all frames at its coarse levels, biased
-    # along space-time lines the prompt sets (vidgen.models.temporal.MotionAttention), if the
-    # model.pretrained one has none; the interp and sr stages inherit it.
-    motion_attention: bool = False
-    # video: weight of the caption-contrast objective (vidgen.diffusion.losses.caption_contrast): each
-    # captioned clip is also denoised under a corpus caption one word away from its own
-    # (vidgen.training.negatives), and the true caption must denoise it better. 0: off.
-    caption_contrast: float = 0.0
-    caption_contrast_scale: float = 0.02  # relative error gap that counts as one logit
     # video: the base stage makes each clip around an anchor frame that a text-to-image U-Net draws
     # first (explicit image conditioning, vidgen.models.cascade.anchored_unet); the anchor sits at
     # anchor_position of the clip (0 first frame, 1 last).
@@ -132,7 +99,7 @@ class TrainConfig:
     batch_size: int = 4  # clips per process per micro-step
     grad_accum: int = 1
     lr: float = 1e-4
-    # Parameter-name prefix -> lr multiplier, e.g. {frame_prompt: 10}: layers added at zero on a
+    # Parameter-name prefix -> lr multiplier, e.g. {text_embedding: 10}: layers added at zero on a
     # trained network learn faster than the rest (vidgen.training.loop.parameter_groups).
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01

@@ -31,7 +31,7 @@ from ..checkpoint import load_diffusers
 from ..data.dataset import VideoClipDataset
 from ..data.latent_cache import LatentCache, build_latent_cache
 from ..data.manifest import read_manifest
-from ..diffusion.losses import add_noise, caption_contrast, diffusion_loss, diffusion_target, squared_error, vae_loss
+from ..diffusion.losses import add_noise, diffusion_loss, vae_loss
 from ..errors import VidgenError
 from ..fs import atomic_dir
 from ..models import cascade
@@ -42,7 +42,6 @@ from ..packaged import resolve_text_encoder
 from ..text import TextEncoder
 from ..video_io import save_video
 from .config import STAGES, VIDEO_STAGE_LAYERS, RunConfig
-from .negatives import CaptionNeighbours
 
 NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -150,14 +149,13 @@ class DiffusionStage(Stage):
         self.text_encoder = text_encoder.to(device).requires_grad_(False).eval()
         self.noise_schedule = DDPMScheduler(**NOISE_SCHEDULE, prediction_type=cfg.model.prediction_type)
         self._embeddings: dict[str, torch.Tensor] = {}
-        self.words = None  # a U-Net that reads single words takes (b, 2n, d) (InflationOptions.words, TextEncoder.encode)
 
     def embed(self, captions: list[str]) -> torch.Tensor:
-        """(b, n, d) text embeddings ((b, 2n, d) where the U-Net reads words), each caption encoded once per run."""
+        """(b, n, d) text embeddings, each caption encoded once per run."""
         new = sorted({c for c in captions if c not in self._embeddings})
         if new:
             with torch.no_grad():
-                for caption, emb in zip(new, self.text_encoder.encode(new, words=self.words)):
+                for caption, emb in zip(new, self.text_encoder.encode(new)):
                     self._embeddings[caption] = emb
         return torch.stack([self._embeddings[c] for c in captions])
 
@@ -276,7 +274,6 @@ class CascadeStage(DiffusionStage):
         if cfg.train.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         self.model = unet.to(device).train()
-        self.words = unet.options.words
 
     def build_unet(self, base):
         return base
@@ -338,58 +335,13 @@ class VideoStage(CascadeStage):
         index = cascade.anchor_index(x0.shape[2], self.cfg.model.anchor_position)
         return cascade.anchor_input(x_t, x0[:, :, index], index)
 
-    negatives: CaptionNeighbours | None = None  # the caption contrast's negatives, where it is on
-
-    def dataset(self):
-        data = super().dataset()
-        if self.cfg.model.caption_contrast:
-            # Negatives come from the captions this run sees (the withheld ones are unlabeled video).
-            self.negatives = CaptionNeighbours([r["caption"] for r in data.records if r.get("caption")])
-            if not len(self.negatives):
-                raise VidgenError("model.caption_contrast is set, but no caption this run keeps has another one word away "
-                                  "from it to contrast with: keep more captions (data.withhold_captions), or set "
-                                  "model.caption_contrast=0")
-        return data
-
     def loss(self, model, batch, generator):
-        if self.cfg.model.caption_contrast:
-            return self.contrast_loss(model, batch, generator)
         x0 = self.latents(batch, generator)  # (b c f h w)
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
         return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
                               generator, self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
                               noise_correlation=self.cfg.model.frame_noise_correlation)
-
-    def contrast_loss(self, model, batch, generator):
-        """The diffusion loss plus model.caption_contrast x the caption contrast of the clips that
-        have a caption and a negative: one forward pass over the batch and, appended to it, those
-        clips again under their negatives (same noise, same timestep)."""
-        m = self.cfg.model
-        x0 = self.latents(batch, generator)  # (b c f h w)
-        b = x0.shape[0]
-        captions = drop_captions(batch["caption"], self.cfg.data.caption_dropout, generator)
-        # Drawn in the order the plain loss draws them (the negatives last), so its x_t are the same.
-        x_t, noise, t = add_noise(self.noise_schedule, x0, generator, correlation=m.frame_noise_correlation)
-        negatives = self.negatives.draw(captions, generator)
-        pairs = [i for i, n in enumerate(negatives) if n is not None]
-        cond = self.embed(captions + [negatives[i] for i in pairs])  # (b + p, n, d)
-        fps = batch["fps"].to(self.device)
-        pairs_t = torch.tensor(pairs, dtype=torch.long, device=self.device)
-
-        def both(x: torch.Tensor) -> torch.Tensor:  # (b ...) -> (b + p ...): the batch, then its paired clips
-            return torch.cat([x, x[pairs_t]])
-
-        t_all = both(t)
-        prediction = model(self.unet_input(both(x_t), both(x0)), t_all, cond, fps=both(fps))
-        target = diffusion_target(self.noise_schedule, both(x0), both(noise), t_all, m.prediction_type)
-        error = squared_error(prediction, target, self.noise_schedule, t_all, m.loss_weighting)
-        per_sample = error.flatten(1).mean(1)  # (b + p,)
-        loss = per_sample[:b].mean()
-        if pairs:
-            loss = loss + m.caption_contrast * caption_contrast(per_sample[pairs_t], per_sample[b:],
-                                                                m.caption_contrast_scale)
-        return loss
 
     def record_settings(self, index):
         index.frame_noise_correlation = self.cfg.model.frame_noise_correlation

@@ -13,8 +13,8 @@ network and takes a working tree of at most 64 MiB. Three things follow:
   any `vidgen train`), and the same run is resumed with `train.max_steps` at the step it reached,
   which exports the model; the base U-Net comes back in half precision, as shipped.
 
-    python tools/gpu_train_base.py table --out .gpu/captions.safetensors         # here
-    python tools/gpu_train_base.py run --table .gpu/captions.safetensors \\
+    python research/gpu_train_base.py table --out .gpu/captions.safetensors         # here
+    python research/gpu_train_base.py run --table .gpu/captions.safetensors \\
         --work /tmp/w --out $OUT --clips 12000 --seconds 470 [key=value ...]     # there
 
 `run` renders `--clips` clips of the shapes corpus (seed 0, the held-out triples excluded),
@@ -233,7 +233,7 @@ def run(args) -> int:
 
     if args.table and not Path(args.table).is_file():
         raise VidgenError(f"caption table {args.table} does not exist: make it with "
-                          f"`python tools/gpu_train_base.py table --out {args.table}` where the text encoder is installed")
+                          f"`python research/gpu_train_base.py table --out {args.table}` where the text encoder is installed")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,9 @@ The model is not saved: this measures whether the objective teaches a model to u
 is handed, not how to make one. With --eval N it then samples N seen prompts with the base stage,
 the true code handed in and then none, and judges the clips as `vidgen eval shapes` does: does a
 code the network uses steer the motion it draws? An anchored base (model.image_conditioning) reads its anchor frame as
-in training, where the direction is worth most (tools/direction_value.py).
+in training, where the direction is worth most (research/direction_value.py).
 
-    python tools/oracle_direction.py --model runs/shapes/video-rep/model \
+    python research/oracle_direction.py --model runs/shapes/video-rep/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 700 [--eval 16]
 """
 import argparse

@@ -30,7 +30,7 @@ mean latent clip of all clips, per (color, background) and per (color, backgroun
 fitted on half of N corpus clips and scored on the other half, and scored against the opposite
 direction's mean.
 
-    python tools/probe_prompt_use.py --model runs/shapes/video-rep/model \
+    python research/probe_prompt_use.py --model runs/shapes/video-rep/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64
 """
 

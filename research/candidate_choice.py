@@ -9,7 +9,7 @@ group, how many prompts the kept candidate gets the direction right, is steady a
 how many have at least one candidate that would (the most any choice could reach). The judge reads
 the decoded frames directly, not an MP4 of the whole cascade, so its figures are the base stage's.
 
-    python tools/candidate_choice.py --cache runs/candidates-s0.safetensors --seed 0 \\
+    python research/candidate_choice.py --cache runs/candidates-s0.safetensors --seed 0 \\
         --critic vidgen/default_model/critic --critic runs/shapes/critic-swap/model/critic --choose-by arrow swaps
 
 The cache is written on the first run (about 20 min for 96 prompts of 4 candidates here) and read

@@ -1,7 +1,7 @@
 """How often a model's arrow critic tells a clip from its time reversal, by noise level, on clips
 whose captions its training withheld (the critic never saw them captioned).
 
-    python tools/critic_accuracy.py --model runs/shapes/critic/model \
+    python research/critic_accuracy.py --model runs/shapes/critic/model \
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64
 
 The clips are those that `data.withhold_captions` (same fraction and seed as the critic's run)

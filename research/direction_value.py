@@ -10,10 +10,10 @@ at the base stage's latent side of 16 by default) and compares guesses:
   centre in that direction; not knowing it: the same mean over all four directions;
 - for scale, the anchor frame held still at every frame.
 
-Without an anchor, `tools/probe_prompt_use.py --prior-clips` measures the same on the latent
+Without an anchor, `research/probe_prompt_use.py --prior-clips` measures the same on the latent
 corpus: there the direction lowers the error by under 2 % beyond color and background.
 
-    python tools/direction_value.py --clips 200
+    python research/direction_value.py --clips 200
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ MotionAttention layer, the nine bias coefficients per head (MotionAttention.BASI
 If the layers have bound the motion words, prompts that differ only in their direction differ in
 the coefficients of the cross terms (dt_dx for left/right, dt_dy for up/down), with opposite signs.
 
-    python tools/motion_coefficients.py --model runs/shapes/video-ma/model
+    python research/motion_coefficients.py --model runs/shapes/video-ma/model
 """
 
 from __future__ import annotations

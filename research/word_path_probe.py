@@ -1,6 +1,6 @@
 """Diagnostic: do the motion words bind when they come in exactly as the oracle's direction code does?
 
-tools/oracle_direction.py hands an anchored base its clip's direction as a code, embedded by an
+research/oracle_direction.py hands an anchored base its clip's direction as a code, embedded by an
 MLP whose first layer is random and whose last starts at zero, added to the time embedding; on
 runs/shapes/snap-1000 it began to bind within 600 steps. This script puts the prompt's words on
 the same road: the word ids of the caption (TextEncoder.word_codes, one-hots of two residues),
@@ -17,7 +17,7 @@ means, AdamW at 1e-4 for the network and --lr-new for the MLP. Every 200 steps i
 noise-prediction error of 24 captioned clips under the true caption, the caption with the
 opposite direction, with the other axis, and with none, at the same noise. Nothing is saved.
 
-    python tools/word_path_probe.py --model runs/shapes/snap-1000/model \\
+    python research/word_path_probe.py --model runs/shapes/snap-1000/model \\
         --manifest runs/shapes/corpus64/manifest.jsonl --latent-cache runs/shapes/latents64 --steps 600 [--odd]
 """
 import argparse
