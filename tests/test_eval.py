@@ -1,5 +1,5 @@
 """`vidgen eval shapes` (vidgen.evaluation): prompts over the shapes world, clips judged against them
-(SHAPES_WORLD.md "Judging a clip"), accuracies per slot for seen and held-out triples."""
+(docs/shapes-world.md "When a clip obeys its prompt"), accuracies per slot for seen and held-out triples."""
 
 import itertools
 import json
@@ -115,7 +115,8 @@ def test_right_clips_score_every_slot_in_full(prompts, tmp_path):
     assert [c["seed"] for c in clips] == [5 + i // 4 for i in range(2 * N)]  # batch k: seed + k
     assert [c["group"] for c in clips] == ["seen"] * N + ["heldout"] * N
     assert all(c["obeys"] and c["failures"] == [] for c in clips)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{c['index']:04d}_{c['group']}.mp4" for c in clips]
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == [f"{c['index']:04d}_{c['group']}.mp4" for c in clips]
+    assert all((tmp_path / f"{c['index']:04d}_{c['group']}.mp4.json").is_file() for c in clips)  # sidecars: vidgen's
     assert clips[0]["file"] == str(tmp_path / "0000_seen.mp4")
     json.dumps(report)  # all of it is JSON
 
@@ -231,6 +232,5 @@ def test_eval_shapes_says_what_is_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("vidgen.packaged.DEFAULT_MODEL", tmp_path / "no-default-model")
     assert main(["eval", "shapes", "-o", str(tmp_path / "r.json")]) == 2
     assert "no embedded default model" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
-    with pytest.raises(SystemExit):
-        main(["eval", "shapes", "--model", "x", "--n", "0"])
+    assert main(["eval", "shapes", "--model", "x", "--n", "0"]) == 2
     assert "must be at least 1" in capsys.readouterr().err

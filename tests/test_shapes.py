@@ -1,4 +1,4 @@
-"""The shapes world (SHAPES_WORLD.md): corpus, captions, prompts, the judge, and `vidgen data shapes`."""
+"""The shapes world (docs/shapes-world.md): corpus, captions, prompts, the judge, and `vidgen data shapes`."""
 
 import hashlib
 import itertools
@@ -45,7 +45,8 @@ def centred(color="red", shape="square", size="small", direction="right", backgr
 
 def judged(frames: np.ndarray, tmp_path, name="clip"):
     """Judge frames the way a generated clip is judged: written to MP4, read back."""
-    return judge_clip(save_video(frames, tmp_path / f"{name}.mp4", fps=24, crf=JUDGED_CRF, sidecar=False))
+    return judge_clip(save_video(frames, tmp_path / f"{name}.mp4", fps=24, crf=JUDGED_CRF, sidecar=False,
+                                 overwrite=True))  # a scratch file, written again and again
 
 
 # --- the corpus ---------------------------------------------------------------------------------

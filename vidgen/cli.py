@@ -8,6 +8,7 @@ from typing import Sequence
 
 from . import __version__
 from .commands import data, eval as eval_cmd, generate, inflate, train
+from .commands.arguments import Parser
 from .errors import Terminated, VidgenError
 
 # Order is the order `vidgen --help` lists them in.
@@ -15,13 +16,13 @@ COMMANDS = (generate, train, inflate, data, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vidgen",
         description="Text-to-video generation after Make-A-Video: an image U-Net inflated with temporal "
         "layers, trained on unlabeled video, with frame interpolation and super-resolution stages.",
     )
     parser.add_argument("--version", action="version", version=f"vidgen {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2): returned, for callers in-process
+        return int(exc.code or 0)
     try:
         return int(args.run(args) or 0)
     except VidgenError as exc:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -24,6 +24,11 @@ T = TypeVar("T")
 def _first_line(exc: OmegaConfBaseException) -> str:
     msg = getattr(exc, "msg", None) or str(exc)
     return msg.strip().splitlines()[0]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
 
 
 def _merge(base, layer, source: str):
@@ -56,8 +61,11 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
             raise ConfigError(f"config file {path} does not exist")
         try:
             layer = OmegaConf.load(path)
-        except Exception as exc:  # yaml.YAMLError and friends
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except Exception as exc:  # yaml.YAMLError, UnicodeDecodeError and friends
+            raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+        if not isinstance(layer, DictConfig):
+            raise ConfigError(f"{path} must hold a mapping of keys to values, got a {type(layer).__name__.removesuffix('Config').lower() or 'value'}: "
+                              f"see the files in configs/ for the layout")
         cfg = _merge(cfg, layer, str(path))
     if overrides:
         cfg = _merge(cfg, parse_overrides(overrides), "command line")

@@ -1,4 +1,4 @@
-"""Judging a text-to-video model on the shapes world (SHAPES_WORLD.md), prompt by prompt.
+"""Judging a text-to-video model on the shapes world (docs/shapes-world.md), prompt by prompt.
 
     prompts = eval_prompts(n=48, seed=0, heldout=True)                 # 48 seen + 48 held-out
     report = evaluate(generate_fn, prompts, seed=0, batch_size=8)      # generate_fn(texts, seed) -> uint8 (b f h w 3)
@@ -6,12 +6,12 @@
 
     report = evaluate_model(VideoPipeline.from_pretrained("my-model"), n=48, heldout=True)
 
-A clip is judged as SHAPES_WORLD.md "Judging a clip" says: written to MP4 and read back, then
+A clip is judged as docs/shapes-world.md "When a clip obeys its prompt" says: written to MP4 and read back, then
 checked against its prompt by vidgen.data.judge. Prompts name size and background about half of
-the time each (as captions do, SHAPES_WORLD.md "Captions"), so those two slots are scored only on
+the time each (as captions do, docs/shapes-world.md "Captions"), so those two slots are scored only on
 the clips whose prompt names them; color, shape, direction and the clip-wide rules on every clip.
 Seen prompts draw from the (color, shape, direction) triples a default corpus holds, held-out
-prompts from the six it leaves out (SHAPES_WORLD.md "Held-out combinations").
+prompts from the six it leaves out (docs/shapes-world.md "Held-out triples").
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ GROUPS = ("seen", "heldout")  # report groups, in table order
 RULES = ("steady", "one_object")  # clip-wide rules of the judge, scored on every clip
 METRICS = (*SLOTS, *RULES, "all")  # "all": the clip obeys the whole prompt
 CAPTION_DROP = 0.5  # chance that a prompt leaves out the size phrase, and apart from it the background phrase
-DEFAULT_FPS = 24.0  # SHAPES_WORLD.md: native frame rate of the world
+DEFAULT_FPS = 24.0  # docs/shapes-world.md: native frame rate of the world
 
 GenerateFn = Callable[[list[str], int], np.ndarray]  # (prompts, seed) -> uint8 (b f h w 3)
 
@@ -61,7 +61,7 @@ def _triples(group: str, rng: np.random.Generator) -> list[tuple[str, str, str]]
 
 def _group_prompts(group: str, n: int, seed: int, caption_drop: float) -> list[EvalPrompt]:
     """n prompts cycling through the group's triples; size and background drawn at random and each
-    named with probability 1 - caption_drop (SHAPES_WORLD.md "Captions")."""
+    named with probability 1 - caption_drop (docs/shapes-world.md "Captions")."""
     g = GROUPS.index(group)
     triples = itertools.cycle(_triples(group, np.random.default_rng([seed, g])))
     prompts = []
@@ -158,20 +158,22 @@ def _generate(generate_fn: GenerateFn, texts: list[str], seed: int) -> np.ndarra
     return clips
 
 
-def _export(frames: np.ndarray, folder: Path, index: int, prompt: EvalPrompt, seed: int, fps: float) -> Path:
+def _export(frames: np.ndarray, folder: Path, index: int, prompt: EvalPrompt, seed: int, fps: float,
+            overwrite: bool = False) -> Path:
     """Write clip `index` as MP4 at save_video's default quality, as `vidgen generate` does."""
     metadata = {"prompt": prompt.text, "group": prompt.group, "seed": seed, "vidgen_version": __version__}
-    return save_video(frames, folder / f"{index:04d}_{prompt.group}.mp4", fps=fps, metadata=metadata, sidecar=False)
+    return save_video(frames, folder / f"{index:04d}_{prompt.group}.mp4", fps=fps, metadata=metadata,
+                      overwrite=overwrite)
 
 
 def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int = 0, batch_size: int = 8,
              fps: float = DEFAULT_FPS, clip_dir: str | os.PathLike | None = None, settings: dict | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, overwrite: bool = False) -> dict:
     """Generate a clip per prompt, batch by batch, and judge each against its prompt.
 
     Batch k (prompts k*batch_size ...) is generated with seed `seed + k`; with batch_size 1 a
     clip is made again by `vidgen generate PROMPT --seed SEED` with the same settings. Each clip
-    is judged as read back from its MP4 (SHAPES_WORLD.md "Judging a clip"), written into
+    is judged as read back from its MP4 (docs/shapes-world.md "When a clip obeys its prompt"), written into
     `clip_dir` (kept) or a temporary folder. Returns the report: `settings` (the given ones plus
     seed, batch_size, fps, prompt counts and the vidgen version), `groups` (see `summarize`) and
     `clips` (one record per clip, as `judge_prompt` gives it plus index, group, seed and file).
@@ -184,7 +186,7 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
             clips = _generate(generate_fn, [p.text for p in batch], seed + k)  # (b f h w 3)
             for prompt, frames in zip(batch, clips):
                 index = len(records)
-                path = _export(frames, folder, index, prompt, seed + k, fps)
+                path = _export(frames, folder, index, prompt, seed + k, fps, overwrite)
                 records.append({"index": index, "group": prompt.group, "seed": seed + k,
                                 "file": str(path) if clip_dir is not None else None,
                                 **judge_prompt(path, prompt.text)})
@@ -201,7 +203,7 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
                    eta: float = 0.0,
                    scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
                    clip_dir: str | os.PathLike | None = None, progress: bool = True,
-                   stages: Sequence[str] | None = None) -> dict:
+                   stages: Sequence[str] | None = None, overwrite: bool = False) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance,
     motion_guidance, arrow_check, candidates, choose_by, autocast and frames take the model's
     defaults, unset stages all the model has; the report's settings record the values used and
@@ -237,7 +239,7 @@ def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batc
                 "keyframes": s.num_frames, "frames": out_frames, "height": out_height, "width": out_width,
                 "fps": out_fps}
     report = evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=out_fps,
-                      clip_dir=clip_dir, settings=settings, progress=progress)
+                      clip_dir=clip_dir, settings=settings, progress=progress, overwrite=overwrite)
     for record, was_reversed in zip(report["clips"], reversed_):
         record["reversed"] = was_reversed
     return report

@@ -1,6 +1,6 @@
 """Weights that come with the installation, verified before use.
 
-The embedded default model (the shapes cascade, SHAPES_WORLD.md) lives in `vidgen/default_model/`
+The embedded default model (the shapes cascade, docs/shapes-world.md) lives in `vidgen/default_model/`
 in half precision; `default_model()` finds it and `package_model` writes it from a trained folder.
 
 The text encoder of the shapes model is all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT), shipped

@@ -15,10 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .destinations import FORMATS, check_clip_destination, format_of, frame_name, read_sidecar, sidecar_path
 from .errors import VidgenError
-from .fs import atomic_dir, atomic_path, write_text_atomic
+from .fs import atomic_dir, atomic_path, scratch_dir, write_text_atomic
 
-FORMATS = ("mp4", "gif", "png")
 
 
 def to_uint8_frames(video) -> np.ndarray:
@@ -38,25 +38,6 @@ def to_uint8_frames(video) -> np.ndarray:
         raise ValueError(f"float clips must be shaped (c=3, f, h, w) in [-1, 1], got {video.shape}")
     video = np.clip((video + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)  # (c f h w)
     return np.ascontiguousarray(video.transpose(1, 2, 3, 0))  # (f h w c)
-
-
-def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise VidgenError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-        return fmt
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix in ("mp4", "gif"):
-        return suffix
-    if suffix in ("", "png"):
-        return "png"
-    raise VidgenError(f"cannot tell the format of {path}: use a .mp4 or .gif name, a folder name for PNG frames, or --format")
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """`clip.mp4` -> `clip.mp4.json`; a PNG folder `clip/` -> `clip.json` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def _fps_fraction(fps: float) -> Fraction:
@@ -111,7 +92,25 @@ def _write_png_folder(frames: np.ndarray, folder: Path) -> None:
     from PIL import Image
 
     for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+        Image.fromarray(frame).save(folder / frame_name(i))
+
+
+def _write_png_frames(frames: np.ndarray, folder: Path) -> None:
+    """PNG frames into `folder`: a new folder appears whole; into an existing one each frame is
+    moved in whole, and only vidgen's own frames past the new count (its old sidecar says how
+    many there were) are removed. Nothing else in the folder is touched."""
+    if not folder.is_dir():
+        with atomic_dir(folder) as tmp:
+            _write_png_folder(frames, tmp)
+        return
+    before = read_sidecar(folder)
+    with scratch_dir(folder) as tmp:
+        _write_png_folder(frames, tmp)
+        for i in range(len(frames)):
+            os.replace(tmp / frame_name(i), folder / frame_name(i))
+    old_count = int(before.get("frames", 0)) if before and before.get("format") == "png" else 0
+    for i in range(len(frames), old_count):
+        (folder / frame_name(i)).unlink(missing_ok=True)
 
 
 def _container_tags(metadata: Mapping[str, Any]) -> dict[str, str]:
@@ -131,21 +130,26 @@ def save_video(
     metadata: Mapping[str, Any] | None = None,
     crf: int = 18,
     sidecar: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a clip to `path` as MP4, GIF or a folder of PNG frames, atomically.
 
     video: uint8 (f, h, w, 3) or float (c, f, h, w) in [-1, 1]. The sidecar JSON holds `metadata`
-    plus the frame count, size, fps and format actually written.
+    plus the frame count, size, fps and format actually written. A destination holding files
+    vidgen did not write is refused unless `overwrite` (vidgen.destinations); even then only the
+    clip's own file names are replaced.
     """
     frames = to_uint8_frames(video)
-    fmt = format_of(path, fmt)
+    fmt = check_clip_destination(path, fmt, overwrite=overwrite)
     path = Path(path)
     fps = float(fps)
     _fps_fraction(fps)
     metadata = dict(metadata or {})
+    record = {**metadata, "file": path.name, "format": fmt, "frames": int(frames.shape[0]),
+              "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": fps}
+    sidecar_text = json.dumps(record, indent=2, default=str, allow_nan=False) + "\n"  # strict JSON, before any write
     if fmt == "png":
-        with atomic_dir(path) as tmp:
-            _write_png_folder(frames, tmp)
+        _write_png_frames(frames, path)
     else:
         with atomic_path(path) as tmp:
             if fmt == "mp4":
@@ -153,9 +157,7 @@ def save_video(
             else:
                 _write_gif(frames, tmp, fps, metadata)
     if sidecar:
-        record = {**metadata, "file": path.name, "format": fmt, "frames": int(frames.shape[0]),
-                  "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": fps}
-        write_text_atomic(sidecar_path(path), json.dumps(record, indent=2, default=str) + "\n")
+        write_text_atomic(sidecar_path(path), sidecar_text)
     return path
 
 

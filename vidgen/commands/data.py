@@ -1,11 +1,17 @@
 """`vidgen data`: build corpora. `index` scans a folder of videos into a manifest; `shapes`
-renders the synthetic shapes world (SHAPES_WORLD.md)."""
+renders the synthetic shapes world (docs/shapes-world.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
+
+from ..data.manifest import VIDEO_SUFFIXES
+from ..errors import VidgenError
+from . import arguments as types
 
 
 def add_parser(subparsers):
@@ -15,33 +21,57 @@ def add_parser(subparsers):
 
     index = sub.add_parser("index", help="Scan a folder (recursively) and write one manifest line per readable video",
                            description="Scan DIR recursively for video files and write a JSON-lines manifest: path, frames, fps, "
-                           "duration, width, height, and the caption from a sidecar .txt where there is one. Unreadable files "
-                           "(empty, truncated, not video) are reported on stderr with the reason and skipped.")
+                           "duration, width, height, and the caption from a sidecar .txt where there is one. Files that cannot "
+                           "be read (empty, truncated, not video, an unreadable caption, a name that is not UTF-8, a FIFO, a "
+                           "symlink loop) are reported on stderr with the reason and skipped; the others are indexed.")
     index.add_argument("dir", help="folder to scan")
     index.add_argument("-o", "--output", required=True, help="manifest to write (JSON lines), e.g. manifest.jsonl")
+    index.add_argument("--overwrite", action="store_true", help="replace an -o file that is not a manifest")
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.set_defaults(run=run_index)
 
     shapes = sub.add_parser("shapes", help="Render the shapes-world corpus (MP4 clips + manifest.jsonl)",
-                            description="Render the synthetic shapes world of SHAPES_WORLD.md: one solid shape moving in a straight "
+                            description="Render the synthetic shapes world of docs/shapes-world.md: one solid shape moving in a straight "
                             "line per clip, 2 s at 24 fps, with a manifest of captions and slots. The held-out (color, shape, "
                             "direction) triples are excluded unless told otherwise. Same seed, same corpus, bit for bit.",
                             epilog="Any field of vidgen.data.shapes.ShapesConfig can be set as key=value, e.g. "
                             "'frames=16 exclude_heldout=false caption_drop=0.0'.")
-    shapes.add_argument("--out", required=True, help="output folder (created)")
-    shapes.add_argument("--videos", type=int, help="number of clips (default 100)")
-    shapes.add_argument("--seed", type=int, help="corpus seed (default 0)")
-    shapes.add_argument("--size", type=int, help="frame side in pixels (default 64)")
-    shapes.add_argument("--config", help="YAML file of ShapesConfig fields (e.g. configs/shapes_data.yaml)")
+    shapes.add_argument("--out", required=True, help="output folder (created; a folder of a corpus rendered before is "
+                        "rendered over)")
+    shapes.add_argument("--overwrite", action="store_true", help="render into a folder that holds other files (only "
+                        "clips/, manifest.jsonl and config.yaml are written)")
+    shapes.add_argument("--videos", type=types.positive_int, help="number of clips (default 100)")
+    shapes.add_argument("--seed", type=types.integer(0, 2**63 - 1, "seed"), help="corpus seed (default 0)")
+    shapes.add_argument("--size", type=types.positive_int, help="frame side in pixels (default 64)")
+    shapes.add_argument("--config", help="YAML file of ShapesConfig fields")
     shapes.add_argument("--no-progress", action="store_true", help="no progress bar")
     shapes.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     shapes.set_defaults(run=run_shapes)
     return parser
 
 
+def _check_manifest_destination(path: Path, overwrite: bool) -> None:
+    """The manifest may replace an earlier manifest (JSON lines with a path), never another file."""
+    from ..fs import check_writable_folder
+
+    if path.is_dir():
+        raise VidgenError(f"-o {path} is a folder: name the manifest file to write, e.g. -o {path / 'manifest.jsonl'}")
+    if path.exists() and not overwrite:
+        try:
+            with open(path, encoding="utf-8") as f:
+                first = json.loads(f.readline() or "{}")
+            ours = isinstance(first, dict) and ("path" in first or not first)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            ours = False
+        if not ours:
+            raise VidgenError(f"{path} exists and is not a manifest: choose another -o, or add --overwrite")
+    check_writable_folder(path.parent, "the manifest's folder")
+
+
 def run_index(args: argparse.Namespace) -> int:
     from ..data.manifest import index_videos, write_manifest
 
+    _check_manifest_destination(Path(args.output), args.overwrite)
     started = time.perf_counter()
     records, failures = index_videos(args.dir, progress=not args.no_progress)
     for failure in failures:
@@ -50,6 +80,9 @@ def run_index(args: argparse.Namespace) -> int:
     took = time.perf_counter() - started
     print(f"indexed {len(records)} videos into {args.output} in {took:.1f}s; skipped {len(failures)} unreadable files",
           file=sys.stderr if failures else sys.stdout)
+    if not records:
+        print(f"warning: {args.dir} holds no readable video (looked for {', '.join(sorted(VIDEO_SUFFIXES))}); the "
+              f"manifest is empty", file=sys.stderr)
     return 0
 
 
@@ -64,6 +97,6 @@ def run_shapes(args: argparse.Namespace) -> int:
             overrides.append(f"{flag}={value}")
     cfg = load_config(ShapesConfig, args.config, overrides)
     started = time.perf_counter()
-    manifest = make_corpus(args.out, cfg, progress=not args.no_progress)
+    manifest = make_corpus(args.out, cfg, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"rendered {cfg.videos} clips of {cfg.size} px into {args.out} in {time.perf_counter() - started:.1f}s; manifest: {manifest}")
     return 0

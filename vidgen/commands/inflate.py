@@ -12,6 +12,20 @@ import time
 from pathlib import Path
 
 from ..errors import VidgenError
+from ..fs import check_writable_folder
+from . import arguments as types
+
+
+def check_model_destination(out: Path, overwrite: bool) -> None:
+    """A model folder is written to a new path, or over a vidgen model folder with --overwrite;
+    never over another folder or file (it is replaced whole)."""
+    if out.exists():
+        if not (out / "vidgen.json").is_file():
+            raise VidgenError(f"{out} exists and is not a vidgen model folder: choose another --out (vidgen replaces "
+                              f"only its own model folders)")
+        if not overwrite:
+            raise VidgenError(f"{out} exists: choose another --out, or add --overwrite to replace it")
+    check_writable_folder(out.parent, "--out's folder")
 
 
 def add_parser(subparsers):
@@ -22,11 +36,11 @@ def add_parser(subparsers):
         "The video U-Net equals the image U-Net on every frame until its temporal layers are trained.")
     parser.add_argument("--image-model", required=True, metavar="DIR", help="diffusers text-to-image pipeline folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="video model folder to write")
-    parser.add_argument("--max-frames", type=int, default=64,
+    parser.add_argument("--max-frames", type=types.positive_int, default=64,
                         help="most frames a clip may have (rows of the frame position table; default 64)")
-    parser.add_argument("--frames", type=int, help="default frame count of `vidgen generate` (default 16)")
-    parser.add_argument("--fps", type=float, help="default frame rate of `vidgen generate` (default 8)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--frames", type=types.positive_int, help="default frame count of `vidgen generate` (default 16)")
+    parser.add_argument("--fps", type=types.positive, help="default frame rate of `vidgen generate` (default 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a vidgen model folder")
     parser.set_defaults(run=run)
     return parser
 
@@ -39,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise VidgenError(f"{out} exists: choose another --out, or add --overwrite to replace it")
-    if args.max_frames < 1:
-        raise VidgenError(f"--max-frames must be at least 1, got {args.max_frames}")
+    check_model_destination(out, args.overwrite)
+    source = Path(args.image_model)
+    if not source.is_dir():
+        raise VidgenError(f"--image-model {source} is not a folder: give a diffusers text-to-image pipeline folder "
+                          f"(unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    if args.frames is not None and args.frames > args.max_frames:
+        raise VidgenError(f"--frames {args.frames} is more than --max-frames {args.max_frames}: raise --max-frames or "
+                          f"lower --frames")
     started = time.perf_counter()
     pipe = VideoPipeline.from_image_model(args.image_model, max_frames=args.max_frames)
     defaults = pipe.index.defaults

@@ -107,7 +107,7 @@ class TimeReversal:
     """A clip played backwards, with the words of its caption that name a motion swapped for their
     opposites: `{"left": "right", "right": "left", "up": "down", "down": "up"}` turns "a red circle
     moving left" backwards into "a red circle moving right". Where a corpus's motions are
-    reversible (in the shapes world every clip is, SHAPES_WORLD.md), each captioned clip then also
+    reversible (in the shapes world every clip is, docs/shapes-world.md), each captioned clip then also
     comes as its mirror in time, and the pair differs only in the motion words and the order of
     the frames: nothing but those words can tell the model which way the clip runs. The map must
     send every word to one that maps back (a reversed clip reversed again is the clip)."""

@@ -1,4 +1,4 @@
-"""Does a clip obey its prompt? The judge of SHAPES_WORLD.md "Judging a clip".
+"""Does a clip obey its prompt? The judge of docs/shapes-world.md "When a clip obeys its prompt".
 
     judgement = judge_clip("sample.mp4")              # or uint8 frames (f h w c)
     judgement.obeys("a red circle moving left")       # -> bool
@@ -90,7 +90,7 @@ class Judgement:
         return wrong + self.reasons
 
     def obeys(self, slots_or_prompt: str | dict) -> bool:
-        """SHAPES_WORLD.md "Judging a clip": the named slots right, one steady object, straight motion."""
+        """docs/shapes-world.md "When a clip obeys its prompt": the named slots right, one steady object, straight motion."""
         return not self.failures(slots_or_prompt)
 
 
@@ -231,7 +231,7 @@ def _displacement(m: _Measures) -> np.ndarray:
 
 
 def _direction_of(displacement: np.ndarray) -> str | None:
-    """SHAPES_WORLD.md: >= MIN_TRAVEL along one axis and less than MAX_CROSS of that across."""
+    """docs/shapes-world.md: >= MIN_TRAVEL along one axis and less than MAX_CROSS of that across."""
     dx, dy = displacement
     along_x = abs(dx) >= abs(dy)
     main, cross = (dx, dy) if along_x else (dy, dx)
@@ -303,7 +303,7 @@ def _describe_object(m: _Measures) -> dict:
 
 def judge_clip(video) -> Judgement:
     """Judge a clip (a path, read back with read_frames, or uint8 frames (f h w c)) by the rules of
-    SHAPES_WORLD.md "Judging a clip"; then ask `.obeys(prompt)`."""
+    docs/shapes-world.md "When a clip obeys its prompt"; then ask `.obeys(prompt)`."""
     frames = _as_frames(video).astype(np.float32)  # (f h w c)
     backgrounds = np.median(frames.reshape(len(frames), -1, 3), axis=1)  # (f c)
     counts, blob = _find_object(frames, backgrounds)

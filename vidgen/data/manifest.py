@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -33,12 +34,66 @@ class SkippedFile:
     reason: str
 
 
-def find_videos(root: str | os.PathLike) -> list[Path]:
-    """Every file under `root` (recursively) whose suffix names a video container, sorted."""
+def _utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes that are not UTF-8 come back from the file system as surrogates
+        return False
+
+
+def scan_videos(root: str | os.PathLike) -> tuple[list[Path], list[SkippedFile]]:
+    """Every regular file under `root` whose suffix names a video container, sorted, and the
+    entries passed over with why: names that are not UTF-8 (a manifest is UTF-8 JSON), files that
+    are not regular (FIFOs, devices, sockets: opening a FIFO would wait forever), links that lead
+    nowhere or back into a folder above them (a loop), folders that cannot be listed."""
     root = Path(root)
     if not root.is_dir():
-        raise VidgenError(f"{root} is not a folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        raise VidgenError(f"{root} is not a folder: give the folder that holds the videos")
+    found, skipped = [], []
+    visited: set[tuple[int, int]] = set()  # (device, inode) of the folders entered
+
+    def walk(folder: Path) -> None:
+        try:
+            info = folder.stat()
+        except OSError as exc:
+            skipped.append(SkippedFile(str(folder), f"cannot be read ({exc.strerror})"))
+            return
+        if (info.st_dev, info.st_ino) in visited:
+            skipped.append(SkippedFile(str(folder), "a link back to a folder already scanned (a symlink loop)"))
+            return
+        visited.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedFile(str(folder), f"the folder cannot be listed ({exc.strerror})"))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                mode = os.stat(entry.path).st_mode  # follows links
+            except OSError as exc:
+                if entry.is_symlink():
+                    skipped.append(SkippedFile(str(path), f"a link that leads nowhere ({exc.strerror})"))
+                continue
+            if stat.S_ISDIR(mode):
+                walk(path)
+            elif path.suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            elif not _utf8_name(entry.path):
+                skipped.append(SkippedFile(os.fsencode(entry.path).decode("utf-8", "backslashreplace"), "the file name is not valid UTF-8: rename it"))
+            elif not stat.S_ISREG(mode):
+                skipped.append(SkippedFile(str(path), "not a regular file (a FIFO, device or socket): never opened"))
+            else:
+                found.append(path)
+
+    walk(root)
+    return sorted(found), skipped
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """Every readable-looking video file under `root` (see `scan_videos`), sorted."""
+    return scan_videos(root)[0]
 
 
 def check_readable(path: Path) -> VideoInfo:
@@ -49,28 +104,38 @@ def check_readable(path: Path) -> VideoInfo:
 
 
 def sidecar_caption(video: Path) -> str | None:
+    """The caption in `video`'s sidecar .txt (None where there is none); a VidgenError where the
+    sidecar is there but cannot be read."""
     txt = video.with_suffix(".txt")
-    if not txt.is_file():
+    try:
+        if not stat.S_ISREG(os.stat(txt).st_mode):
+            raise VidgenError(f"its caption {txt.name} is not a regular file")
+        text = txt.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return None
-    caption = " ".join(txt.read_text(encoding="utf-8", errors="replace").split())
+    except OSError as exc:
+        raise VidgenError(f"its caption {txt.name} cannot be read ({exc.strerror})") from None
+    caption = " ".join(text.split())
     return caption or None
 
 
 def index_videos(root: str | os.PathLike, progress: bool = True) -> tuple[list[dict], list[SkippedFile]]:
     """Scan `root` for videos. Returns one record per readable video and the files skipped, with reasons.
 
+    A fault of one file (unreadable video or caption, a bad name, a FIFO) skips that file only.
     Record paths are absolute here; `write_manifest` makes them relative to the manifest.
     """
-    records, skipped = [], []
-    for path in tqdm(find_videos(root), desc="indexing", unit="file", disable=not progress):
+    paths, skipped = scan_videos(root)
+    records = []
+    for path in tqdm(paths, desc="indexing", unit="file", disable=not progress):
         try:
             info = check_readable(path)
-        except VideoReadError as exc:
+            caption = sidecar_caption(path)
+        except VidgenError as exc:  # VideoReadError, or the caption's
             skipped.append(SkippedFile(str(path), str(exc)))
             continue
         record = {"path": str(path.resolve()), "frames": info.num_frames, "fps": round(info.fps, 6),
                   "duration": round(info.duration, 6), "width": info.width, "height": info.height}
-        caption = sidecar_caption(path)
         if caption is not None:
             record["caption"] = caption
         records.append(record)

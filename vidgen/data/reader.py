@@ -7,7 +7,10 @@ anything and decodes sequentially. Frames come back as uint8 arrays of shape (f,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,9 +48,33 @@ def _decord_reader(path: str):
         raise VideoReadError(f"decord is not installed ({exc})") from None
     decord.logging.set_level(decord.logging.QUIET)  # failures come back as exceptions; FFmpeg's chatter is noise
     try:
-        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        with _native_stderr_silenced():  # its C++ logger prints "ERROR opening ..." past the level set above
+            return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError
         raise VideoReadError(f"decord cannot open {path}: {_short(exc)}") from None
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null while native code runs: the reason of a failure comes
+    back in the exception, and vidgen reports it once, in its own words."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no real stderr (an embedding host): nothing to silence
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _decord_probe(path: str) -> VideoInfo:

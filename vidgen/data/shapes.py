@@ -1,4 +1,4 @@
-"""The shapes world of SHAPES_WORLD.md: one solid shape moving in a straight line per clip.
+"""The shapes world of docs/shapes-world.md: one solid shape moving in a straight line per clip.
 
     clip = sample_clip(clip_rng(seed=0, index=7))           # slots + motion, resolution-free
     frames = render_clip(clip, size=64, frames=48)          # uint8 (f h w c)
@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from ..config import save_config
 from ..errors import ConfigError, VidgenError
+from ..fs import check_writable_folder
 from ..video_io import save_video
 from .manifest import write_manifest
 
-# --- vocabulary (SHAPES_WORLD.md "Vocabulary") ------------------------------------------------
+# --- vocabulary (docs/shapes-world.md "Vocabulary") ------------------------------------------------
 
 COLORS = {
     "red": (255, 0, 0),
@@ -53,7 +54,7 @@ HELDOUT = (
     ("cyan", "circle", "up"),
     ("magenta", "square", "left"),
 )
-SUPERSAMPLE = 4  # render at 4x and area-downsample (SHAPES_WORLD.md: anti-aliased edges)
+SUPERSAMPLE = 4  # render at 4x and area-downsample (docs/shapes-world.md: anti-aliased edges)
 
 SLOTS = ("color", "shape", "size", "direction", "background")
 TRIPLE = ("color", "shape", "direction")  # the slots the held-out combinations are made of
@@ -167,7 +168,7 @@ def _start_range(half: float, travel: float, unit: int) -> tuple[float, float]:
 
 
 def sample_clip(rng: np.random.Generator, heldout: frozenset = frozenset(), slots: dict | None = None) -> Clip:
-    """Draw the slots and the motion of one clip (SHAPES_WORLD.md "Vocabulary"), uniformly over the
+    """Draw the slots and the motion of one clip (docs/shapes-world.md "Vocabulary"), uniformly over the
     (color, shape, direction) triples not held out. `slots` fixes any of the five slots (None
     leaves one to chance): `sample_clip(rng, slots=parse_prompt(text))` draws a clip of a prompt."""
     fixed = _fixed_slots(slots)
@@ -218,7 +219,7 @@ def render_clip(clip: Clip, size: int = 64, frames: int = 48, indices: Sequence[
     return np.rint(background + cover * (color - background)).astype(np.uint8)  # (f h w c)
 
 
-# --- captions (SHAPES_WORLD.md "Captions") ------------------------------------------------------
+# --- captions (docs/shapes-world.md "Captions") ------------------------------------------------------
 
 def caption(color: str, shape: str, direction: str, size: str | None = None, background: str | None = None) -> str:
     """A caption naming the given slots; size and background are left out where None."""
@@ -303,18 +304,30 @@ def clip_record(index: int, clip: Clip, text: str, cfg: ShapesConfig) -> dict:
     }
 
 
-def make_corpus(out_dir, cfg: ShapesConfig, progress: bool = True) -> Path:
+def check_corpus_destination(out: Path, overwrite: bool = False) -> None:
+    """A corpus goes into a new or empty folder, or over a corpus rendered before (its manifest.jsonl
+    and config.yaml are there); another folder only with `overwrite`, and then only clips/NNNNN.mp4,
+    manifest.jsonl and config.yaml are written."""
+    check_writable_folder(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not (
+            (out / "manifest.jsonl").is_file() and (out / "config.yaml").is_file()):
+        raise VidgenError(f"--out {out} holds files that are not a shapes corpus: give a new or empty folder, or add "
+                          f"--overwrite (then only clips/NNNNN.mp4, manifest.jsonl and config.yaml are written)")
+
+
+def make_corpus(out_dir, cfg: ShapesConfig, progress: bool = True, overwrite: bool = False) -> Path:
     """Render `cfg.videos` clips into `out_dir`/clips/NNNNN.mp4 and write `manifest.jsonl` (one
     record per clip: caption, full_caption, slots, motion) and `config.yaml`. Returns the
-    manifest's path. Clip i depends only on (seed, i) (SHAPES_WORLD.md: same seed, same corpus)."""
+    manifest's path. Clip i depends only on (seed, i) (docs/shapes-world.md: same seed, same corpus)."""
     check_config(cfg)
     out = Path(out_dir)
+    check_corpus_destination(out, overwrite)
     records = []
     for index in tqdm(range(cfg.videos), desc="rendering", unit="clip", disable=not progress):
         clip, text = corpus_clip(cfg, index)
         record = clip_record(index, clip, text, cfg)
         save_video(render_clip(clip, cfg.size, cfg.frames), out / record["path"], fps=cfg.fps,
-                   metadata={"prompt": record["full_caption"]}, crf=cfg.crf, sidecar=False)
+                   metadata={"prompt": record["full_caption"]}, crf=cfg.crf, sidecar=False, overwrite=True)
         records.append(record)
     save_config(cfg, out / "config.yaml")
     return write_manifest(records, out / "manifest.jsonl")

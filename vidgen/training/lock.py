@@ -38,6 +38,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _try_create(path: Path) -> bool:
+    """Create `path` holding this process's pid, atomically: the lock appears with its pid in it
+    (written to a temporary first, then hard-linked into place, which fails if the lock exists),
+    so no other run ever reads an empty lock."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
     """Hold `folder/run.lock` while the body runs; `enabled=False` (non-main processes) holds nothing."""
@@ -46,19 +61,13 @@ def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = _holder(path)
-            if holder is not None and holder != os.getpid() and _alive(holder):
-                raise VidgenError(f"{folder} is in use by another training run (process {holder}, see {path}): let it "
-                                  f"finish, stop it (kill -TERM {holder}: it saves a checkpoint first), or give "
-                                  f"another train.output_dir") from None
-            path.unlink(missing_ok=True)  # its process is gone: take the folder over
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"{os.getpid()}\n")
+    while not _try_create(path):
+        holder = _holder(path)
+        if holder is not None and holder != os.getpid() and _alive(holder):
+            raise VidgenError(f"{folder} is in use by another training run (process {holder}, see {path}): let it "
+                              f"finish, stop it (kill -TERM {holder}: it saves a checkpoint first), or give "
+                              f"another train.output_dir") from None
+        path.unlink(missing_ok=True)  # its process is gone (or the file is not a lock): take the folder over
     try:
         yield
     finally:

@@ -35,11 +35,14 @@ from ..config import save_config
 from ..data.dataset import collate_clips
 from ..errors import Terminated, VidgenError
 from ..fs import atomic_path
-from ..diffusion.losses import LOSS_WEIGHTINGS, PREDICTION_TYPES
-from .checkpoints import find_resume_point, list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
-from .config import VIDEO_STAGE_LAYERS, RunConfig
+from .checkpoints import (find_resume_point, last_good_checkpoint, load_checkpoint, read_trainer_state,
+                          remove_partial_checkpoints, save_checkpoint)
+from .config import RunConfig
 from .lock import run_lock
+from .resume import apply_changed_settings, check_resumable
 from .stages import build_stage
+from .unreadable import UnreadableClips
+from .validate import check_run
 
 logger = logging.getLogger(__name__)
 
@@ -163,51 +166,6 @@ def _make_accelerator(cfg: RunConfig) -> Accelerator:
     )
 
 
-def _check(cfg: RunConfig) -> None:
-    t, m = cfg.train, cfg.model
-    if m.prediction_type not in PREDICTION_TYPES:
-        raise VidgenError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {m.prediction_type!r}")
-    if cfg.data.posterior not in ("sample", "mean"):
-        raise VidgenError(f"data.posterior must be sample or mean, got {cfg.data.posterior!r}")
-    if m.loss_weighting not in LOSS_WEIGHTINGS:
-        raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
-    if not 0.0 <= m.frame_noise_correlation < 1.0:
-        raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
-    for key in VIDEO_STAGE_LAYERS:
-        if getattr(m, key) and cfg.stage != "video":
-            raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "
-                              f"the one their model.pretrained has): remove it, or set it in the video stage's config")
-    if m.caption_contrast < 0 or m.caption_contrast_scale <= 0:
-        raise VidgenError(f"model.caption_contrast must be >= 0 and model.caption_contrast_scale > 0, got "
-                          f"{m.caption_contrast} and {m.caption_contrast_scale}")
-    if m.caption_contrast and cfg.stage != "video":
-        raise VidgenError(f"model.caption_contrast trains the video stage's reading of captions, not the {cfg.stage} "
-                          f"stage: set it to 0")
-    if m.image_conditioning and cfg.stage != "video":
-        raise VidgenError(f"model.image_conditioning gives the video stage its anchor frame, not the {cfg.stage} stage "
-                          f"(interp and sr keep the base stage their model.pretrained has): remove it")
-    if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
-        raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
-                          f"leave it empty here")
-    if m.critic_swap_slots and cfg.stage != "critic":
-        raise VidgenError(f"model.critic_swap_slots sets what the critic stage's critic learns, not the {cfg.stage} "
-                          f"stage: remove it")
-    if m.critic and cfg.stage != "critic":
-        raise VidgenError(f"model.critic shapes the arrow critic that the critic stage trains, not the {cfg.stage} "
-                          f"stage: remove it")
-    if not 0.0 <= m.anchor_position <= 1.0:
-        raise VidgenError(f"model.anchor_position is a place in the clip, from 0 (first frame) to 1 (last), "
-                          f"got {m.anchor_position}")
-    if m.loss_weighting != "uniform" and m.prediction_type != "epsilon":
-        raise VidgenError(f"model.loss_weighting={m.loss_weighting} reweighs the epsilon objective; with "
-                          f"model.prediction_type={m.prediction_type} use uniform")
-    if t.mixed_precision not in ("no", "fp16", "bf16"):
-        raise VidgenError(f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {t.mixed_precision!r}")
-    for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every"):
-        if getattr(t, key) < 1:
-            raise VidgenError(f"train.{key} must be at least 1, got {getattr(t, key)}")
-
-
 def _check_world(accelerator: Accelerator) -> None:
     """Refuse a launch whose processes would each train alone (and overwrite each other's files)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -219,10 +177,10 @@ def _check_world(accelerator: Accelerator) -> None:
 
 def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict]:
     """The trainable parameters as optimizer groups: those under a module named by a key of
-    `multipliers` (a dotted name: `frame_prompt`, `temporal_attns`) learn at lr x its value, the
+    `multipliers` (a dotted name: `text_embedding`, `temporal_attns`) learn at lr x its value, the
     rest at lr.
 
-    A layer added at zero on top of a trained network (a frame prompt, a text embedding) moves by
+    A layer added at zero on top of a trained network (a text embedding) moves by
     about lr per step under Adam, whatever its gradient's size; at the network's fine-tuning
     rate it takes thousands of steps to matter, so it may be given a larger one.
     """
@@ -245,25 +203,22 @@ def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, f
     return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
 
 
-def _check_same_lr_groups(cfg: RunConfig, saved: dict, folder: Path) -> None:
-    """Refuse to resume under other train.lr_multipliers: the optimizer state restores each group's
-    saved lr, so a changed multiplier would be silently ignored, or the groups would not match."""
-    before = saved.get("config", {}).get("train", {}).get("lr_multipliers", {})
-    now = dict(cfg.train.lr_multipliers)
-    if before != now:
-        raise VidgenError(f"{folder} was written with train.lr_multipliers={before}, this run asks for {now}: resume "
-                          f"with the same ones, or start afresh (another train.output_dir, or train.resume=never)")
-
-
 def train(cfg: RunConfig, progress: bool = True) -> Path:
     """Run (or resume) training as `cfg` says; returns the exported model folder. The output folder
-    is locked for the run (vidgen.training.lock): a second run into it is refused."""
-    _check(cfg)
+    is locked for the run (vidgen.training.lock): a second run into it is refused. A run refused
+    before it wrote anything leaves no folder behind."""
+    check_run(cfg)
     out = Path(cfg.train.output_dir)
     accelerator = _make_accelerator(cfg)
     _check_world(accelerator)
-    with run_lock(out, enabled=accelerator.is_main_process):
-        return _train(cfg, out, accelerator, progress)
+    created = accelerator.is_main_process and not out.exists()
+    try:
+        with run_lock(out, enabled=accelerator.is_main_process):
+            return _train(cfg, out, accelerator, progress)
+    except VidgenError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) -> Path:
@@ -285,20 +240,31 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
     step, micro = 0, 0  # optimizer steps; batches drawn (the data position)
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(out)  # a killed run's; this run holds the lock
     resume_from = find_resume_point(out, cfg.train.resume)
     if resume_from is not None:
-        _check_same_lr_groups(cfg, read_trainer_state(resume_from), resume_from)
-        saved = load_checkpoint(accelerator, resume_from)
+        saved = read_trainer_state(resume_from)
+        check_resumable(cfg, saved, resume_from)
+        load_checkpoint(accelerator, resume_from, ema)
         step, micro = saved["step"], saved["micro_step"]
-        if ema is not None:  # accelerate loads a registered object's state on the CPU
+        for change in apply_changed_settings(cfg, saved, optimizer, schedule, ema):
+            accelerator.print(f"resumed with {change}")
+        if ema is not None:  # its state is read on the CPU
             ema.to(accelerator.device)
         accelerator.print(f"resumed from {resume_from} at step {step}")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_config(cfg, out / "config.yaml")  # what this run trains with, changed settings included
+
+    def checkpoint(at: int) -> None:
+        """Save the state at step `at`, where its weights are finite (a later divergence names it)."""
+        if not all(torch.isfinite(p).all() for p in params):
+            good = last_good_checkpoint(out)
+            raise TrainingDiverged(_diverged(cfg, out, good, f"the weights became non-finite at step {at}"))
+        save_checkpoint(accelerator, out, at, {**state, "finite": True}, cfg.train.keep_checkpoints, ema)
 
     log = RunLog(out, enabled=accelerator.is_main_process, resumed_step=step)
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
@@ -307,7 +273,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     batches_per_epoch = len(loader)
     if batches_per_epoch == 0:
         raise VidgenError(f"the manifest gives no batch of {cfg.train.batch_size} clips: lower train.batch_size")
-    skipped_total, started, window_start, window_samples, losses = 0, time.perf_counter(), time.perf_counter(), 0, []
+    unreadable = UnreadableClips(cfg.data.manifest)
+    started, window_start, window_samples, losses = time.perf_counter(), time.perf_counter(), 0, []
     last_saved = step if resume_from is not None else -1
     stop = StopSignals()
     restore_signals = stop.install()
@@ -317,23 +284,19 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             loader.set_epoch(epoch)
             dataset.set_epoch(epoch)
             epoch_loader = accelerator.skip_first_batches(loader, into_epoch) if into_epoch else loader
+            finished_pass = True
             for batch in epoch_loader:
                 stop.check()  # between steps: the last one is whole (and saved where it was due)
                 micro += 1
-                skipped_total += len(batch["skipped"])
-                for skipped in batch["skipped"]:
-                    logger.warning("skipped %s: %s", skipped.path, skipped.reason)
+                unreadable.note(batch)
                 if not batch["path"]:  # every clip of the batch was skipped
                     continue
                 with accelerator.accumulate(model):
                     loss = stage.loss(model, batch, step_generator(cfg.train.seed, micro, accelerator.process_index))
                     mean_loss = accelerator.gather(loss.detach()[None]).mean().item()
                     if not math.isfinite(mean_loss):
-                        good = list_checkpoints(out)
-                        raise TrainingDiverged(
-                            f"the loss became {mean_loss} at step {step + 1}; the last good checkpoint is "
-                            f"{good[-1] if good else 'none (none was written yet)'}. Lower train.lr, raise "
-                            f"train.warmup_steps or use train.mixed_precision=no, then resume")
+                        good = last_good_checkpoint(out)
+                        raise TrainingDiverged(_diverged(cfg, out, good, f"the loss became {mean_loss} at step {step + 1}"))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
@@ -352,23 +315,28 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                     now = time.perf_counter()
                     row = {"step": step, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                            "samples_per_s": window_samples / max(now - window_start, 1e-9),
-                           "skipped_clips": skipped_total, "elapsed_s": now - started}
+                           "skipped_clips": unreadable.total, "elapsed_s": now - started}
                     log.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}")
                     losses, window_samples, window_start = [], 0, now
                 state["micro_step"] = micro
                 if step % cfg.train.checkpoint_every == 0:
-                    save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+                    checkpoint(step)
                     last_saved = step
                 if cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process:
                     stage.preview(accelerator.unwrap_model(model), out / "previews" / f"step-{step:08d}", cfg.train.preview_prompts)
                 if step >= cfg.train.max_steps:
+                    finished_pass = False
                     break
                 stop.check()
+            if finished_pass and not into_epoch:
+                readable = accelerator.gather(torch.tensor([unreadable.readable_this_pass], device=accelerator.device))
+                unreadable.end_pass(int(readable.sum()))
+            unreadable.readable_this_pass = 0
     except KeyboardInterrupt:
         if step > 0 and step != last_saved:
             accelerator.print(f"\ninterrupted: saving a checkpoint at step {step}")
-            save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+            checkpoint(step)
         accelerator.print(f"resume with: vidgen train {out / 'config.yaml'} (train.resume=auto)")
         raise
     finally:
@@ -376,11 +344,23 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         bar.close()
         log.close()
     if step != last_saved:
-        save_checkpoint(accelerator, out, step, state, cfg.train.keep_checkpoints)
+        checkpoint(step)
     if cfg.train.write_rank_digests:
         digest = state_digest(accelerator.unwrap_model(model).state_dict())
         (out / f"rank-{accelerator.process_index}.sha256").write_text(digest + "\n", encoding="utf-8")
     return export(accelerator, stage, model, params, ema, out / "model", cfg.train.export_ema)
+
+
+def _diverged(cfg: RunConfig, out: Path, good: Path | None, what: str) -> str:
+    """The message of a diverged run: what happened, and a command that resumes from finite weights."""
+    lower = f"train.lr={cfg.train.lr / 10:g}"
+    if good is None:
+        return (f"{what}, before any checkpoint was written. Start again with a lower rate: "
+                f"vidgen train {out / 'config.yaml'} train.resume=never {lower} (or raise train.warmup_steps, or use "
+                f"train.mixed_precision=no)")
+    return (f"{what}; the last checkpoint with finite weights is {good}. Resume from it with a lower rate: "
+            f"vidgen train {out / 'config.yaml'} train.resume={good} {lower} (or raise train.warmup_steps, or use "
+            f"train.mixed_precision=no)")
 
 
 def export(accelerator: Accelerator, stage, model, params, ema: EMAModel | None, folder: Path, use_ema: bool) -> Path:

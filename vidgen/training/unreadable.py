@@ -1,0 +1,46 @@
+"""Clips the data loader could not read: each file logged once, a pass with none readable stopped.
+
+A corpus whose every file is broken (a wrong path prefix in a manifest, a codec the machine
+lacks) would otherwise spin forever, drawing batches that are all skipped. After a whole pass
+over the data with no readable clip the run stops, naming the manifest, how many files failed
+and the commonest reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from ..errors import VidgenError
+
+logger = logging.getLogger("vidgen.training")
+SHOWN_REASONS = 3
+
+
+class UnreadableClips:
+    def __init__(self, manifest: str):
+        self.manifest = manifest
+        self.seen: set[str] = set()  # files logged already
+        self.reasons: Counter[str] = Counter()
+        self.total = 0  # skipped draws over the run (a file may be drawn many times)
+        self.readable_this_pass = 0
+
+    def note(self, batch: dict) -> None:
+        """Count a batch's readable clips and log its unreadable files, each file the first time only."""
+        self.readable_this_pass += len(batch["path"])
+        self.total += len(batch["skipped"])
+        for skipped in batch["skipped"]:
+            if skipped.path in self.seen:
+                continue
+            self.seen.add(skipped.path)
+            self.reasons[skipped.reason.replace(skipped.path, "FILE")] += 1
+            logger.warning("skipped %s: %s (each unreadable file is reported once)", skipped.path, skipped.reason)
+
+    def end_pass(self, readable_anywhere: int) -> None:
+        """After a whole pass over the data: stop the run if no process read a single clip."""
+        if readable_anywhere == 0:
+            common = "; ".join(f"{n} x {reason}" for reason, n in self.reasons.most_common(SHOWN_REASONS))
+            raise VidgenError(f"no clip of {self.manifest} could be read in a whole pass over it: {len(self.seen)} "
+                              f"files failed ({common or 'no reason given'}). Fix the files or the manifest's paths "
+                              f"(`vidgen data index DIR -o MANIFEST` lists only readable videos) and train again")
+        self.readable_this_pass = 0
