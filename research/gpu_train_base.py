@@ -145,7 +145,7 @@ def use_caption_table(path: str) -> None:
 
 def render(args: tuple[shapes.ShapesConfig, int]):
     cfg, index = args
-    clip, text = shapes.corpus_clip(cfg, index)
+    clip, text = shapes.corpus_scene(cfg, index)
     return index, shapes.clip_record(index, clip, text, cfg), shapes.render_clip(clip, cfg.size, cfg.frames)
 
 

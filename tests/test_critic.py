@@ -7,12 +7,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from vidgen.checkpoint import CheckpointError
 from vidgen.diffusion.losses import add_noise
 from vidgen.diffusion.sampler import classifier_guidance, sample
 from vidgen.errors import VidgenError
 from vidgen.models.critic import ArrowCritic, CriticConfig, arrow_loss, swap_loss, swaps
 from vidgen.training.stages import NOISE_SCHEDULE
+from vidgen.weights import CheckpointError
 
 TINY = CriticConfig(latent_channels=4, text_dim=16, widths=(8, 16), embed_dim=16)
 WORDS = torch.randn(4, 16, generator=torch.Generator().manual_seed(7))  # left, right, up, down

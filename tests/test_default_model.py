@@ -42,6 +42,6 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     clip = read_frames(out)
     assert clip.std() > 5  # a picture, not a flat frame
     meta = json.loads(out.with_name("clip.mp4.json").read_text())
-    assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.index.defaults.arrow_check is True
-    assert meta["motion_guidance"] == pipe.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
+    assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.model.index.defaults.arrow_check is True
+    assert meta["motion_guidance"] == pipe.model.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
     assert "wrote" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import pytest
 
 from vidgen.cli import main
 from vidgen.data.reader import read_frames
-from vidgen.data.shapes import COLORS, HELDOUT, SLOTS, TRIPLE, parse_prompt, render_clip, sample_clip
+from vidgen.data.shapes import COLORS, HELDOUT, SLOTS, TRIPLE, parse_prompt, render_clip, sample_scene
 from vidgen.evaluation import (METRICS, EvalPrompt, eval_prompts, evaluate, format_table, judge_prompt,
                                summarize)
 
@@ -30,7 +30,7 @@ def unsteady(clip, frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-SPOILERS = {  # how a clip is made wrong: (Clip, its right frames) -> frames
+SPOILERS = {  # how a clip is made wrong: (Scene, its right frames) -> frames
     "color": lambda clip, frames: render_clip(replace(clip, color=other_color(clip.color)), SIZE, FRAMES),
     "direction": lambda clip, frames: frames[::-1],  # the same path, backwards
     "static": lambda clip, frames: render_clip(replace(clip, travel=0.0), SIZE, FRAMES),
@@ -46,7 +46,7 @@ def renderer(spoil: dict[int, str] | None = None):
     def generate_fn(texts, seed):
         clips = []
         for j, text in enumerate(texts):
-            clip = sample_clip(np.random.default_rng([seed, j]), slots=parse_prompt(text))
+            clip = sample_scene(np.random.default_rng([seed, j]), slots=parse_prompt(text))
             frames = render_clip(clip, SIZE, FRAMES)
             how = (spoil or {}).get(next(made))
             clips.append(SPOILERS[how](clip, frames) if how else frames)
@@ -87,7 +87,7 @@ def test_prompts_cover_the_vocabulary_in_full_and_short_forms():
 
 
 def test_judge_prompt_scores_only_the_slots_a_prompt_names():
-    clip = sample_clip(np.random.default_rng(0), slots=parse_prompt("a small red circle moving left"))
+    clip = sample_scene(np.random.default_rng(0), slots=parse_prompt("a small red circle moving left"))
     record = judge_prompt(render_clip(clip, SIZE, FRAMES), "a small red circle moving left")
     assert record["asked"] == {"size": "small", "color": "red", "shape": "circle", "direction": "left"}
     assert record["correct"] == dict.fromkeys(record["asked"], True)

@@ -31,9 +31,9 @@ from conftest import make_vae
 from vidgen import inflate_unet
 from vidgen.diffusion.sampler import sample
 from vidgen.errors import VidgenError
-from vidgen.models.inflate import autocast
 from vidgen.models.temporal import TemporalAttention
 from vidgen.models.vae import decode_latents
+from vidgen.precision import autocast
 
 TEXT_DIM = 32
 
@@ -209,14 +209,15 @@ def test_pipeline_autocast_stays_close_to_float32(sd_image_model):
     pipe = VideoPipeline.from_image_model(sd_image_model)
     run = dict(num_frames=3, height=32, width=32, num_inference_steps=2, seed=0, progress=False, output_type="pt")
     plain = pipe("a red circle", **run)
-    assert pipe.autocast_dtype is None  # the model's default: off
+    assert plain.autocast == "float32"  # the model's default: off
     fast = pipe("a red circle", **run, autocast="bfloat16")
-    assert pipe.autocast_dtype == torch.bfloat16
+    assert fast.autocast == "bfloat16"
+    plain, fast = plain.frames, fast.frames
     assert not torch.equal(fast, plain)  # autocast did run
     assert (fast - plain).abs().max() < 0.1  # frames in [-1, 1]: bf16 rounding of 2 steps
-    pipe.index.defaults.autocast = "bfloat16"  # a model that ships bfloat16 as its default
-    assert torch.equal(pipe("a red circle", **run), fast)
-    assert torch.equal(pipe("a red circle", **run, autocast="off"), plain)
+    pipe.model.index.defaults.autocast = "bfloat16"  # a model that ships bfloat16 as its default
+    assert torch.equal(pipe("a red circle", **run).frames, fast)
+    assert torch.equal(pipe("a red circle", **run, autocast="off").frames, plain)
     with pytest.raises(VidgenError, match="autocast must be one of off, auto, bfloat16, float16, got 'fp8'"):
         pipe("a red circle", **run, autocast="fp8")
 
@@ -224,23 +225,24 @@ def test_pipeline_autocast_stays_close_to_float32(sd_image_model):
 @pytest.mark.parametrize("flags, native", [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True),
                                            ("fpu avx2 avx512f avx512bw", False)])
 def test_auto_autocast_is_bfloat16_only_on_a_cpu_that_computes_it(flags, native, tmp_path, monkeypatch):
-    from vidgen.models import inflate
+    from vidgen import precision
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
                                                                          *a, **k))
-    assert inflate.cpu_computes_bfloat16() is native
-    assert inflate.autocast_dtype("auto", "cpu") == (torch.bfloat16 if native else None)
-    assert inflate.autocast_dtype("off", "cpu") is None and inflate.autocast_dtype("float16", "cpu") == torch.float16
+    assert precision.cpu_computes_bfloat16() is native
+    assert precision.autocast_dtype("auto", "cpu") == (torch.bfloat16 if native else None)
+    assert precision.autocast_dtype("off", "cpu") is None
+    assert precision.autocast_dtype("float16", "cpu") == torch.float16
 
 
 def test_auto_autocast_is_float32_where_the_cpu_does_not_say(monkeypatch):
-    from vidgen.models import inflate
+    from vidgen import precision
 
     def no_cpuinfo(path, *args, **kwargs):
         raise FileNotFoundError(path)
 
     monkeypatch.setattr("builtins.open", no_cpuinfo)
-    assert not inflate.cpu_computes_bfloat16() and inflate.autocast_dtype("auto", "cpu") is None
+    assert not precision.cpu_computes_bfloat16() and precision.autocast_dtype("auto", "cpu") is None

@@ -9,11 +9,11 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from vidgen import VideoUNet, inflate_unet
-from vidgen.checkpoint import CheckpointError, load_tensors, save_tensors
 from vidgen.errors import VidgenError
 from vidgen.models.hooks import FrameContext, TemporalHook
 from vidgen.models.inflate import REMOVED_TEMPORAL_OPTIONS, TEMPORAL_PREFIXES
 from vidgen.models.temporal import TemporalAttention
+from vidgen.weights import CheckpointError, load_tensors, save_tensors
 
 TEXT_DIM = 32
 

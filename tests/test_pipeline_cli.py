@@ -93,18 +93,22 @@ def test_inflate_writes_a_self_describing_model_folder(video_model):
 
 
 def test_pipeline_call_is_seeded_and_sized(pipe):
-    clip = pipe("a red circle", num_frames=4, num_inference_steps=2, seed=3, output_type="pt", progress=False)
+    out = pipe("a red circle", num_frames=4, num_inference_steps=2, seed=3, output_type="pt", progress=False)
+    clip = out.frames
     assert clip.shape == (1, 3, 4, 32, 32) and clip.dtype == torch.float32 and clip.abs().max() <= 1
+    assert (out.settings.num_frames, out.settings.num_inference_steps, out.settings.height) == (4, 2, 32)
+    assert out.fps == 8.0 and out.stages == ["base"] and list(out.timings) == ["text", "base", "decode"]
+    assert out.reversed == [False] and out.kept_candidates == [0] and out.autocast == "float32"
     again = pipe("a red circle", num_frames=4, num_inference_steps=2, generator=torch.Generator().manual_seed(3),
                  output_type="pt", progress=False)
-    assert torch.equal(clip, again)
-    frames = pipe(["a", "b"], negative_prompt="c", num_frames=2, num_inference_steps=1, seed=0, progress=False)
+    assert torch.equal(clip, again.frames)
+    frames = pipe(["a", "b"], negative_prompt="c", num_frames=2, num_inference_steps=1, seed=0, progress=False).frames
     assert frames.shape == (2, 2, 32, 32, 3) and frames.dtype == np.uint8
 
 
 def test_pipeline_runs_another_diffusers_scheduler(video_model):
     dpm = VideoPipeline.from_pretrained(video_model, scheduler="dpm++")
-    clip = dpm("a red circle", num_frames=2, num_inference_steps=2, seed=0, progress=False)
+    clip = dpm("a red circle", num_frames=2, num_inference_steps=2, seed=0, progress=False).frames
     assert clip.shape == (1, 2, 32, 32, 3)
 
 
@@ -131,8 +135,10 @@ def test_generate_writes_a_deterministic_mp4_that_seed_guidance_and_negative_pro
 
 
 def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_model, tmp_path, capsys):
-    from vidgen.checkpoint import CheckpointError
+    from vidgen.model_folder import VideoModel
     from vidgen.models.critic import ArrowCritic, CriticConfig
+    from vidgen.shipping import package_model
+    from vidgen.weights import CheckpointError
 
     prompt = ["a red circle moving right", "--seed", "7"]
     assert main(["generate", *prompt, "-o", str(tmp_path / "x.mp4"), "--model", str(video_model),
@@ -140,15 +146,15 @@ def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_mod
     assert "needs an arrow critic, and this model has none" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
 
-    pipe = VideoPipeline.from_pretrained(video_model)
+    model = VideoModel.from_pretrained(video_model)
     with pytest.raises(CheckpointError, match="reads 3-channel latents and 384-wide text"):
-        pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=3, text_dim=384)))
+        model.set_critic(ArrowCritic(CriticConfig(latent_channels=3, text_dim=384)))
     torch.manual_seed(0)
-    pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=pipe.text_encoder.hidden_size,
-                                             widths=(8, 16), embed_dim=16)))
-    pipe.save_pretrained(tmp_path / "with-critic")
+    model.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=model.text_encoder.hidden_size,
+                                              widths=(8, 16), embed_dim=16)))
+    model.save_pretrained(tmp_path / "with-critic")
     assert json.loads((tmp_path / "with-critic" / "vidgen.json").read_text())["critic"] == "critic"
-    assert VideoPipeline.from_pretrained(tmp_path / "with-critic").critic is not None
+    assert VideoModel.from_pretrained(tmp_path / "with-critic").critic is not None
 
     plain = generate(video_model, tmp_path / "plain.mp4", *prompt)
     off = generate(tmp_path / "with-critic", tmp_path / "off.mp4", *prompt)  # the folder's default: 0
@@ -160,21 +166,21 @@ def test_motion_guidance_needs_an_arrow_critic_and_one_steers_the_clip(video_mod
         assert main(["generate", *prompt, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "with-critic"),
                      "--motion-guidance", bad]) == 2
         assert "argument --motion-guidance: must be" in capsys.readouterr().err  # refused at parsing
-    from vidgen.packaged import package_model
-
     with pytest.raises(VidgenError, match="needs an arrow critic"):  # no folder whose default would fail
         package_model(video_model, tmp_path / "packed", settings={"defaults": {"motion_guidance": 5.0}})
     assert not (tmp_path / "packed").exists()
-    half = VideoPipeline.from_pretrained(tmp_path / "with-critic", dtype=torch.float16)
-    assert next(half.critic.parameters()).dtype == torch.float16  # the critic follows the pipeline's dtype
-    pipe.critic.half()
-    pipe.set_critic(pipe.critic)  # and a critic given in another dtype is brought to it
-    assert next(pipe.critic.parameters()).dtype == torch.float32
+    half = VideoModel.from_pretrained(tmp_path / "with-critic", dtype=torch.float16)
+    assert next(half.critic.parameters()).dtype == torch.float16  # the critic follows the model's dtype
+    model.critic.half()
+    model.set_critic(model.critic)  # and a critic given in another dtype is brought to it
+    assert next(model.critic.parameters()).dtype == torch.float32
 
 
-def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(video_model, tmp_path, capsys):
+def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(video_model, tmp_path, capsys,
+                                                                              monkeypatch):
+    from vidgen.models import critic_choice
     from vidgen.models.critic import ArrowCritic, CriticConfig
-    from vidgen.packaged import package_model
+    from vidgen.shipping import package_model
 
     prompt = ["a red circle moving right", "--seed", "7"]
     assert main(["generate", *prompt, "-o", str(tmp_path / "x.mp4"), "--model", str(video_model),
@@ -191,60 +197,60 @@ def test_arrow_check_plays_backwards_the_clips_the_critic_reads_as_backwards(vid
 
     pipe = VideoPipeline.from_pretrained(video_model)
     torch.manual_seed(0)
-    pipe.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=pipe.text_encoder.hidden_size,
-                                             widths=(8, 16), embed_dim=16)))
+    pipe.model.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=pipe.model.text_encoder.hidden_size,
+                                                   widths=(8, 16), embed_dim=16)))
     # The check itself: every clip the critic reads as backwards, and only those, comes back reversed,
     # and afterwards the critic reads every clip as forward (d(reverse x) = -d(x)).
     cond = pipe.encode_prompts(["a red circle moving right", "a blue square moving up"] * 4)
     latents = torch.randn(8, 4, 6, 8, 8, generator=torch.Generator().manual_seed(1))  # (b c f h w)
-    checked, reversed_ = pipe._arrow_check(latents, cond)
+    checked, reversed_ = critic_choice.arrow_check(pipe.model.critic, latents, cond)
     zero = torch.zeros(1, dtype=torch.long)
-    before = pipe.critic(latents, zero, cond)
+    before = pipe.model.critic(latents, zero, cond)
     assert reversed_ == (before < 0).tolist() and 0 < sum(reversed_) < 8
     for clip, was, is_reversed in zip(checked, latents, reversed_):
         assert torch.equal(clip, was.flip(1) if is_reversed else was)
-    assert (pipe.critic(checked, zero, cond) >= 0).all()
+    assert (pipe.model.critic(checked, zero, cond) >= 0).all()
 
     # Through the pipeline: the clip checked is the unchecked one, played backwards where the critic said so.
     prompts = ["a red circle moving right", "a green triangle moving left", "a blue square moving up"]
-    plain = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False)  # (b c f h w)
-    assert pipe.last_reversed == [False] * 3
+    plain = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False)  # (b c f h w) frames
+    assert plain.reversed == [False] * 3
     checked = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True)
-    assert any(pipe.last_reversed)
-    for clip, was, is_reversed in zip(checked, plain, pipe.last_reversed):
+    assert any(checked.reversed)
+    for clip, was, is_reversed in zip(checked.frames, plain.frames, checked.reversed):
         torch.testing.assert_close(clip, was.flip(1) if is_reversed else was)
 
     # Candidates: each prompt's clip is the one of its candidates the critic reads as most forward,
     # the same clip as drawn in a batch of all candidates (prompt-major) with the check applied.
     many = [p for p in prompts for _ in range(3)]
     pool = pipe(many, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True)
-    pool_reversed = pipe.last_reversed
     with pytest.raises(VidgenError, match="candidates must be 1, or more"):
         pipe(prompts, num_inference_steps=2, seed=3, progress=False, candidates=0)
     chosen = pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True,
                   candidates=3)
-    assert chosen.shape == plain.shape
-    picks = [min(range(3), key=lambda j: (pool[3 * i + j] - clip).abs().max().item())
-             for i, clip in enumerate(chosen)]
-    for i, (clip, j) in enumerate(zip(chosen, picks)):
-        torch.testing.assert_close(clip, pool[3 * i + j])
-        assert pipe.last_reversed[i] == pool_reversed[3 * i + j]
+    assert chosen.frames.shape == plain.frames.shape
+    picks = [min(range(3), key=lambda j: (pool.frames[3 * i + j] - clip).abs().max().item())
+             for i, clip in enumerate(chosen.frames)]
+    assert chosen.kept_candidates == picks
+    for i, (clip, j) in enumerate(zip(chosen.frames, picks)):
+        torch.testing.assert_close(clip, pool.frames[3 * i + j])
+        assert chosen.reversed[i] == pool.reversed[3 * i + j]
     calls = []
-    logits = pipe._arrow_logits
-    pipe._arrow_logits = lambda x, c: calls.append(logits(x, c)) or calls[-1]
+    logits = critic_choice.arrow_logits
+    monkeypatch.setattr(critic_choice, "arrow_logits", lambda *args: calls.append(logits(*args)) or calls[-1])
     pipe(prompts, num_inference_steps=2, seed=3, output_type="pt", progress=False, arrow_check=True, candidates=3)
-    del pipe._arrow_logits
+    monkeypatch.undo()
     assert picks == calls[-1].view(3, 3).argmax(dim=1).tolist() and (calls[-1] >= 0).all()
     # With a negative prompt too, each prompt's clip is one of its own candidates' (prompt-major).
     pool = pipe(many, negative_prompt="a gray background", num_inference_steps=2, seed=3, output_type="pt",
-                progress=False, arrow_check=True)
+                progress=False, arrow_check=True).frames
     chosen = pipe(prompts, negative_prompt="a gray background", num_inference_steps=2, seed=3, output_type="pt",
-                  progress=False, arrow_check=True, candidates=3)
+                  progress=False, arrow_check=True, candidates=3).frames
     for i, clip in enumerate(chosen):
         assert min((pool[3 * i + j] - clip).abs().max().item() for j in range(3)) < 1e-4
 
     # The folder's default, the command line's override, and the sidecar that records both.
-    pipe.index.defaults.arrow_check = True
+    pipe.model.index.defaults.arrow_check = True
     pipe.save_pretrained(tmp_path / "checked")
     generate(tmp_path / "checked", tmp_path / "on.mp4", *prompt)
     generate(tmp_path / "checked", tmp_path / "off.mp4", *prompt, "--no-arrow-check")
@@ -303,8 +309,8 @@ def test_inflate_refuses_a_folder_that_is_not_an_image_model_or_an_existing_out(
 
 
 def test_generate_autocast_option_and_model_default(video_model, tmp_path, capsys):
-    from vidgen.checkpoint import AUTOCAST_CHOICES, read_model_index, write_model_index
     from vidgen.commands.sampling import AUTOCAST_CHOICES as CLI_CHOICES
+    from vidgen.model_index import AUTOCAST_CHOICES, read_model_index, write_model_index
 
     assert CLI_CHOICES == AUTOCAST_CHOICES
     prompt = ["a red circle moving right", "--seed", "3", "--frames", "2"]
@@ -329,8 +335,8 @@ def test_generate_autocast_option_and_model_default(video_model, tmp_path, capsy
 
 
 def test_choose_by_choices_agree_and_a_bad_one_in_a_model_folder_is_named(video_model, tmp_path, capsys):
-    from vidgen.checkpoint import CHOOSE_BY_CHOICES
     from vidgen.commands.sampling import CHOOSE_BY_CHOICES as CLI_CHOICES
+    from vidgen.model_index import CHOOSE_BY_CHOICES
 
     assert CLI_CHOICES == CHOOSE_BY_CHOICES
     model = tmp_path / "model"

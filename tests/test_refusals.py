@@ -95,6 +95,10 @@ GENERATE = [
     (["--prompts", "latin1.txt"], "--prompts latin1.txt is not UTF-8 text"),
     (["--prompts", "missing.txt"], "cannot read --prompts missing.txt"),
     (["--prompts", "mine"], "--prompts mine is a folder"),
+    (["--set", "candidatez=2"], "--set: bad config key 'candidatez'"),
+    (["--set", "candidates=two"], "could not be converted to Integer"),
+    (["--set", "candidates"], "is not of the form key=value"),
+    (["--set", "num_inference_steps=0"], "steps must be at least 1"),
     (["--prompt-and-prompts"], "give a PROMPT or --prompts FILE"),
     (["--empty-prompt"], "the prompt is empty"),
 ]

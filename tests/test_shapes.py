@@ -14,8 +14,8 @@ from vidgen.config import load_config
 from vidgen.data.judge import judge_clip, label_components
 from vidgen.data.reader import probe_video, read_frames
 from vidgen.data.shapes import (BACKGROUNDS, COLORS, DIRECTIONS, HELDOUT, SHAPES, SIZES, SLOTS, TRAVEL, VOCABULARY,
-                                Clip, PromptError, ShapesConfig, ShapesFrameDataset, corpus_clip, full_caption,
-                                make_corpus, parse_prompt, render_clip, sample_clip)
+                                Scene, PromptError, ShapesConfig, ShapesFrameDataset, corpus_scene, full_caption,
+                                make_corpus, parse_prompt, render_clip, sample_scene)
 from vidgen.video_io import save_video
 
 JUDGED_CRF = 18  # save_video's default: the quality generated samples are written with
@@ -36,11 +36,11 @@ def triple(slots: dict) -> tuple[str, str, str]:
 
 
 def centred(color="red", shape="square", size="small", direction="right", background="black",
-            half=0.115, travel=0.35, y=0.5) -> Clip:
+            half=0.115, travel=0.35, y=0.5) -> Scene:
     """A clip whose path is centred in the frame (at height y for left/right motion)."""
     ux, uy = DIRECTIONS[direction]
     start = (0.5 - ux * travel / 2, (y if uy == 0 else 0.5) - uy * travel / 2)
-    return Clip(color, shape, size, direction, background, half, start, travel)
+    return Scene(color, shape, size, direction, background, half, start, travel)
 
 
 def judged(frames: np.ndarray, tmp_path, name="clip"):
@@ -88,7 +88,7 @@ def test_manifest_describes_each_clip(tmp_path):
         assert SIZES[slots["size"]][0] <= motion["half_extent"] <= SIZES[slots["size"]][1]
         travel = np.hypot(*motion["velocity"]) * (cfg.frames - 1)
         assert TRAVEL[0] <= travel <= TRAVEL[1]
-        clip = corpus_clip(cfg, int(record["path"][6:11]))[0]
+        clip = corpus_scene(cfg, int(record["path"][6:11]))[0]
         decoded = read_frames(tmp_path / record["path"]).astype(int)
         assert np.abs(decoded - render_clip(clip, cfg.size, cfg.frames)).mean() < 2  # crf keeps frames clean
 
@@ -96,8 +96,8 @@ def test_manifest_describes_each_clip(tmp_path):
 def test_heldout_triples_excluded_by_default_and_kept_when_asked(tmp_path):
     heldout = set(HELDOUT)
     default = ShapesConfig(videos=2000)
-    assert not any(triple(corpus_clip(default, i)[0].slots) in heldout for i in range(2000))
-    kept = {triple(corpus_clip(replace(default, exclude_heldout=False), i)[0].slots) for i in range(2000)}
+    assert not any(triple(corpus_scene(default, i)[0].slots) in heldout for i in range(2000))
+    kept = {triple(corpus_scene(replace(default, exclude_heldout=False), i)[0].slots) for i in range(2000)}
     assert heldout <= kept
     small = dict(videos=120, size=16, frames=2)
     excluded = read_records(make_corpus(tmp_path / "x", ShapesConfig(**small), progress=False))
@@ -108,14 +108,14 @@ def test_heldout_triples_excluded_by_default_and_kept_when_asked(tmp_path):
 
 def test_heldout_list_comes_from_the_config():
     cfg = ShapesConfig(heldout=[["red", "circle", "left"]])
-    assert all(triple(corpus_clip(cfg, i)[0].slots) != ("red", "circle", "left") for i in range(1000))
-    assert any(triple(corpus_clip(cfg, i)[0].slots) == ("red", "triangle", "up") for i in range(1000))
+    assert all(triple(corpus_scene(cfg, i)[0].slots) != ("red", "circle", "left") for i in range(1000))
+    assert any(triple(corpus_scene(cfg, i)[0].slots) == ("red", "triangle", "up") for i in range(1000))
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.3, 0.5, 1.0])
 def test_caption_drops_size_and_background_at_the_configured_rate(drop):
     n = 2000
-    captions = [corpus_clip(ShapesConfig(caption_drop=drop), i) for i in range(n)]
+    captions = [corpus_scene(ShapesConfig(caption_drop=drop), i) for i in range(n)]
     named = [parse_prompt(text) for _, text in captions]
     for (clip, _), slots in zip(captions, named):
         assert {slot: word for slot, word in slots.items() if word} == {
@@ -160,22 +160,22 @@ def test_words_out_of_order_show_the_grammar(prompt):
         parse_prompt(prompt)
 
 
-def test_sample_clip_keeps_the_slots_a_prompt_fixes():
+def test_sample_scene_keeps_the_slots_a_prompt_fixes():
     for i in range(50):
-        clip = sample_clip(np.random.default_rng(i), slots=parse_prompt("a green circle moving left"))
+        clip = sample_scene(np.random.default_rng(i), slots=parse_prompt("a green circle moving left"))
         assert triple(clip.slots) == ("green", "circle", "left")
     with pytest.raises(ValueError, match="held out"):
-        sample_clip(np.random.default_rng(0), frozenset(HELDOUT), slots=parse_prompt("a red triangle moving up"))
+        sample_scene(np.random.default_rng(0), frozenset(HELDOUT), slots=parse_prompt("a red triangle moving up"))
     with pytest.raises(ValueError, match="color='purple'"):
-        sample_clip(np.random.default_rng(0), slots={"color": "purple"})
+        sample_scene(np.random.default_rng(0), slots={"color": "purple"})
 
 
 # --- the judge gets renders right ---------------------------------------------------------------
 
-def covering_clips(n: int, seed: int) -> list[Clip]:
+def covering_clips(n: int, seed: int) -> list[Scene]:
     """n clips that take every (color, shape) pair in turn; the other slots and the motion at random."""
     pairs = list(itertools.product(COLORS, SHAPES))
-    return [sample_clip(np.random.default_rng([seed, i]), slots=dict(zip(("color", "shape"), pairs[i % len(pairs)])))
+    return [sample_scene(np.random.default_rng([seed, i]), slots=dict(zip(("color", "shape"), pairs[i % len(pairs)])))
             for i in range(n)]
 
 
@@ -214,25 +214,25 @@ def test_judge_reports_its_measurements(tmp_path):
 
 # --- the judge catches clips that break a rule --------------------------------------------------
 
-def with_second_half(first: Clip, second: Clip, frames: int = 48) -> np.ndarray:
+def with_second_half(first: Scene, second: Scene, frames: int = 48) -> np.ndarray:
     """The first half of `first`'s frames, then the second half of `second`'s."""
     video = render_clip(first, 64, frames)
     video[frames // 2:] = render_clip(second, 64, frames)[frames // 2:]
     return video
 
 
-def with_gap(clip: Clip, gap: slice) -> np.ndarray:
+def with_gap(clip: Scene, gap: slice) -> np.ndarray:
     video = render_clip(clip, 64, 48)
     video[gap] = BACKGROUNDS[clip.background]
     return video
 
 
-def with_second_object(clip: Clip, other: Clip) -> np.ndarray:
+def with_second_object(clip: Scene, other: Scene) -> np.ndarray:
     video, extra = render_clip(clip, 64, 48), render_clip(other, 64, 48)
     return np.where((extra != BACKGROUNDS[other.background]).any(-1, keepdims=True), extra, video)
 
 
-def drifting_down(clip: Clip, pixels_per_frame: int) -> np.ndarray:
+def drifting_down(clip: Scene, pixels_per_frame: int) -> np.ndarray:
     """The clip with its frames shifted down a little more each frame: diagonal motion."""
     video = render_clip(clip, 64, 48)
     return np.stack([np.roll(frame, i * pixels_per_frame // 4, axis=0) for i, frame in enumerate(video)])
@@ -318,7 +318,7 @@ def test_frame_dataset_renders_corpus_frames_with_captions():
     item = dataset[6]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
     assert -1.0 <= item["image"].min() < item["image"].max() <= 1.0
-    clip, text = corpus_clip(cfg, 1)
+    clip, text = corpus_scene(cfg, 1)
     assert item["caption"] == text
     expected = torch.from_numpy(render_clip(clip, 32, 4)[2]).permute(2, 0, 1).float() / 127.5 - 1
     assert torch.equal(item["image"], expected)

@@ -132,10 +132,10 @@ def check_vae(chain: Chain, tmp_path: Path) -> None:
 
 
 def check_image(chain: Chain, tmp_path: Path) -> None:
-    from vidgen.pipeline import VideoPipeline
+    from vidgen.model_folder import VideoModel
 
-    pipe = VideoPipeline.from_image_model(chain.folders["image"])
-    assert list(pipe.stages) == ["base"]
+    model = VideoModel.from_image_model(chain.folders["image"])
+    assert list(model.stages) == ["base"]
     # `vidgen inflate` took it, and the inflated model holds the trained image U-Net unchanged.
     image_unet = load_file(chain.folders["image"] / "unet" / "diffusion_pytorch_model.safetensors")
     inflated_unet = unet_weights(chain.folders["inflated"])
@@ -144,10 +144,10 @@ def check_image(chain: Chain, tmp_path: Path) -> None:
 
 def check_video(chain: Chain, tmp_path: Path) -> None:
     from vidgen.data.reader import probe_video
-    from vidgen.pipeline import VideoPipeline
+    from vidgen.model_folder import VideoModel
 
-    pipe = VideoPipeline.from_pretrained(chain.folders["video"])
-    assert list(pipe.stages) == ["base"]
+    model = VideoModel.from_pretrained(chain.folders["video"])
+    assert list(model.stages) == ["base"]
     clip = tmp_path / "g.mp4"
     vidgen("generate", "a red circle moving left", "--model", chain.folders["video"], "-o", clip, "--steps", 2,
            "--frames", 8, "--seed", 0, "--no-progress")
@@ -160,11 +160,11 @@ def check_cascade_stage(stage: str, frames: int, size: int):
     """The exported folder holds every stage so far, and `vidgen generate` runs them all."""
     def check(chain: Chain, tmp_path: Path) -> None:
         from vidgen.data.reader import probe_video
-        from vidgen.pipeline import VideoPipeline
+        from vidgen.model_folder import VideoModel
 
-        pipe = VideoPipeline.from_pretrained(chain.folders[stage])
-        assert list(pipe.stages)[-1] == stage
-        new = set(unet_weights(chain.folders[stage], pipe.index.stages[stage])) - set(unet_weights(chain.folders["video"]))
+        model = VideoModel.from_pretrained(chain.folders[stage])
+        assert list(model.stages)[-1] == stage
+        new = set(unet_weights(chain.folders[stage], model.index.stages[stage])) - set(unet_weights(chain.folders["video"]))
         assert new and all(k.startswith(("condition_embeddings.", "input_extension.")) for k in new)
         clip = tmp_path / "g.mp4"
         vidgen("generate", "a red circle moving left", "--model", chain.folders[stage], "-o", clip, "--steps", 2,
@@ -179,11 +179,11 @@ def check_critic(chain: Chain, tmp_path: Path) -> None:
     from vidgen.pipeline import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(chain.folders["critic"])
-    assert pipe.critic is not None and pipe.critic.config.widths == (8, 16)  # the preset's model.critic
-    assert list(pipe.stages) == ["base", "interp", "sr"]
+    assert pipe.model.critic is not None and pipe.model.critic.config.widths == (8, 16)  # the preset's model.critic
+    assert list(pipe.model.stages) == ["base", "interp", "sr"]
     assert unet_weights(chain.folders["critic"]).keys() == unet_weights(chain.folders["sr"]).keys()
     plain, guided = (pipe("a red circle moving left", num_frames=3, num_inference_steps=2, seed=0, progress=False,
-                          stages=["base"], motion_guidance=scale) for scale in (0.0, 50.0))
+                          stages=["base"], motion_guidance=scale).frames for scale in (0.0, 50.0))
     assert plain.shape == guided.shape == (1, 3, 32, 32, 3)
     assert not (plain == guided).all()
 
@@ -387,9 +387,10 @@ def test_two_cpu_processes_end_with_identical_weights(chain, tmp_path):
 # --- stopping ----------------------------------------------------------------------------------
 
 def start_run_and_wait_past_step_3(run: Path, argv: list, output) -> subprocess.Popen:
-    """A `vidgen train` process, once it has saved its step-3 checkpoint and logged step 4."""
+    """A `vidgen train` process (in a process group of its own, as a terminal's job is), once it
+    has saved its step-3 checkpoint and logged step 4."""
     process = subprocess.Popen([sys.executable, "-m", "vidgen", *map(str, argv)], cwd=run.parent,
-                               env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT)
+                               env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     # wait past the first checkpoint (step 3) into steps no periodic checkpoint saves
     while not ((run / "checkpoints" / "step-00000003").is_dir() and (run / "log.csv").is_file()
@@ -443,14 +444,18 @@ def test_a_stop_signal_is_kept_until_the_loop_checks_even_where_it_lands_in_a_de
     StopSignals().check()  # nothing received, nothing raised
 
 
-@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, tmp_path, capsys, signum, code, said):
+@pytest.mark.parametrize("signum, code, said, workers", [(signal.SIGINT, 130, "interrupted", 0),
+                                                         (signal.SIGTERM, 143, "terminated", 0),
+                                                         (signal.SIGTERM, 143, "terminated", 1)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_exits_and_a_rerun_resumes(chain, tmp_path, capsys, signum, code, said,
+                                                                        workers):
     run = tmp_path / "interrupted"
 
     with open(tmp_path / "output.txt", "w") as output:
-        process = start_run_and_wait_past_step_3(run, stoppable_argv(chain, run, 1000), output)
+        argv = [*stoppable_argv(chain, run, 1000), f"data.num_workers={workers}"]
+        process = start_run_and_wait_past_step_3(run, argv, output)
         try:
-            process.send_signal(signum)
+            os.killpg(process.pid, signum)  # the whole group, data loader workers too, as Ctrl-C in a terminal
             assert process.wait(timeout=60) == code
         finally:
             if process.poll() is None:
@@ -525,8 +530,10 @@ def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, cap
     assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
-def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_candidates_with_them(chain, tmp_path):
+def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_candidates_with_them(chain, tmp_path,
+                                                                                                    monkeypatch):
     from vidgen.errors import VidgenError
+    from vidgen.models import critic_choice
     from vidgen.models.critic import ArrowCritic, CriticConfig
     from vidgen.pipeline import VideoPipeline
 
@@ -534,7 +541,8 @@ def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_can
                        "model.critic_swap_slots=[direction]"))
     directions = [r["slots"]["direction"] for r in chain.records()]
     pipe = VideoPipeline.from_pretrained(tmp_path / "swap" / "model")
-    assert pipe.critic.config.swap_words == {"direction": list(dict.fromkeys(directions))}  # saved in critic.json
+    critic = pipe.model.critic
+    assert critic.config.swap_words == {"direction": list(dict.fromkeys(directions))}  # saved in critic.json
     assert len(set(directions)) >= 2
 
     # Chosen by swaps, each prompt's candidates are ranked by the log-probability of its own word
@@ -544,21 +552,24 @@ def test_critic_learns_the_swaps_of_a_manifest_slot_and_the_pipeline_chooses_can
     prompts = [f"a red circle moving {directions[0]}", "a red circle"]
     cond = pipe.encode_prompts(prompts).repeat_interleave(2, dim=0)
     with torch.inference_mode():
-        scores = pipe._candidate_scores(latents, cond, prompts, 2, "swaps")
-        arrow = pipe._arrow_logits(latents, cond).view(2, 2)
-        assert torch.equal(pipe._candidate_scores(latents, cond, prompts, 2), arrow)
+        scores = critic_choice.candidate_scores(critic, latents, cond, prompts, 2, "swaps", pipe.encode_prompts)
+        arrow = critic_choice.arrow_logits(critic, latents, cond).view(2, 2)
+        assert torch.equal(critic_choice.candidate_scores(critic, latents, cond, prompts, 2, "arrow",
+                                                          pipe.encode_prompts), arrow)
     assert (scores[0] <= 0).all() and not torch.equal(scores[0], arrow[0])
     assert torch.equal(scores[1], arrow[1])
-    assert pipe.index.defaults.choose_by == "arrow"
+    assert pipe.model.index.defaults.choose_by == "arrow"
     run = dict(num_frames=3, num_inference_steps=2, seed=0, progress=False, stages=["base"], candidates=4)
-    rules, score = [], pipe._candidate_scores
-    pipe._candidate_scores = lambda *args: rules.append(args[-1]) or score(*args)
+    rules, score = [], critic_choice.candidate_scores
+    monkeypatch.setattr(critic_choice, "candidate_scores", lambda *args: rules.append(args[5]) or score(*args))
     by_arrow, by_swaps = pipe(prompts[0], **run), pipe(prompts[0], **run, choose_by="swaps")
-    assert by_arrow.shape == by_swaps.shape == (1, 3, 32, 32, 3) and rules == ["arrow", "swaps"]
+    assert by_arrow.frames.shape == by_swaps.frames.shape == (1, 3, 32, 32, 3) and rules == ["arrow", "swaps"]
+    assert by_swaps.settings.choose_by == "swaps" and all(0 <= kept < 4 for kept in by_swaps.kept_candidates)
 
     # Choosing by swaps needs a critic that learned them; a bad choice is named.
     arrow_only = VideoPipeline.from_pretrained(chain.folders["sr"])
-    arrow_only.set_critic(ArrowCritic(CriticConfig(latent_channels=4, text_dim=arrow_only.text_encoder.hidden_size)))
+    arrow_only.model.set_critic(ArrowCritic(CriticConfig(latent_channels=4,
+                                                         text_dim=arrow_only.model.text_encoder.hidden_size)))
     with pytest.raises(VidgenError, match="choose_by 'swaps' needs an arrow critic trained on swapped captions"):
         arrow_only(prompts[0], **run, choose_by="swaps")
     with pytest.raises(VidgenError, match="choose_by must be one of arrow, swaps, got 'best'"):
@@ -594,7 +605,7 @@ def test_image_conditioned_video_stage_reads_its_anchor_frame_at_every_frame_and
 def test_image_conditioning_ships_the_image_unet_that_draws_the_anchor_and_later_stages_keep_it(chain, tmp_path,
                                                                                                   capsys):
     from vidgen.data.reader import probe_video
-    from vidgen.pipeline import VideoPipeline
+    from vidgen.model_folder import VideoModel
 
     video, interp = tmp_path / "video", tmp_path / "interp"
     vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['video']}",
@@ -613,8 +624,8 @@ def test_image_conditioning_ships_the_image_unet_that_draws_the_anchor_and_later
     assert probe_video(clip).num_frames == 8
 
     vidgen(*train_argv("interp", chain.manifest, interp, f"model.pretrained={video / 'model'}", "train.max_steps=1"))
-    pipe = VideoPipeline.from_pretrained(interp / "model")
-    assert pipe.image_unet is not None and pipe.stages["interp"].options.extra_in_channels == 5
+    model = VideoModel.from_pretrained(interp / "model")
+    assert model.image_unet is not None and model.stages["interp"].options.extra_in_channels == 5
     assert torch.equal(unet_weights(interp / "model")["input_extension.weight"], weights["input_extension.weight"])
 
     argv = train_argv("video", chain.manifest, tmp_path / "again", f"model.pretrained={video / 'model'}")

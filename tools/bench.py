@@ -66,7 +66,8 @@ from einops import rearrange, repeat
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from vidgen.diffusion.sampler import sample
-from vidgen.models.inflate import autocast, inflate_unet
+from vidgen.models.inflate import inflate_unet
+from vidgen.precision import autocast
 
 # --- sizes ---------------------------------------------------------------------------------------
 
@@ -428,8 +429,9 @@ def generation_memory(preset: Preset, args) -> dict:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from vidgen.checkpoint import GenerationDefaults, ModelIndex
+    from vidgen.model_index import GenerationDefaults, ModelIndex
     from vidgen.models.vae import latent_factor
+    from vidgen.model_folder import VideoModel
     from vidgen.pipeline import VideoPipeline
     from vidgen.text import TextEncoder
 
@@ -451,14 +453,14 @@ def generation_memory(preset: Preset, args) -> dict:
     size = latent * latent_factor(vae)
     defaults = GenerationDefaults(num_frames=args.frames, height=size, width=size, fps=FPS,
                                   num_inference_steps=args.generation_steps, guidance_scale=GUIDANCE)
-    pipe = VideoPipeline({"base": unet}, vae, TextEncoder(text, tokenizer), DDIMScheduler(**SCHEDULER),
-                         ModelIndex(defaults=defaults))
+    pipe = VideoPipeline(VideoModel({"base": unet}, vae, TextEncoder(text, tokenizer), DDIMScheduler(**SCHEDULER),
+                                    ModelIndex(defaults=defaults)))
     for module in (unet, vae, text):
         module.to(device=device, dtype=dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    frames = pipe("a ball", seed=0, progress=False)
+    frames = pipe("a ball", seed=0, progress=False).frames
     synchronize(device)
     seconds = time.perf_counter() - started
     result = {"frames": args.frames, "height": size, "width": size, "steps": args.generation_steps,

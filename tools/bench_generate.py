@@ -8,7 +8,7 @@ Two measurements, each the median of --runs runs with a fresh seed per run:
    fresh Python process each time: interpreter start, imports, model loading, sampling, writing.
    This is the figure the default model's target (under 30 s on a 2-core CPU) is about.
 2. where that time goes, in this process: loading the model once, then per run the parts the
-   pipeline reports (text, base, interp, sr, decode; `VideoPipeline.last_timings`) and the MP4 write.
+   pipeline reports (text, base, interp, sr, decode; `VideoOutput.timings`) and the MP4 write.
 Extra arguments after `--` go to `vidgen generate` in both (e.g. `-- --steps 10`).
 """
 
@@ -46,19 +46,18 @@ def time_parts(prompt: str, model: str | None, seeds: list[int], extra: list[str
     started = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(model or default_model(), scheduler=args.scheduler)
     parts: dict[str, list[float]] = {"load": [time.perf_counter() - started]}
-    settings = pipe.settings(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
+    stages = args.stages.split(",") if args.stages else list(pipe.model.stages)
+    settings = pipe.settings(stages, num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                              num_inference_steps=args.steps, guidance_scale=args.guidance,
                              motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
                              candidates=args.candidates, choose_by=args.choose_by,
                              autocast=args.autocast)
-    stages = args.stages.split(",") if args.stages else list(pipe.stages)
-    fps = pipe.output_size(settings, stages)[3]
     for seed in seeds:
-        frames = pipe(prompt, **dataclasses.asdict(settings), seed=seed, progress=False, stages=stages)[0]
-        for part, seconds in pipe.last_timings.items():
+        clip = pipe(prompt, **dataclasses.asdict(settings), seed=seed, progress=False, stages=stages)
+        for part, seconds in clip.timings.items():
             parts.setdefault(part, []).append(seconds)
         started = time.perf_counter()
-        save_video(frames, out, fps=fps, metadata={"prompt": prompt, "seed": seed})
+        save_video(clip.frames[0], out, fps=clip.fps, metadata={"prompt": prompt, "seed": seed})
         parts.setdefault("write", []).append(time.perf_counter() - started)
     return parts
 

@@ -14,14 +14,14 @@ import argparse
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from vidgen.checkpoint import GenerationDefaults, ModelIndex
+from vidgen.model_folder import VideoModel
+from vidgen.model_index import GenerationDefaults, ModelIndex
 from vidgen.models.inflate import inflate_unet
 from vidgen.packaged import minilm_folder
-from vidgen.pipeline import VideoPipeline
 from vidgen.text import TextEncoder
 
 
-def build(seed: int = 0) -> VideoPipeline:
+def build(seed: int = 0) -> VideoModel:
     torch.manual_seed(seed)
     text = TextEncoder.from_pretrained(minilm_folder(), max_length=16)
     vae = AutoencoderKL(block_out_channels=(16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
@@ -34,7 +34,7 @@ def build(seed: int = 0) -> VideoPipeline:
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False)
     defaults = GenerationDefaults(num_frames=16, fps=8.0, height=64, width=64, num_inference_steps=20, guidance_scale=5.0)
-    return VideoPipeline({"base": inflate_unet(unet.eval())}, vae.eval(), text, scheduler, ModelIndex(defaults=defaults))
+    return VideoModel({"base": inflate_unet(unet.eval())}, vae.eval(), text, scheduler, ModelIndex(defaults=defaults))
 
 
 def main() -> None:

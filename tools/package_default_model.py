@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from vidgen.errors import VidgenError
-from vidgen.packaged import DEFAULT_MODEL, package_model
+from vidgen.packaged import DEFAULT_MODEL
+from vidgen.shipping import package_model
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "inflate_unet": "vidgen.models.inflate",
     "VideoUNet": "vidgen.models.inflate",
+    "VideoModel": "vidgen.model_folder",
     "VideoPipeline": "vidgen.pipeline",
+    "VideoOutput": "vidgen.pipeline",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -76,6 +76,17 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         raise ConfigError(f"config key '{key}' has no value: {_first_line(exc)}") from None
 
 
+def apply_overrides(cfg: T, overrides: Sequence[str], source: str = "command line") -> T:
+    """A copy of the dataclass instance `cfg` with `key=value` overrides, typed and named like `load_config`'s."""
+    if not overrides:
+        return cfg
+    merged = _merge(OmegaConf.structured(cfg), parse_overrides(overrides), source)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {_first_line(exc)}") from None
+
+
 def to_yaml(cfg: Any) -> str:
     """The YAML text of a config dataclass (round-trips through `load_config`)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -16,6 +16,8 @@ prompts from the six it leaves out (docs/shapes-world.md "Held-out triples").
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import os
 import tempfile
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .data.judge import judge_clip
-from .data.shapes import DIRECTIONS, HELDOUT, SLOTS, TRIPLE, VOCABULARY, parse_prompt, sample_clip, training_caption
+from .data.shapes import DIRECTIONS, HELDOUT, SLOTS, TRIPLE, VOCABULARY, parse_prompt, sample_scene, training_caption
 from .video_io import save_video
 
 GROUPS = ("seen", "heldout")  # report groups, in table order
@@ -67,7 +69,7 @@ def _group_prompts(group: str, n: int, seed: int, caption_drop: float) -> list[E
     prompts = []
     for i, triple in zip(range(n), triples):
         rng = np.random.default_rng([seed, g, i])  # its size, background and phrasing: from (seed, group, i) alone
-        slots = sample_clip(rng, slots=dict(zip(TRIPLE, triple))).slots
+        slots = sample_scene(rng, slots=dict(zip(TRIPLE, triple))).slots
         prompts.append(EvalPrompt(training_caption(slots, rng, caption_drop), group))
     return prompts
 
@@ -196,49 +198,33 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
     return {"settings": settings, "groups": summarize(records), "clips": records}
 
 
-def evaluate_model(pipe, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
-                   steps: int | None = None, guidance: float | None = None, frames: int | None = None,
-                   motion_guidance: float | None = None, arrow_check: bool | None = None,
-                   candidates: int | None = None, choose_by: str | None = None, autocast: str | None = None,
-                   eta: float = 0.0,
-                   scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
+def evaluate_model(pipe, settings=None, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
+                   eta: float = 0.0, scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
                    clip_dir: str | os.PathLike | None = None, progress: bool = True,
                    stages: Sequence[str] | None = None, overwrite: bool = False) -> dict:
-    """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)`. Unset steps, guidance,
-    motion_guidance, arrow_check, candidates, choose_by, autocast and frames take the model's
-    defaults, unset stages all the model has; the report's settings record the values used and
-    `model_path` (the folder the pipeline was loaded from). `eta` goes to the sampler; `scheduler` names the one the pipeline was loaded with (`from_pretrained`),
-    for the report. Each clip's record also says whether the arrow check played it backwards."""
-    import torch
+    """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)` with `settings` (a
+    GenerationDefaults; None: the model's defaults) over `stages` (None: all the model has). The
+    report's settings record what was used (vidgen.request.settings_record, as a clip's sidecar
+    does) and `model_path`; `scheduler` names the one the pipeline was loaded with. Each clip's
+    record also says whether the arrow check played it backwards."""
+    from .precision import autocast_dtype, autocast_name
+    from .request import settings_record
 
-    from .models.inflate import autocast_dtype
-
-    s = pipe.settings(num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-                      motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
-                      choose_by=choose_by, autocast=autocast)
-    stages = list(pipe.stages) if stages is None else list(stages)
-    out_frames, out_height, out_width, out_fps = pipe.output_size(s, stages)
+    s = pipe.settings(stages, **dataclasses.asdict(settings)) if settings is not None else pipe.settings(stages)
+    stages = list(pipe.model.stages) if stages is None else list(stages)
+    size = pipe.output_size(s, stages)
 
     reversed_ = []  # per clip, in order: played backwards by the arrow check
 
     def generate_fn(texts: list[str], batch_seed: int) -> np.ndarray:
-        clips = pipe(texts, num_frames=s.num_frames, height=s.height, width=s.width, fps=s.fps,
-                     num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
-                     motion_guidance=s.motion_guidance, arrow_check=s.arrow_check, candidates=s.candidates,
-                     choose_by=s.choose_by, autocast=s.autocast, eta=eta, seed=batch_seed, progress=False,
-                     stages=stages)
-        reversed_.extend(pipe.last_reversed)
-        return clips
+        out = pipe(texts, **dataclasses.asdict(s), eta=eta, seed=batch_seed, progress=False, stages=stages)
+        reversed_.extend(out.reversed)
+        return out.frames
 
-    settings = {"model": None if model_path is None else str(model_path), "stages": stages,
-                "scheduler": scheduler, "steps": s.num_inference_steps, "guidance": s.guidance_scale,
-                "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check, "candidates": s.candidates,
-                "choose_by": s.choose_by,
-                "autocast": str(autocast_dtype(s.autocast, pipe.device) or torch.float32).removeprefix("torch."),
-                "eta": eta,
-                "keyframes": s.num_frames, "frames": out_frames, "height": out_height, "width": out_width,
-                "fps": out_fps}
-    report = evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=out_fps,
+    precision = autocast_name(autocast_dtype(s.autocast, pipe.model.device))
+    settings = {"model": None if model_path is None else str(model_path),
+                **settings_record(s, stages, scheduler, eta, precision, size)}
+    report = evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=size[3],
                       clip_dir=clip_dir, settings=settings, progress=progress, overwrite=overwrite)
     for record, was_reversed in zip(report["clips"], reversed_):
         record["reversed"] = was_reversed

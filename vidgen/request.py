@@ -1,7 +1,7 @@
 """What a model can be asked for, checked from its folder's JSON files before any weights load.
 
 `ModelFacts` reads the few numbers a request is checked against (latent factor, frame tables,
-stages, critic) from a model folder's configs, or from a loaded pipeline; `check_settings`
+stages, critic) from a model folder's configs, or from a loaded model; `check_settings`
 refuses, with the rule broken and a value that would do, any request the model cannot take,
 including a size whose tensors would not fit in this machine's memory. The pipeline and the
 commands call the same function, so a request is judged the same way everywhere.
@@ -59,6 +59,21 @@ class ModelFacts:
             widest_channels=int(config(index.stages["base"], "config.json").get("block_out_channels", [320])[0]),
             interp_factor=index.interp.factor, sr_scale=index.sr.scale,
             has_critic=bool(index.critic), critic_swaps=bool(critic.get("swap_words")))
+
+    @classmethod
+    def of_model(cls, model) -> "ModelFacts":
+        """From the loaded modules of a vidgen.model_folder.VideoModel: the same facts its folder's
+        JSON files give (`of_folder`), so a request is judged alike before and after loading."""
+        vae, base = model.vae.config, model.stages["base"].unet.config
+        return cls(
+            stages=tuple(model.stages),
+            latent_factor=2 ** (len(vae.block_out_channels) - 1),
+            latent_channels=int(vae.latent_channels),
+            max_frames={name: unet.options.max_frames for name, unet in model.stages.items()},
+            widest_channels=int(base.block_out_channels[0]),
+            interp_factor=model.index.interp.factor, sr_scale=model.index.sr.scale,
+            has_critic=model.critic is not None,
+            critic_swaps=model.critic is not None and bool(model.critic.config.swap_words))
 
 
 def _check_size(facts: ModelFacts, height: int, width: int) -> None:
@@ -152,8 +167,9 @@ def available_bytes() -> int | None:
 def check_settings(facts: ModelFacts, s, stages: Sequence[str] | None = None, batch: int = 1,
                    memory: int | None = None) -> list[str]:
     """Refuse a request (a GenerationDefaults with every value set) the model cannot take; returns
-    the stages to run. `memory`: bytes the device can hold (None: this machine's free memory)."""
-    from .checkpoint import check_autocast, check_choose_by
+    the stages to run. `memory`: bytes the device can hold (None: this machine's free memory;
+    math.inf: no limit, for defaults recorded rather than run here)."""
+    from .model_index import check_autocast, check_choose_by
 
     run = check_stages(facts, stages)
     _check_size(facts, s.height, s.width)
@@ -175,3 +191,15 @@ def check_settings(facts: ModelFacts, s, stages: Sequence[str] | None = None, ba
                           f"{memory / GIB:.1f} GiB free: ask for a smaller --height/--width, fewer --frames or "
                           f"--candidates, or fewer --stages")
     return run
+
+
+def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autocast: str,
+                    size: tuple[int, int, int, float]) -> dict:
+    """The settings a clip was made with, as its sidecar and the eval report record them: one
+    function, so the two cannot drift apart. `size` is `output_size`'s (frames, height, width, fps);
+    `autocast` the precision that ran (e.g. "bfloat16")."""
+    frames, height, width, fps = size
+    return {"stages": list(stages), "scheduler": scheduler, "steps": s.num_inference_steps,
+            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check,
+            "candidates": s.candidates, "choose_by": s.choose_by, "autocast": autocast, "eta": eta,
+            "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

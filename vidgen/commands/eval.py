@@ -81,11 +81,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     started = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(args.device), scheduler=args.scheduler)
-    s = request.settings
-    report = evaluate_model(pipe, n=args.n, seed=args.seed, heldout=args.heldout, batch_size=args.batch_size,
-                            steps=s.num_inference_steps, guidance=s.guidance_scale, motion_guidance=s.motion_guidance,
-                            arrow_check=s.arrow_check, candidates=s.candidates, choose_by=s.choose_by,
-                            autocast=s.autocast, eta=args.eta, scheduler=args.scheduler, frames=s.num_frames,
+    report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
+                            batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
                             model_path=request.model, stages=request.stages, clip_dir=args.save_clips,
                             progress=not args.no_progress, overwrite=args.overwrite)
     write_text_atomic(args.output, json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -16,6 +16,7 @@ from .. import __version__
 from ..destinations import FORMATS, check_clip_destination
 from ..errors import VidgenError
 from . import arguments as types
+from ..request import settings_record
 from .sampling import add_sampling_arguments, plan
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -86,18 +87,13 @@ def run(args: argparse.Namespace) -> int:
     s, stages = request.settings, request.stages
     frames_out, height_out, width_out, fps_out = request.output_size
     for prompt, path in jobs:
-        frames = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
-                      progress=not args.no_progress, stages=stages)[0]  # (f h w 3)
-        metadata = {
-            "prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(request.model),
-            "stages": stages, "scheduler": args.scheduler, "steps": s.num_inference_steps,
-            "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance,
-            "arrow_check": s.arrow_check, "candidates": s.candidates, "choose_by": s.choose_by,
-            "reversed": pipe.last_reversed[0], "eta": args.eta,
-            "keyframes": s.num_frames, "frames": frames_out, "fps": fps_out, "dtype": args.dtype,
-            "autocast": str(pipe.autocast_dtype or torch.float32).removeprefix("torch."),
-            "vidgen_version": __version__,
-        }
+        out = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
+                   progress=not args.no_progress, stages=stages)
+        frames = out.frames[0]  # (f h w 3)
+        metadata = {"prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(request.model),
+                    **settings_record(s, stages, args.scheduler, args.eta, out.autocast, request.output_size),
+                    "reversed": out.reversed[0], "kept_candidate": out.kept_candidates[0], "dtype": args.dtype,
+                    "vidgen_version": __version__}
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
         print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0

@@ -8,6 +8,7 @@ would; training the temporal layers on video (`vidgen train`) then teaches it mo
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def add_parser(subparsers):
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from ..pipeline import VideoPipeline
+    from ..model_folder import VideoModel
+    from ..request import ModelFacts, check_settings
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
 
@@ -62,15 +64,15 @@ def run(args: argparse.Namespace) -> int:
         raise VidgenError(f"--frames {args.frames} is more than --max-frames {args.max_frames}: raise --max-frames or "
                           f"lower --frames")
     started = time.perf_counter()
-    pipe = VideoPipeline.from_image_model(args.image_model, max_frames=args.max_frames)
-    defaults = pipe.index.defaults
+    model = VideoModel.from_image_model(args.image_model, max_frames=args.max_frames)
+    defaults = model.index.defaults
     if args.frames is not None:
         defaults.num_frames = args.frames
     if args.fps is not None:
         defaults.fps = args.fps
-    pipe.check_request(defaults.num_frames, defaults.height, defaults.width, defaults.fps)
-    pipe.save_pretrained(out)
-    base = pipe.stages["base"]
+    check_settings(ModelFacts.of_model(model), defaults, memory=math.inf)  # defaults recorded, not run here
+    model.save_pretrained(out)
+    base = model.stages["base"]
     image_params = sum(p.numel() for p in base.spatial_parameters())
     temporal_params = sum(p.numel() for p in base.temporal_parameters())
     print(f"inflated {args.image_model} into {out} in {time.perf_counter() - started:.1f}s: "

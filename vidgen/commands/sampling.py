@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import VidgenError
 from . import arguments as types
 
-# vidgen.checkpoint.AUTOCAST_CHOICES and CHOOSE_BY_CHOICES, written out: importing them would load
+# vidgen.model_index.AUTOCAST_CHOICES and CHOOSE_BY_CHOICES, written out: importing them would load
 # torch for `--help` (tests/test_pipeline_cli.py holds them equal).
 AUTOCAST_CHOICES = ("off", "auto", "bfloat16", "float16")
 CHOOSE_BY_CHOICES = ("arrow", "swaps")
@@ -50,6 +50,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "world symmetric in time only; default: the model's)")
     critic.add_argument("--motion-guidance", type=types.non_negative, metavar="S",
                         help="strength of the critic's guidance of the motion, >= 0 (0: off; default: the model's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
+                        "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
+                        "motion_guidance, arrow_check, candidates, choose_by, autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -66,14 +70,15 @@ class Plan:
     """A checked request: the model folder, its settings with every value set, and the stages."""
 
     model: Path
-    settings: object  # vidgen.checkpoint.GenerationDefaults
+    settings: object  # vidgen.model_index.GenerationDefaults
     stages: list
     output_size: tuple  # (frames, height, width, fps)
 
 
 def plan(args: argparse.Namespace, batch: int = 1) -> Plan:
     """Check the request against the model folder's JSON files, before any weights load."""
-    from ..checkpoint import read_model_index
+    from ..config import apply_overrides
+    from ..model_index import read_model_index
     from ..diffusion.schedulers import scheduler_class
     from ..packaged import default_model
     from ..request import ModelFacts, check_settings, output_size
@@ -85,7 +90,7 @@ def plan(args: argparse.Namespace, batch: int = 1) -> Plan:
     index = read_model_index(model)
     facts = ModelFacts.of_folder(model, index)
     given = {k: v for k, v in requested(args).items() if v is not None}
-    settings = dataclasses.replace(index.defaults, **given)
+    settings = dataclasses.replace(apply_overrides(index.defaults, args.set, "--set"), **given)
     stages = check_settings(facts, settings, args.stages.split(",") if args.stages else None, batch=batch)
     scheduler_class(args.scheduler)
     if args.device == "cuda":

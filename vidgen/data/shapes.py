@@ -1,6 +1,6 @@
 """The shapes world of docs/shapes-world.md: one solid shape moving in a straight line per clip.
 
-    clip = sample_clip(clip_rng(seed=0, index=7))           # slots + motion, resolution-free
+    clip = sample_scene(clip_rng(seed=0, index=7))          # a Scene: slots + motion, resolution-free
     frames = render_clip(clip, size=64, frames=48)          # uint8 (f h w c)
     full_caption(clip.slots)  # 'a small red circle moving left on a black background'
     make_corpus("corpus/", ShapesConfig(videos=100))        # clips/*.mp4 + manifest.jsonl + config.yaml
@@ -105,7 +105,7 @@ def heldout_set(cfg: ShapesConfig) -> frozenset[tuple[str, str, str]]:
 # --- one clip -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Clip:
+class Scene:
     """The slots of a clip and its motion, in fractions of the frame side (x right, y down)."""
 
     color: str
@@ -134,7 +134,7 @@ class Clip:
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:
-    """Clip `index` of corpus `seed` draws from its own generator: it does not depend on the others."""
+    """Scene `index` of corpus `seed` draws from its own generator: it does not depend on the others."""
     return np.random.default_rng([seed, index])
 
 
@@ -167,10 +167,10 @@ def _start_range(half: float, travel: float, unit: int) -> tuple[float, float]:
     return low, high
 
 
-def sample_clip(rng: np.random.Generator, heldout: frozenset = frozenset(), slots: dict | None = None) -> Clip:
+def sample_scene(rng: np.random.Generator, heldout: frozenset = frozenset(), slots: dict | None = None) -> Scene:
     """Draw the slots and the motion of one clip (docs/shapes-world.md "Vocabulary"), uniformly over the
     (color, shape, direction) triples not held out. `slots` fixes any of the five slots (None
-    leaves one to chance): `sample_clip(rng, slots=parse_prompt(text))` draws a clip of a prompt."""
+    leaves one to chance): `sample_scene(rng, slots=parse_prompt(text))` draws a clip of a prompt."""
     fixed = _fixed_slots(slots)
     allowed = _allowed_triples(heldout, fixed)
     if not allowed:
@@ -181,7 +181,7 @@ def sample_clip(rng: np.random.Generator, heldout: frozenset = frozenset(), slot
     half = float(rng.uniform(*SIZES[size]))
     travel = float(rng.uniform(*TRAVEL))
     start = tuple(float(rng.uniform(*_start_range(half, travel, unit))) for unit in DIRECTIONS[direction])
-    return Clip(color, shape, size, direction, background, half, start, travel)
+    return Scene(color, shape, size, direction, background, half, start, travel)
 
 
 def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.ndarray:
@@ -194,7 +194,7 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, half: float) -> np.ndarr
     return (np.abs(dx) <= (dy + half) / 2) & (dy <= half)
 
 
-def coverage(clip: Clip, size: int, times: np.ndarray) -> np.ndarray:
+def coverage(clip: Scene, size: int, times: np.ndarray) -> np.ndarray:
     """Fraction of each pixel the shape covers at clip times t in [0, 1], float32 (f h w).
 
     Sampled on a SUPERSAMPLE x SUPERSAMPLE grid per pixel and averaged (an area filter).
@@ -209,7 +209,7 @@ def coverage(clip: Clip, size: int, times: np.ndarray) -> np.ndarray:
     return blocks.sum(axis=(2, 4), dtype=np.float32) / SUPERSAMPLE**2  # (f h w)
 
 
-def render_clip(clip: Clip, size: int = 64, frames: int = 48, indices: Sequence[int] | None = None) -> np.ndarray:
+def render_clip(clip: Scene, size: int = 64, frames: int = 48, indices: Sequence[int] | None = None) -> np.ndarray:
     """The clip as uint8 RGB frames (f h w c): `frames` frames spanning the whole motion, or only
     those at `indices`."""
     indices = np.arange(frames) if indices is None else np.asarray(indices)
@@ -281,14 +281,14 @@ def parse_prompt(text: str) -> dict[str, str | None]:
 
 # --- the corpus --------------------------------------------------------------------------------
 
-def corpus_clip(cfg: ShapesConfig, index: int) -> tuple[Clip, str]:
-    """Clip `index` of the corpus `cfg` describes, and its training caption."""
+def corpus_scene(cfg: ShapesConfig, index: int) -> tuple[Scene, str]:
+    """Scene `index` of the corpus `cfg` describes, and its training caption."""
     rng = clip_rng(cfg.seed, index)
-    clip = sample_clip(rng, heldout_set(cfg))
+    clip = sample_scene(rng, heldout_set(cfg))
     return clip, training_caption(clip.slots, rng, cfg.caption_drop)
 
 
-def clip_record(index: int, clip: Clip, text: str, cfg: ShapesConfig) -> dict:
+def clip_record(index: int, clip: Scene, text: str, cfg: ShapesConfig) -> dict:
     """The manifest record of clip `index` of a corpus (its path relative to the corpus folder)."""
     return {
         "path": f"clips/{index:05d}.mp4",
@@ -318,13 +318,13 @@ def check_corpus_destination(out: Path, overwrite: bool = False) -> None:
 def make_corpus(out_dir, cfg: ShapesConfig, progress: bool = True, overwrite: bool = False) -> Path:
     """Render `cfg.videos` clips into `out_dir`/clips/NNNNN.mp4 and write `manifest.jsonl` (one
     record per clip: caption, full_caption, slots, motion) and `config.yaml`. Returns the
-    manifest's path. Clip i depends only on (seed, i) (docs/shapes-world.md: same seed, same corpus)."""
+    manifest's path. Scene i depends only on (seed, i) (docs/shapes-world.md: same seed, same corpus)."""
     check_config(cfg)
     out = Path(out_dir)
     check_corpus_destination(out, overwrite)
     records = []
     for index in tqdm(range(cfg.videos), desc="rendering", unit="clip", disable=not progress):
-        clip, text = corpus_clip(cfg, index)
+        clip, text = corpus_scene(cfg, index)
         record = clip_record(index, clip, text, cfg)
         save_video(render_clip(clip, cfg.size, cfg.frames), out / record["path"], fps=cfg.fps,
                    metadata={"prompt": record["full_caption"]}, crf=cfg.crf, sidecar=False, overwrite=True)
@@ -355,7 +355,7 @@ class ShapesFrameDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} frames")
         clip_index, frame = divmod(index, self.cfg.frames)
-        clip, text = corpus_clip(self.cfg, clip_index)
+        clip, text = corpus_scene(self.cfg, clip_index)
         pixels = render_clip(clip, self.cfg.size, self.cfg.frames, indices=[frame])[0]  # (h w c)
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1.0  # (c h w)
         return {"image": image, "caption": text}

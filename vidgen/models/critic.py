@@ -20,8 +20,8 @@ trained on noisy inputs as their section 4.1 and GLIDE's noised CLIP, Nichol et 
 Where the world is symmetric in time (docs/shapes-world.md: one object at constant velocity, so a clip
 played backwards is a clip of the opposite direction), the critic can also act on the finished
 keyframes: at t = 0, where it is surest, a clip with d < 0 is played backwards, after which d > 0
-(the pipeline's `arrow_check`). Natural video is not symmetric in time (things fall, and do not
-rise), and there only the guidance applies.
+(`arrow_check` in vidgen.models.critic_choice). Natural video is not symmetric in time (things
+fall, and do not rise), and there only the guidance applies.
 
 Time reversal teaches the sign of a motion along the asked axis, not the axis: a clip moving along
 the other one is neither a positive nor a negative. With `swap_words` (groups of words of one
@@ -31,7 +31,7 @@ softmax over them (`swap_loss`: hard negative captions, as NegCLIP's, Yuksekgonu
 with the clip left as it is). The score is a dot product with the prompt's mean token vector,
 so the margin between two captions one word apart is the clip vector read along the difference
 of the two words' vectors: a classifier of which of the group's words the clip shows. At sampling
-the pipeline keeps the candidate whose own prompt wins that softmax most surely.
+the candidate whose own prompt wins that softmax most surely is kept (critic_choice).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from einops import reduce
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_strict, load_tensors, save_tensors, write_json
 from ..config import load_config
 from ..fs import atomic_dir
+from ..weights import CheckpointError, load_strict, load_tensors, save_tensors, write_json
 
 CONFIG_NAME = "critic.json"
 WEIGHTS_NAME = "critic.safetensors"

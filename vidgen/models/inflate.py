@@ -18,14 +18,14 @@ images and the image U-Net stays usable on its own.
 Fast paths (tests/test_fast_paths.py holds each to the plain path; tools/bench.py times them):
 spatial and temporal attention run through `F.scaled_dot_product_attention`; each hook makes
 exactly two copies, into the layer's layout and back; `set_chunk_size` bounds the temporal
-attention's and the feed-forwards' temporaries; `autocast` runs float32 weights in bfloat16 or
-float16; `torch.compile(video_unet)` traces through the hooks (a frame count is a guard) and
-`video_unet.to(memory_format=torch.channels_last)` converts the 2-D convolutions' weights.
+attention's and the feed-forwards' temporaries; `vidgen.precision.autocast` runs float32
+weights in bfloat16 or float16; `torch.compile(video_unet)` traces through the hooks (a frame
+count is a guard) and `video_unet.to(memory_format=torch.channels_last)` converts the 2-D
+convolutions' weights.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -43,7 +43,7 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .. import checkpoint as ckpt
+from .. import weights
 from ..errors import VidgenError
 from .hooks import ExtraInputHook, FpsHook, FrameContext, TemporalHook, module_key
 from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
@@ -238,8 +238,8 @@ class VideoUNet(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.unet.save_config(folder)
-        ckpt.write_json(folder / TEMPORAL_CONFIG_NAME, dataclasses.asdict(self.options))
-        ckpt.save_tensors(self.state_dict(), folder / WEIGHTS_NAME)
+        weights.write_json(folder / TEMPORAL_CONFIG_NAME, dataclasses.asdict(self.options))
+        weights.save_tensors(self.state_dict(), folder / WEIGHTS_NAME)
         return folder
 
     @classmethod
@@ -248,19 +248,19 @@ class VideoUNet(nn.Module):
         folder = Path(folder)
         for name in (CONFIG_NAME, TEMPORAL_CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
-                raise ckpt.CheckpointError(f"{folder} is not a video U-Net folder: {name} is missing "
+                raise weights.CheckpointError(f"{folder} is not a video U-Net folder: {name} is missing "
                                            f"(write one with VideoUNet.save_pretrained or `vidgen inflate`)")
-        options = _options(folder / TEMPORAL_CONFIG_NAME, **ckpt.read_json(folder / TEMPORAL_CONFIG_NAME))
+        options = _options(folder / TEMPORAL_CONFIG_NAME, **weights.read_json(folder / TEMPORAL_CONFIG_NAME))
         with init_empty_weights():  # parameters on the meta device until the file fills them
             model = cls(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder)), options)
-        ckpt.load_strict(model, ckpt.load_tensors(folder / WEIGHTS_NAME)[0], source=folder / WEIGHTS_NAME,
+        weights.load_strict(model, weights.load_tensors(folder / WEIGHTS_NAME)[0], source=folder / WEIGHTS_NAME,
                          assign=True)
         return model.to(dtype=dtype).eval()
 
     def save_motion_module(self, path: str | os.PathLike) -> Path:
         """Write the temporal weights alone (a "motion module") with the inflation options."""
         metadata = {"format": "vidgen-motion-module", "options": json.dumps(dataclasses.asdict(self.options))}
-        return ckpt.save_tensors(self.temporal_state_dict(), path, metadata)
+        return weights.save_tensors(self.temporal_state_dict(), path, metadata)
 
     @classmethod
     def from_motion_module(cls, unet: UNet2DConditionModel, path: str | os.PathLike) -> "VideoUNet":
@@ -269,13 +269,13 @@ class VideoUNet(nn.Module):
         `unet` must have the layout the module was trained on (same blocks and widths); its own
         weights may differ, e.g. a fine-tuned image model.
         """
-        tensors, metadata = ckpt.load_tensors(path)
+        tensors, metadata = weights.load_tensors(path)
         if metadata.get("format") != "vidgen-motion-module":
-            raise ckpt.CheckpointError(f"{path} is not a vidgen motion module "
+            raise weights.CheckpointError(f"{path} is not a vidgen motion module "
                                        f"(write one with VideoUNet.save_motion_module)")
         options = _options(Path(path), **json.loads(metadata["options"]))
         model = inflate_unet(unet, **dataclasses.asdict(options))
-        ckpt.load_strict(model, tensors, source=path, only=model.temporal_state_dict().keys())
+        weights.load_strict(model, tensors, source=path, only=model.temporal_state_dict().keys())
         return model
 
 
@@ -302,56 +302,8 @@ def with_options(base: VideoUNet, **changes) -> VideoUNet:
     state = base.temporal_state_dict()
     if "extra_in_channels" in changes:  # inputs given anew mean something new: a new, zero convolution reads them
         state = {k: v for k, v in state.items() if not k.startswith("input_extension.")}
-    ckpt.load_strict(model, state, source="the base video U-Net", only=state.keys())
+    weights.load_strict(model, state, source="the base video U-Net", only=state.keys())
     return model
-
-
-def autocast(device: str | torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """A context that runs a float32 model's matrix products in `dtype` (torch.autocast), for
-    sampling in bfloat16 or float16 with float32 weights; float32 or None: no change. On a GPU,
-    and on a CPU with native bfloat16 (`cpu_computes_bfloat16`), bfloat16 is the faster one.
-
-    `with autocast(latents.device, torch.bfloat16): prediction = unet(latents, t, text)`.
-    Loading the model in bfloat16 (`from_pretrained(dtype=...)`) is the other way, with half the
-    weight memory; autocast keeps float32 weights and float32 norms and softmax statistics.
-    """
-    device = torch.device(device)
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise VidgenError(f"autocast runs in bfloat16 or float16, not {dtype}")
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def cpu_computes_bfloat16() -> bool:
-    """Whether this CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX, as Linux reports
-    them), where oneDNN runs bfloat16 convolutions and matrix products faster than float32 ones
-    (1.7x on the default model's base stage, 2-core AMD EPYC with AVX512-BF16). Elsewhere it
-    would emulate them, and slower: False there, and on systems that do not say."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.partition(":")[2].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def autocast_dtype(setting: str, device: str | torch.device) -> torch.dtype | None:
-    """The dtype `autocast` is to run in for a sampling setting (GenerationDefaults.autocast) on
-    `device`: None for "off"; "auto" is bfloat16 where the device computes it natively and None
-    (float32) elsewhere."""
-    ckpt.check_autocast(setting, "autocast")
-    device = torch.device(device)
-    if setting == "auto":
-        if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = device.type == "cpu" and cpu_computes_bfloat16()
-        return torch.bfloat16 if native else None
-    return {"off": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[setting]
 
 
 def _options(source, **options) -> InflationOptions:
@@ -361,7 +313,7 @@ def _options(source, **options) -> InflationOptions:
     need a layer this version no longer has."""
     enabled = [name for name in REMOVED_TEMPORAL_OPTIONS if options.get(name)]
     if enabled:
-        error = ckpt.CheckpointError if isinstance(source, Path) else VidgenError
+        error = weights.CheckpointError if isinstance(source, Path) else VidgenError
         raise error(f"{source}: {', '.join(enabled)} {'is' if len(enabled) == 1 else 'are'} on, and "
                     f"{'that option was' if len(enabled) == 1 else 'those options were'} removed in this version of "
                     f"vidgen (an experiment that did not ship: see docs/experiments.md; the code is at git tag "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("vae", "image", "video", "interp", "sr", "critic")
+STAGES = ("vae", "image", "video", "interp", "sr", "critic", "preference", "distill")
 # ModelConfig switches for layers the video stage adds to the video U-Net: each is the
 # InflationOptions field of the same name (vidgen.models.inflate, where it is described); the
 # interp and sr stages inherit it from their model.pretrained.
@@ -86,6 +86,13 @@ class ModelConfig:
     # the corpus has (vidgen.models.critic.swap_loss), at this weight beside the arrow loss.
     critic_swap_slots: list[str] = field(default_factory=list)
     critic_swap_weight: float = 1.0
+    # preference: Diffusion-DPO on (clip, clip played backwards) pairs (vidgen.training.preference)
+    preference_beta: float = 5000.0  # DPO strength (beta, with T*omega(lambda_t) folded in)
+    preference_sft: float = 0.0  # weight of the plain denoising loss beside it (0: DPO alone)
+    preference_min_timestep: int = 0  # pairs are noised to timesteps in [this, 1000)
+    # distill: progressive step distillation of the base stage, guidance folded in (vidgen.training.distill)
+    distill_steps: int = 0  # the student's DDIM steps (the teacher takes twice as many)
+    distill_guidance: float = 0.0  # the teacher's guidance scale (0: the model's default; 1: none)
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

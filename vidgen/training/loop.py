@@ -158,6 +158,14 @@ class RunLog:
                 self.tensorboard.close()
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C and SIGTERM: a terminal's Ctrl-C (sent to the whole process
+    group) or `pkill` would otherwise kill a worker, and the main process would die of the broken
+    loader instead of saving a checkpoint. Workers still end with the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _make_accelerator(cfg: RunConfig) -> Accelerator:
     return Accelerator(
         mixed_precision=cfg.train.mixed_precision,
@@ -229,7 +237,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             stage.use_latent_cache(cfg.data.latent_cache, progress=progress and accelerator.is_main_process)
     dataset = stage.dataset()
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.train.batch_size,
-                        num_workers=cfg.data.num_workers, collate_fn=collate_clips)
+                        num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+                        worker_init_fn=_leave_stop_signals_to_the_main_process)
     params = [p for p in stage.model.parameters() if p.requires_grad]
     if not params:
         raise VidgenError(f"the {cfg.stage} stage has nothing to train: every parameter is frozen")

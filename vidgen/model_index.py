@@ -1,50 +1,27 @@
-"""Self-describing model folders and strict safetensors loading.
+"""vidgen.json: what a model folder holds and how it samples, as typed dataclasses.
 
-A vidgen video model is a folder that loads with one call (`VideoPipeline.from_pretrained`):
-
-    vidgen.json     what the folder holds: its stages (in the order they run) and the
-                    generation defaults (frames, fps, height, width, steps, guidance)
-    unet/           the base stage, a VideoUNet: config.json (the image U-Net's diffusers
-                    config), temporal.json (inflation options), model.safetensors (all weights)
-    vae/            diffusers AutoencoderKL (save_pretrained)
-    text_encoder/   transformers text model (save_pretrained)
-    tokenizer/      its tokenizer (save_pretrained)
-    scheduler/      diffusers scheduler config (DDIM by default)
-
-Later stages (frame interpolation, super-resolution) are further VideoUNet folders named in
-`vidgen.json`'s `stages`. A base stage that takes an anchor frame has the diffusers
-UNet2DConditionModel that draws it in the folder `vidgen.json`'s `anchor.image_model` names, and
-a model with an arrow critic (vidgen.models.critic) has it in the folder `critic` names.
-Weights are safetensors only: nothing here unpickles. Loading is
-strict: a file that does not match its model is refused with the keys that differ and why.
+`ModelIndex` names the folder's stages in run order (Make-A-Video section 3: the base stage,
+frame interpolation 3.3, super-resolution 3.4), the anchor image model and the arrow critic
+where the model has them, and the settings each stage samples with; `GenerationDefaults` are
+what `vidgen generate` uses where the command line does not say. The index is read and written
+here, every value checked on the way in and out; vidgen.model_folder loads the weights it names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from . import __version__
 from .config import load_config
 from .errors import VidgenError
-from .fs import atomic_path, write_text_atomic
+from .weights import CheckpointError, write_json
 
 INDEX_NAME = "vidgen.json"
 FORMAT = "vidgen-video-model"
 FORMAT_VERSION = 1
-SHOWN_KEYS = 5  # keys listed per kind of mismatch
-
-
-class CheckpointError(VidgenError):
-    """A model folder or weights file is missing, unreadable or does not match its model."""
 
 
 @dataclass
@@ -75,7 +52,7 @@ class GenerationDefaults:
     # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
     # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively
     # (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere
-    # (vidgen.models.inflate.autocast_dtype).
+    # (vidgen.precision.autocast_dtype).
     autocast: str = "off"
 
 
@@ -136,76 +113,6 @@ class ModelIndex:
     critic: str = ""  # folder of the base stage's arrow critic (vidgen.models.critic); "": none
 
 
-# --- JSON and safetensors files ----------------------------------------------------------------
-
-def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-
-
-def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
-                 metadata: Mapping[str, str] | None = None) -> Path:
-    """Write tensors to a safetensors file, atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=dict(metadata or {}))
-    return Path(path)
-
-
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata of a safetensors file, on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); "
-                              f"vidgen loads safetensors only") from None
-
-
-def _shown(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
-    return ", ".join(keys[:SHOWN_KEYS]) + more
-
-
-def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str | os.PathLike,
-                only: Iterable[str] | None = None, assign: bool = False) -> None:
-    """Load `tensors` into `module`, refusing any mismatch with the keys that differ.
-
-    only: load just these keys of the module's state dict (and require exactly them in `tensors`).
-    assign: take the tensors as the parameters (for a module built on the meta device).
-    """
-    expected = {k: v.shape for k, v in module.state_dict().items()}
-    if only is not None:
-        expected = {k: expected[k] for k in only}
-    missing = expected.keys() - tensors.keys()
-    unexpected = tensors.keys() - expected.keys()
-    mismatched = [f"{k} (file {tuple(tensors[k].shape)}, model {tuple(expected[k])})"
-                  for k in sorted(expected.keys() & tensors.keys()) if tensors[k].shape != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} keys the model has but the file lacks: {_shown(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} keys in the file the model does not have: {_shown(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} keys with a different shape: {_shown(mismatched)}")
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit the model: " + "; ".join(problems) + ". The weights were saved from a model "
-            "with another configuration (other block widths, layers, max_frames or input channels): load them "
-            "with the config files saved beside them, or inflate a matching image U-Net")
-    module.load_state_dict(dict(tensors), strict=only is None, assign=assign)
-
-
 # --- the model folder --------------------------------------------------------------------------
 
 AUTOCAST_CHOICES = ("off", "auto", "bfloat16", "float16")
@@ -259,14 +166,3 @@ def read_model_index(folder: str | os.PathLike) -> ModelIndex:
                               f"{__version__} reads ({FORMAT!r} up to version {FORMAT_VERSION}); upgrade vidgen")
     check_model_index(index, str(path))
     return index
-
-
-def load_diffusers(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None):
-    """A diffusers model (`cls`: UNet2DConditionModel, AutoencoderKL, ...) from a folder in diffusers'
-    layout, from safetensors weights only (never a pickled .bin); anything else is a CheckpointError
-    that names the folder."""
-    try:
-        return cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {exc} "
-                              f"(vidgen needs diffusers folders with safetensors weights)") from None

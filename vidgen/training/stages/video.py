@@ -1,0 +1,63 @@
+"""The video stage: the temporal layers of an inflated U-Net learn motion from clips
+(Make-A-Video section 3.2), optionally around an anchor frame the base draws first."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from ...diffusion.losses import diffusion_loss
+from ...errors import VidgenError
+from ...models import cascade
+from ...models.inflate import with_options
+from ..config import VIDEO_STAGE_LAYERS
+from .base import CascadeStage
+
+
+class VideoStage(CascadeStage):
+    """The temporal layers learn motion from clips (Make-A-Video section 3.2); the spatial layers
+    stay frozen unless model.freeze_spatial is false.
+
+    With model.image_conditioning the base stage learns to make each clip around one of its own
+    frames, the anchor at model.anchor_position, given at every frame (cascade.anchored_unet).
+    The U-Net that will draw anchors at sampling time is the base's image U-Net as it stands when
+    the anchor input is added, copied and frozen, so training the clip model cannot move it.
+    """
+
+    def build_unet(self, base):
+        m = self.cfg.model
+        added = {key: True for key in VIDEO_STAGE_LAYERS if getattr(m, key) and not getattr(base.options, key)}
+        unet = with_options(base, **added) if added else base
+        has_anchor = self.video_model.image_unet is not None
+        if has_anchor and not m.image_conditioning:
+            raise VidgenError(f"{m.pretrained} has a base stage that takes an anchor frame: keep training it with "
+                              f"model.image_conditioning=true, or start from a model without one")
+        if m.image_conditioning and not has_anchor:
+            if unet.options.extra_in_channels:
+                raise VidgenError(f"model.image_conditioning adds the anchor input to the base stage, but the one in "
+                                  f"{m.pretrained} already has {unet.options.extra_in_channels} extra input channels")
+            image_unet = UNet2DConditionModel.from_config(unet.unet.config)
+            image_unet.load_state_dict(unet.unet.state_dict())
+            unet = cascade.anchored_unet(unet)
+            self.video_model.set_stage("base", unet)
+            self.video_model.set_anchor(image_unet.requires_grad_(False).to(self.device), m.anchor_position)
+        return unet
+
+    def unet_input(self, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What the U-Net reads for noisy clips x_t of clean clips x0, both (b c f h w): x_t, and
+        with model.image_conditioning the anchor frame of x0 and each frame's offset from it."""
+        if not self.cfg.model.image_conditioning:
+            return x_t
+        index = cascade.anchor_index(x0.shape[2], self.cfg.model.anchor_position)
+        return cascade.anchor_input(x_t, x0[:, :, index], index)
+
+    def loss(self, model, batch, generator):
+        x0 = self.latents(batch, generator)  # (b c f h w)
+        cond = self.conditioning(batch, generator)
+        fps = batch["fps"].to(self.device)
+        return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
+                              generator, self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
+                              noise_correlation=self.cfg.model.frame_noise_correlation)
+
+    def record_settings(self, index):
+        index.frame_noise_correlation = self.cfg.model.frame_noise_correlation
