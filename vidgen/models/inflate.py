@@ -54,10 +54,6 @@ WEIGHTS_NAME = "model.safetensors"
 # Keys of the layers inflation adds: the temporal layers and the new conditioning inputs.
 TEMPORAL_PREFIXES = ("temporal_convs.", "temporal_attns.", "fps_embedding.", "condition_embeddings.",
                      "input_extension.", "text_embedding.")
-# Options of experiments that did not ship, removed in this version (docs/experiments.md; the code
-# is at tag experiments-before-cleanup). Folders written before list them as false: ignored then.
-REMOVED_TEMPORAL_OPTIONS = ("text_queries", "text_bag", "text_words", "word_table", "frame_prompt", "temporal_text",
-                            "motion_attention")
 
 
 @dataclass(frozen=True)
@@ -308,19 +304,21 @@ def with_options(base: VideoUNet, **changes) -> VideoUNet:
 
 def _options(source, **options) -> InflationOptions:
     """`InflationOptions` from a temporal.json, a motion module's metadata or a call (`source` names
-    which), every name checked. A removed option (REMOVED_TEMPORAL_OPTIONS) is ignored where it is
-    off, as folders written before this version list it, and refused where it is on: such weights
-    need a layer this version no longer has."""
-    enabled = [name for name in REMOVED_TEMPORAL_OPTIONS if options.get(name)]
-    if enabled:
-        error = weights.CheckpointError if isinstance(source, Path) else VidgenError
-        raise error(f"{source}: {', '.join(enabled)} {'is' if len(enabled) == 1 else 'are'} on, and "
-                    f"{'that option was' if len(enabled) == 1 else 'those options were'} removed in this version of "
-                    f"vidgen (an experiment that did not ship: see docs/experiments.md; the code is at git tag "
-                    f"experiments-before-cleanup): use a model trained without it, or vidgen at that tag")
-    options = {name: value for name, value in options.items() if name not in REMOVED_TEMPORAL_OPTIONS}
+    which), every name checked. A file may name a switch this version does not have: an earlier
+    vidgen wrote every switch of its experiments (docs/experiments.md, "Removed from the package";
+    their code is at git tag experiments-before-cleanup). Off, it is ignored; on, the weights need
+    a layer this version lacks, and the file is refused. A call must name known options only."""
     known = [f.name for f in dataclasses.fields(InflationOptions)]
     unknown = sorted(set(options) - set(known))
+    if unknown and isinstance(source, Path):
+        enabled = [name for name in unknown if options[name] is True]
+        if enabled:
+            raise weights.CheckpointError(
+                f"{source}: {', '.join(enabled)} {'is' if len(enabled) == 1 else 'are'} on, and this version of vidgen "
+                f"has no such option (an experiment removed from the package: see docs/experiments.md; the code is "
+                f"at git tag experiments-before-cleanup): use a model trained without it, or vidgen at that tag")
+        if all(options[name] is False for name in unknown):
+            options, unknown = {k: v for k, v in options.items() if k in known}, []
     if unknown:
         raise VidgenError(f"{source}: unknown inflation options {unknown}: the options are {', '.join(known)}")
     return InflationOptions(**options)
