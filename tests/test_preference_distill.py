@@ -71,6 +71,14 @@ def test_the_ddim_step_and_grid_are_the_samplers():
     torch.testing.assert_close(x, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_step_between_equal_noise_levels_teaches_the_teachers_own_eps():
+    scheduler = DDIMScheduler(**{**SCHEDULE, "steps_offset": 0})  # the grid ends at t = 0, then alpha_bar_0 again
+    teacher = lambda x, t: 0.5 * x  # noqa: E731
+    x_t = torch.randn(2, 4, 2, 3, 3)
+    target = distillation_target(teacher, scheduler, x_t, torch.tensor([0, 166]), torch.tensor([-1, 0]))
+    assert torch.isfinite(target).all() and torch.equal(target[0], teacher(x_t, None)[0])
+
+
 def test_the_distillation_target_is_two_teacher_steps_in_one():
     scheduler = DDIMScheduler(**SCHEDULE)
     teacher = lambda x, t: 0.5 * x + 0.1 * t.float().view(-1, 1, 1, 1, 1) / 1000  # noqa: E731

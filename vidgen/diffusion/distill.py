@@ -68,9 +68,13 @@ def distillation_target(teacher: Denoise, scheduler, x_t: torch.Tensor, t: torch
     """The eps a one-step student needs at (x_t, t) to land where two teacher steps t -> m -> s do."""
     m = torch.where(s >= 0, (t + s) // 2, t // 2)  # halfway; the last step's end is the clean sample
     with torch.no_grad():
-        x_m = ddim_step(scheduler, x_t, teacher(x_t, t), t, m)
+        first = teacher(x_t, t)
+        x_m = ddim_step(scheduler, x_t, first, t, m)
         x_s = ddim_step(scheduler, x_m, teacher(x_m, m), m, s)
-        return eps_between(scheduler, x_t, x_s, t, s)
+        # A step between equal noise levels (t = 0 to the end, where the schedule's final alpha_bar
+        # is alpha_bar_0) leaves x_t as it is whatever eps says: there the teacher's own eps is taught.
+        same = _per_sample((alpha_bars(scheduler, t) - alpha_bars(scheduler, s)).abs() < 1e-9, x_t) > 0  # (b 1 ...)
+        return torch.where(same, first, eps_between(scheduler, x_t, x_s, t, s))  # 0/0 there is not taken
 
 
 def distillation_weights(scheduler, t: torch.Tensor) -> torch.Tensor:
