@@ -13,6 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from .errors import VidgenError
 from .fs import check_writable_folder
@@ -116,3 +117,20 @@ def check_clips_folder(folder: str | os.PathLike, overwrite: bool = False) -> No
         if read_sidecar(folder / clip) is None:
             raise VidgenError(f"{folder} holds files vidgen did not write (e.g. {name}): choose another folder, or "
                               f"add --overwrite (vidgen then replaces only the clips of the same names)")
+
+
+def check_file_destination(path: str | os.PathLike, kind: str, example: str, ours: Callable[[Path], bool],
+                           overwrite: bool = False) -> None:
+    """A single output file (a report, a manifest) may replace an earlier one of vidgen's, which
+    `ours(path)` recognises, and another file only with `overwrite`."""
+    path = Path(path)
+    if path.is_dir():
+        raise VidgenError(f"-o {path} is a folder: name the {kind} file to write, e.g. -o {path / example}")
+    if path.exists() and not overwrite:
+        try:
+            mine = ours(path)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):  # unreadable, not JSON, not a mapping
+            mine = False
+        if not mine:
+            raise VidgenError(f"{path} exists and is not a {kind}: choose another -o, or add --overwrite")
+    check_writable_folder(path.parent, f"the {kind}'s folder")

@@ -30,7 +30,8 @@ def _umask() -> int:
     return mask
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (this one included)."""
     if pid == os.getpid():
         return True
     try:
@@ -51,7 +52,7 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         match = _PARTIAL.match(entry.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):

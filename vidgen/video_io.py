@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .destinations import FORMATS, check_clip_destination, format_of, frame_name, read_sidecar, sidecar_path
+from .destinations import check_clip_destination, frame_name, read_sidecar, sidecar_path
 from .errors import VidgenError
 from .fs import atomic_dir, atomic_path, scratch_dir, write_text_atomic
 

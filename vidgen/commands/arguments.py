@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds below this
 
@@ -62,18 +61,12 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
     return _typed(what, parse)
 
 
-def at_least(low: int):
-    """An argparse type: an integer no smaller than `low`."""
-    return integer(low=low)
-
-
 positive_int = integer(low=1, what="positive integer")
 seed = integer(low=0, high=SEED_LIMIT - 1, what="seed")
 guidance = number(low=0.0, what="guidance scale")
 non_negative = number(low=0.0, what="non-negative number")
 positive = number(low=0.0, low_open=True, what="positive number")
 unit_interval = number(low=0.0, high=1.0, what="number in [0, 1]")
-strength = number(low=0.0, high=1.0, low_open=True, what="strength in (0, 1]")
 
 
 def text_file_lines(path: str, option: str) -> list[str]:
@@ -91,8 +84,3 @@ def text_file_lines(path: str, option: str) -> list[str]:
     except OSError as exc:
         raise VidgenError(f"cannot read {option} {path}: {exc.strerror}") from None
 
-
-def fail(command: str, message: str) -> int:
-    """Print a refusal as one line on stderr; returns the exit code 2."""
-    print(f"vidgen {command}: error: {message}", file=sys.stderr)
-    return 2

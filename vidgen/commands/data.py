@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..data.manifest import VIDEO_SUFFIXES
-from ..errors import VidgenError
+from ..destinations import check_file_destination
 from . import arguments as types
 
 
@@ -50,28 +50,17 @@ def add_parser(subparsers):
     return parser
 
 
-def _check_manifest_destination(path: Path, overwrite: bool) -> None:
-    """The manifest may replace an earlier manifest (JSON lines with a path), never another file."""
-    from ..fs import check_writable_folder
-
-    if path.is_dir():
-        raise VidgenError(f"-o {path} is a folder: name the manifest file to write, e.g. -o {path / 'manifest.jsonl'}")
-    if path.exists() and not overwrite:
-        try:
-            with open(path, encoding="utf-8") as f:
-                first = json.loads(f.readline() or "{}")
-            ours = isinstance(first, dict) and ("path" in first or not first)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            ours = False
-        if not ours:
-            raise VidgenError(f"{path} exists and is not a manifest: choose another -o, or add --overwrite")
-    check_writable_folder(path.parent, "the manifest's folder")
+def _is_manifest(path: Path) -> bool:
+    """JSON lines whose first line is an object with a path (or empty): what `data index` writes."""
+    with open(path, encoding="utf-8") as f:
+        first = json.loads(f.readline() or "{}")
+    return isinstance(first, dict) and ("path" in first or not first)
 
 
 def run_index(args: argparse.Namespace) -> int:
     from ..data.manifest import index_videos, write_manifest
 
-    _check_manifest_destination(Path(args.output), args.overwrite)
+    check_file_destination(args.output, "manifest", "manifest.jsonl", _is_manifest, args.overwrite)
     started = time.perf_counter()
     records, failures = index_videos(args.dir, progress=not args.no_progress)
     for failure in failures:

@@ -8,8 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from ..destinations import check_clips_folder
-from ..errors import VidgenError
+from ..destinations import check_clips_folder, check_file_destination
 from . import arguments as types
 from .sampling import add_sampling_arguments, plan
 
@@ -47,26 +46,12 @@ def add_parser(subparsers):
     return parser
 
 
-def _check_report(path: Path, overwrite: bool) -> None:
-    """The report may replace an earlier vidgen report, never another file (unless --overwrite)."""
-    import json
-
-    from ..fs import check_writable_folder
-
-    if path.is_dir():
-        raise VidgenError(f"-o {path} is a folder: name the JSON report to write, e.g. -o {path / DEFAULT_REPORT}")
-    if path.exists() and not overwrite:
-        try:
-            ours = {"settings", "groups", "clips"} <= set(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
-            ours = False
-        if not ours:
-            raise VidgenError(f"{path} exists and is not a vidgen eval report: choose another -o, or add --overwrite")
-    check_writable_folder(path.parent, "the report's folder")
+def _is_report(path: Path) -> bool:
+    return {"settings", "groups", "clips"} <= set(json.loads(path.read_text(encoding="utf-8")))
 
 
 def run_shapes(args: argparse.Namespace) -> int:
-    _check_report(Path(args.output), args.overwrite)
+    check_file_destination(args.output, "vidgen eval report", DEFAULT_REPORT, _is_report, args.overwrite)
     if args.save_clips is not None:
         check_clips_folder(args.save_clips, overwrite=args.overwrite)
     request = plan(args, batch=args.batch_size)

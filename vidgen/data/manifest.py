@@ -19,7 +19,7 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from ..errors import VideoReadError, VidgenError
+from ..errors import VidgenError
 from ..fs import atomic_path
 from .reader import VideoInfo, probe_video, read_frames
 

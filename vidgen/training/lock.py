@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import VidgenError
+from ..fs import process_alive
 
 LOCK_NAME = "run.lock"
 
@@ -26,16 +27,6 @@ def _holder(path: Path) -> int | None:
         return int(path.read_text(encoding="utf-8").split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _try_create(path: Path) -> bool:
@@ -63,7 +54,7 @@ def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
     path = folder / LOCK_NAME
     while not _try_create(path):
         holder = _holder(path)
-        if holder is not None and holder != os.getpid() and _alive(holder):
+        if holder is not None and holder != os.getpid() and process_alive(holder):
             raise VidgenError(f"{folder} is in use by another training run (process {holder}, see {path}): let it "
                               f"finish, stop it (kill -TERM {holder}: it saves a checkpoint first), or give "
                               f"another train.output_dir") from None
