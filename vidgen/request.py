@@ -206,7 +206,8 @@ def check_settings(facts: ModelFacts, s, stages: Sequence[str] | None = None, ba
     return run
 
 
-MAX_PROMPT_CHARS = 1000  # far past what any text encoder here reads (77 tokens or fewer); a guard, not a limit of the model
+# Far past what any text encoder here reads (77 tokens or fewer): a guard against pasted junk, not the model's limit.
+MAX_PROMPT_CHARS = 1000
 
 
 def check_prompt(prompt: str, what: str = "the prompt", allow_empty: bool = False) -> str:

@@ -106,8 +106,8 @@ def build_app(studio: Studio):
         studio.cancel(request.session_hash)
 
     with gr.Blocks(title="vidgen", analytics_enabled=False) as demo:
-        gr.Markdown(f"## vidgen\nModel `{Path(studio.model).name}`: {frames_out} frames of {width}x{height} at {fps:g} fps by "
-                    f"default. One clip is made at a time; others wait in the queue, their place shown.")
+        gr.Markdown(f"## vidgen\nModel `{Path(studio.model).name}`: {frames_out} frames of {width}x{height} at "
+                    f"{fps:g} fps by default. One clip is made at a time; others wait in the queue, their place shown.")
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", placeholder="a red circle moving left", lines=2,
@@ -142,7 +142,7 @@ def build_app(studio: Studio):
                 with gr.Accordion("All settings (the clip's sidecar)", open=False):
                     record = gr.JSON(show_label=False, elem_id="record")
         shown = gr.Gallery(label="Clips made by this server (newest first)", columns=6, fit_columns=False,
-                           height="auto", object_fit="contain", preview=False, elem_id="gallery")
+                           height=250, object_fit="contain", preview=False, elem_id="gallery")
         table = gr.Dataframe(headers=TABLE_COLUMNS, label="Their settings", interactive=False, elem_id="table")
 
         # The API's own inputs: not on the page, named as the parameters of /generate.

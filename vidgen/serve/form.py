@@ -31,7 +31,8 @@ class ClipRequest:
 
     def summary(self) -> str:
         s = self.settings
-        return f"seed {self.seed}, {s.num_inference_steps} steps, guidance {s.guidance_scale:g}, {s.num_frames} keyframes"
+        return (f"seed {self.seed}, {s.num_inference_steps} steps, guidance {s.guidance_scale:g}, "
+                f"{s.num_frames} keyframes")
 
 
 def _as_text(value) -> str:
@@ -61,7 +62,9 @@ def read_form(pipe, prompt: str | None, negative: str | None = None, seed=None, 
     """The page's (or the API's) values as a ClipRequest for `pipe`, or a VidgenError saying what to change.
     Blank numbers take the model's defaults; a blank seed, or `random_seed`, draws a fresh one."""
     prompt = check_prompt(prompt or "")
-    negative = check_prompt(negative, "the negative prompt", allow_empty=True) if negative and negative.strip() else None
+    negative = negative if negative and negative.strip() else None  # blank: no negative prompt
+    if negative is not None:
+        check_prompt(negative, "the negative prompt", allow_empty=True)
     chosen = None if random_seed else parse(types.seed, seed, "seed")
     given = dict(num_inference_steps=parse(types.positive_int, steps, "steps"),
                  guidance_scale=parse(types.guidance, guidance, "guidance"),
