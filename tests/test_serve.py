@@ -167,6 +167,18 @@ def test_media_inputs_appear_only_where_the_pipeline_takes_them(pipe, tmp_path):
     assert read_form(image_pipe, "a red circle", image=str(tmp_path / "ok.png")).media == {
         "image": str(tmp_path / "ok.png")}
 
+    class ClipPipeline(VideoPipeline):
+        def __call__(self, prompt, video=None, strength=None, **options):
+            return super().__call__(prompt, **options)
+
+    clip_pipe = ClipPipeline(pipe.model)
+    assert supported_inputs(clip_pipe) == ("video",)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a clip")
+    with pytest.raises(VidgenError, match="clip.mp4"):  # the reader's own message names the file
+        read_form(clip_pipe, "a red circle", video=str(tmp_path / "clip.mp4"), strength=0.5)
+    with pytest.raises(VidgenError, match="strength 1.5: must be at most 1"):
+        read_form(clip_pipe, "a red circle", video=str(tmp_path / "clip.mp4"), strength=1.5)
+
 
 def test_pipeline_step_callback_names_each_part_and_its_steps(pipe):
     seen = []
