@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .diffusion.noise import frame_noise
-from .diffusion.sampler import sample
+from .diffusion.sampler import sample, steps_run
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER
 from .errors import VidgenError
 from .model_folder import VideoModel
@@ -41,6 +41,10 @@ from .request import ModelFacts, check_settings, output_size
 from .video_io import to_uint8_frames
 
 OUTPUT_TYPES = ("np", "pt")
+# callback(part, steps done, steps it runs) after every denoising step of every sampled part:
+# "anchor frame", "base stage", "interp stage", "sr stage". What it raises ends the call (how a
+# caller such as `vidgen serve` cancels a clip between steps).
+StepCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _Call:
     progress: bool
     precision: torch.dtype | None  # the U-Nets' autocast dtype; None: float32
     device: torch.device
+    callback: StepCallback | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -167,6 +172,7 @@ class VideoPipeline:
         output_type: str = "np",
         progress: bool = True,
         stages: Sequence[str] | None = None,
+        callback: StepCallback | None = None,
     ) -> VideoOutput:
         """Generate one clip per prompt.
 
@@ -184,6 +190,7 @@ class VideoPipeline:
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
         stages: the stages to run, the base one first (default: all the model has).
+        callback(part, step, steps): called after every denoising step (StepCallback).
         Returns a VideoOutput: uint8 frames (b, f, h, w, 3) for output_type "np", or float
         (b, 3, f, h, w) in [-1, 1] on the CPU for "pt", and what made them.
         """
@@ -196,7 +203,8 @@ class VideoPipeline:
         if output_type not in OUTPUT_TYPES:
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         device = self.model.device
-        call = _Call(s, eta, _generator(seed, generator), progress, autocast_dtype(s.autocast, device), device)
+        call = _Call(s, eta, _generator(seed, generator), progress, autocast_dtype(s.autocast, device), device,
+                     callback)
 
         # 2. Text: prompts and the unconditional branch (negative prompts, else the null conditioning).
         #    Each prompt's clip is drawn `candidates` times (prompt-major); after the base stage the
@@ -276,10 +284,15 @@ class VideoPipeline:
 
     def _sample(self, call: _Call, denoise, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                 guidance_scale: float, num_inference_steps: int, desc: str, **options) -> torch.Tensor:
-        """The guided loop (vidgen.diffusion.sampler.sample) with this call's scheduler, eta and randomness."""
-        return sample(denoise, self.model.scheduler, noise, cond, uncond, guidance_scale=guidance_scale,
+        """The guided loop (vidgen.diffusion.sampler.sample) with this call's scheduler, eta, randomness
+        and step callback (told `desc` and the steps this part runs)."""
+        scheduler, on_step = self.model.scheduler, None
+        if call.callback is not None:
+            def on_step(i, t, latents):  # the scheduler's timesteps are set by now
+                call.callback(desc, i + 1, steps_run(len(scheduler.timesteps), options.get("strength", 1.0)))
+        return sample(denoise, scheduler, noise, cond, uncond, guidance_scale=guidance_scale,
                       num_inference_steps=num_inference_steps, eta=call.eta, generator=call.generator,
-                      progress=call.progress, desc=desc, **options)
+                      progress=call.progress, desc=desc, callback=on_step, **options)
 
     def _text(self, prompts: list[str], negative_prompt) -> tuple[torch.Tensor, torch.Tensor]:
         """(b n d) tokens of the prompts and of the unconditional branch."""

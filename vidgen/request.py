@@ -32,6 +32,7 @@ class ModelFacts:
     sr_scale: int
     has_critic: bool
     critic_swaps: bool  # the critic learned swapped captions (choose_by "swaps")
+    max_steps: int = 1000  # the noise schedule's timesteps past its offset: the most sampling steps it allows
 
     @classmethod
     def of_folder(cls, folder: str | os.PathLike, index) -> "ModelFacts":
@@ -58,7 +59,8 @@ class ModelFacts:
                         for name, sub in index.stages.items()},
             widest_channels=int(config(index.stages["base"], "config.json").get("block_out_channels", [320])[0]),
             interp_factor=index.interp.factor, sr_scale=index.sr.scale,
-            has_critic=bool(index.critic), critic_swaps=bool(critic.get("swap_words")))
+            has_critic=bool(index.critic), critic_swaps=bool(critic.get("swap_words")),
+            max_steps=_max_steps(config("scheduler", "scheduler_config.json")))
 
     @classmethod
     def of_model(cls, model) -> "ModelFacts":
@@ -73,7 +75,15 @@ class ModelFacts:
             widest_channels=int(base.block_out_channels[0]),
             interp_factor=model.index.interp.factor, sr_scale=model.index.sr.scale,
             has_critic=model.critic is not None,
-            critic_swaps=model.critic is not None and bool(model.critic.config.swap_words))
+            critic_swaps=model.critic is not None and bool(model.critic.config.swap_words),
+            max_steps=_max_steps(model.scheduler.config))
+
+
+def _max_steps(scheduler_config) -> int:
+    """Sampling steps a diffusers noise schedule allows: its timesteps, less the offset its
+    spacing adds to each (with steps_offset 1 and as many steps as timesteps, the last one would
+    be past the end of the schedule)."""
+    return int(scheduler_config.get("num_train_timesteps", 1000)) - int(scheduler_config.get("steps_offset", 0) or 0)
 
 
 def _check_size(facts: ModelFacts, height: int, width: int) -> None:
@@ -178,6 +188,9 @@ def check_settings(facts: ModelFacts, s, stages: Sequence[str] | None = None, ba
         raise VidgenError(f"fps must be a positive number, got {s.fps}")
     if s.num_inference_steps < 1:
         raise VidgenError(f"steps must be at least 1, got {s.num_inference_steps}")
+    if s.num_inference_steps > facts.max_steps:
+        raise VidgenError(f"{s.num_inference_steps} steps asked for, but this model's noise schedule allows at most "
+                          f"{facts.max_steps}: ask for fewer steps")
     if not (math.isfinite(s.guidance_scale) and s.guidance_scale >= 0):
         raise VidgenError(f"guidance must be a finite number >= 0 (1: no guidance), got {s.guidance_scale}")
     check_autocast(s.autocast, "autocast")
@@ -191,6 +204,21 @@ def check_settings(facts: ModelFacts, s, stages: Sequence[str] | None = None, ba
                           f"{memory / GIB:.1f} GiB free: ask for a smaller --height/--width, fewer --frames or "
                           f"--candidates, or fewer --stages")
     return run
+
+
+# Far past what any text encoder here reads (77 tokens or fewer): a guard against pasted junk, not the model's limit.
+MAX_PROMPT_CHARS = 1000
+
+
+def check_prompt(prompt: str, what: str = "the prompt", allow_empty: bool = False) -> str:
+    """Refuse an empty (unless `allow_empty`: a negative prompt) or an over-long prompt: the
+    command line's and the web page's rule."""
+    if not prompt.strip() and not allow_empty:
+        raise VidgenError(f"{what} is empty: say what the clip shows, e.g. \"a red circle moving left\"")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise VidgenError(f"{what} is {len(prompt)} characters long, and vidgen takes at most {MAX_PROMPT_CHARS} "
+                          f"(the text encoder reads only its first few dozen words): shorten it")
+    return prompt
 
 
 def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autocast: str,

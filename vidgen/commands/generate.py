@@ -16,7 +16,7 @@ from .. import __version__
 from ..destinations import FORMATS, check_clip_destination
 from ..errors import VidgenError
 from . import arguments as types
-from ..request import settings_record
+from ..request import check_prompt, settings_record
 from .sampling import add_sampling_arguments, plan
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -57,22 +57,39 @@ def _prompts_and_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
     if (args.prompt is None) == (args.prompts is None):
         raise VidgenError("give a PROMPT or --prompts FILE (one of them)")
     if args.prompt is not None:
-        if not args.prompt.strip():
-            raise VidgenError("the prompt is empty: say what the clip shows, e.g. \"a red circle moving left\"")
-        return [(args.prompt, out)]
+        return [(check_prompt(args.prompt), out)]
     prompts = [line.strip() for line in types.text_file_lines(args.prompts, "--prompts") if line.strip()]
     if not prompts:
         raise VidgenError(f"--prompts {args.prompts} has no non-empty lines")
+    for number, prompt in enumerate(prompts, 1):
+        check_prompt(prompt, f"prompt {number} of --prompts {args.prompts}")
     return [(p, out.with_name(f"{out.stem}_{i:03d}{out.suffix}")) for i, p in enumerate(prompts)]
+
+
+def fresh_seed() -> int:
+    """A seed for a clip whose user gave none; it is recorded with the clip."""
+    return random.SystemRandom().randrange(2**32)
+
+
+def clip_metadata(out, prompt: str, negative: str | None, seed: int, model, scheduler: str, eta: float, dtype: str,
+                  size: tuple[int, int, int, float]) -> dict:
+    """What a clip's sidecar and container record: the prompt, seed, model and every setting of
+    `out` (a VideoOutput of one clip), so the clip can be made again. `size`: its output_size."""
+    return {"prompt": prompt, "negative_prompt": negative, "seed": seed, "model": str(model),
+            **settings_record(out.settings, out.stages, scheduler, eta, out.autocast, size),
+            "reversed": out.reversed[0], "kept_candidate": out.kept_candidates[0], "dtype": dtype,
+            "vidgen_version": __version__}
 
 
 def run(args: argparse.Namespace) -> int:
     # 1. Everything that can be refused, before the model loads.
     jobs = _prompts_and_outputs(args)
+    if args.negative is not None:
+        check_prompt(args.negative, "the negative prompt (--negative)", allow_empty=True)
     for _, path in jobs:
         check_clip_destination(path, args.format, overwrite=args.overwrite)
     request = plan(args)
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    seed = args.seed if args.seed is not None else fresh_seed()
 
     # 2. The model, then one clip per prompt.
     import torch
@@ -89,11 +106,8 @@ def run(args: argparse.Namespace) -> int:
     for prompt, path in jobs:
         out = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
                    progress=not args.no_progress, stages=stages)
-        frames = out.frames[0]  # (f h w 3)
-        metadata = {"prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(request.model),
-                    **settings_record(s, stages, args.scheduler, args.eta, out.autocast, request.output_size),
-                    "reversed": out.reversed[0], "kept_candidate": out.kept_candidates[0], "dtype": args.dtype,
-                    "vidgen_version": __version__}
-        save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
+        metadata = clip_metadata(out, prompt, args.negative, seed, request.model, args.scheduler, args.eta,
+                                 args.dtype, request.output_size)
+        save_video(out.frames[0], path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
         print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0

@@ -64,6 +64,11 @@ def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> di
     return kwargs
 
 
+def steps_run(num_timesteps: int, strength: float = 1.0) -> int:
+    """How many of a schedule's `num_timesteps` steps `sample` runs at `strength` (its last ones)."""
+    return num_timesteps if strength >= 1.0 else max(1, round(strength * num_timesteps))
+
+
 def sample(
     denoise: Denoiser,
     scheduler,
@@ -111,7 +116,7 @@ def sample(
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     timesteps = scheduler.timesteps
     if strength < 1.0:
-        timesteps = timesteps[len(timesteps) - max(1, round(strength * len(timesteps))):]
+        timesteps = timesteps[len(timesteps) - steps_run(len(timesteps), strength):]
         if hasattr(scheduler, "set_begin_index"):  # schedulers that count their own steps (DPM-Solver, Euler)
             scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
         latents = scheduler.add_noise(start, noise, timesteps[:1].expand(noise.shape[0]))
