@@ -45,6 +45,12 @@ def sharded(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
+def partitioned(accelerator) -> bool:
+    """Whether no process holds whole weights (FSDP, DeepSpeed ZeRO-3): exports gather them."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return sharded(accelerator) or (plugin is not None and plugin.zero_stage == 3)
+
+
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """The full tensor of a shard (a collective: every process calls it), or the tensor itself."""
     from torch.distributed.tensor import DTensor
@@ -77,7 +83,7 @@ def full_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
 def export_model(accelerator, stage, model, params, ema, folder: Path, use_ema: bool,
                  rebuild: Callable[[], object]) -> Path:
     """Write the stage's model folder (with the EMA weights where kept) on the main process. Under
-    FSDP every process gathers the weights, and the main process exports them through a fresh,
+    FSDP or ZeRO-3 every process gathers the weights, and the main process exports them through a fresh,
     whole copy of the stage (`rebuild()`, on the CPU): a sharded model cannot be saved as it is."""
     accelerator.wait_for_everyone()
     swap = ema is not None and use_ema
@@ -85,7 +91,7 @@ def export_model(accelerator, stage, model, params, ema, folder: Path, use_ema: 
         ema.store(params)
         ema.copy_to(params)
     try:
-        state = full_state_dict(accelerator, model) if sharded(accelerator) else None
+        state = full_state_dict(accelerator, model) if partitioned(accelerator) else None
         if accelerator.is_main_process:
             if state is None:
                 stage.export(accelerator.unwrap_model(model), folder)
