@@ -135,3 +135,14 @@ def test_an_engine_accelerate_did_not_start_is_refused_and_zero3_refuses_an_ema(
     check_engine(zero3, ema_decay=0)
     with pytest.raises(VidgenError, match="train.ema_decay=0"):
         check_engine(zero3, ema_decay=0.999)
+
+
+def test_deepspeed_checkpoint_files_must_load_as_plain_tensors(tmp_path):
+    folder = tmp_path / "step-00000001" / "pytorch_model"  # as DeepSpeed's save_checkpoint lays it out
+    folder.mkdir(parents=True)
+    torch.save({"module": {"w": torch.ones(3)}, "global_steps": 1}, folder / "mp_rank_00_model_states.pt")
+    (folder / "latest").write_text("pytorch_model")
+    check_checkpoint_files(folder.parent, ema_expected=False)
+    torch.save({"loss_scaler": Planted()}, folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(UnsafeCheckpoint, match=r"optim_states\.pt holds a pickle that is not plain tensors"):
+        check_checkpoint_files(folder.parent, ema_expected=False)

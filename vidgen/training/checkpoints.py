@@ -22,6 +22,7 @@ pickle that is more than tensors and numbers, is refused before anything in it i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -145,10 +146,11 @@ def _why(exc: Exception) -> str:
     return found.group(0).strip()[:160] if found else str(exc).strip().splitlines()[0][:160]
 
 
-def _load_plain(path: Path):
-    """torch.load that accepts tensors, numbers, strings and containers and refuses everything else."""
+def _load_plain(path: Path, mmap: bool = False):
+    """torch.load that accepts tensors, numbers, strings and containers and refuses everything else
+    (`mmap`: the tensors stay on disk, for checking a large file's structure)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise _refuse(path, f"holds a pickle that is not plain tensors ({_why(exc)})") from None
 
@@ -156,7 +158,7 @@ def _load_plain(path: Path):
 def check_checkpoint_files(folder: Path, ema_expected: bool) -> None:
     """Refuse a checkpoint folder holding a pickle-format file vidgen does not write, or a sharded
     state (FSDP, DeepSpeed) that is more than tensors and plain data."""
-    check_state_folders(folder, _load_plain, _refuse)
+    check_state_folders(folder, functools.partial(_load_plain, mmap=True), _refuse)
     for path in sorted(p for p in folder.iterdir() if not p.is_dir()):
         if path.suffix.lower() in PICKLE_SUFFIXES and not _ACCELERATE_FILES.match(path.name):
             if path.name == LEGACY_EMA and ema_expected and not (folder / EMA_WEIGHTS).exists():

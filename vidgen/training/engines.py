@@ -27,13 +27,16 @@ from ..errors import VidgenError
 _ASKED = {"ACCELERATE_USE_FSDP": DistributedType.FSDP, "ACCELERATE_USE_DEEPSPEED": DistributedType.DEEPSPEED}
 
 
-def check_engine(accelerator, ema_decay: float) -> None:
-    """Refuse an engine the launch asked for that accelerate did not start, and ZeRO-3 with an EMA."""
+def check_engine(accelerator, ema_decay: float, preview_every: int = 0) -> None:
+    """Refuse an engine the launch asked for that accelerate did not start, and ZeRO-3 with an EMA;
+    say that previews are off under sharded weights."""
     for variable, engine in _ASKED.items():
         if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != engine:
             raise VidgenError(f"the launch asked for {engine.value} but accelerate runs {accelerator.distributed_type.value}"
                               f": accelerate shards only on GPUs (on CPU processes it would train plain data-parallel); "
                               f"use --multi_gpu (DDP) here, or run on GPUs (docs/cluster.md)")
+    if partitioned(accelerator) and preview_every:
+        print("train.preview_every: no previews while the weights are sharded (the exported model previews as usual)")
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is not None and plugin.zero_stage == 3 and ema_decay > 0:
         raise VidgenError("DeepSpeed ZeRO-3 partitions the weights where vidgen's EMA cannot follow them: set "

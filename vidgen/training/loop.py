@@ -38,7 +38,7 @@ from ..fs import atomic_path
 from .checkpoints import (find_resume_point, last_good_checkpoint, load_checkpoint, read_trainer_state,
                           remove_partial_checkpoints, save_checkpoint)
 from .config import RunConfig
-from .engines import all_finite, check_engine, export_model, sharded, shard_like
+from .engines import all_finite, check_engine, export_model, partitioned, sharded, shard_like
 from .lock import run_lock
 from .resume import apply_changed_settings, check_resumable
 from .stages import build_stage
@@ -220,7 +220,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     out = Path(cfg.train.output_dir)
     accelerator = _make_accelerator(cfg)
     _check_world(accelerator)
-    check_engine(accelerator, cfg.train.ema_decay)
+    check_engine(accelerator, cfg.train.ema_decay, cfg.train.preview_every)
     created = accelerator.is_main_process and not out.exists()
     try:
         with run_lock(out, enabled=accelerator.is_main_process):
@@ -337,7 +337,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(step)
                     last_saved = step
-                if cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process:
+                if (cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process
+                        and not partitioned(accelerator)):  # a sharded model runs only with every process
                     stage.preview(accelerator.unwrap_model(model), out / "previews" / f"step-{step:08d}", cfg.train.preview_prompts)
                 if step >= cfg.train.max_steps:
                     finished_pass = False

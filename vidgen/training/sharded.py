@@ -105,7 +105,7 @@ def check_deepspeed_folder(folder: Path, load_plain: Callable[[Path], object],
         if not DEEPSPEED_FILE.match(path.name):
             raise refuse(path, "is not a file of a DeepSpeed checkpoint")
         if path.suffix == ".pt":
-            load_plain(path)
+            load_plain(path)  # memory-mapped: the tensors are not read, only the pickle's structure
 
 
 def check_state_folders(folder: Path, load_plain: Callable[[Path], object],
