@@ -216,7 +216,7 @@ def resume_figures(size: dict, args, work: Path) -> dict:
     assert vidgen(["generate", "a red circle moving left", "--model", str(work / "run/model"), "-o",
                    str(work / "clip.mp4"), "--frames", "4", "--steps", "2", "--height", "32", "--width", "32",
                    "--seed", "0", "--device", args.device, "--no-progress"]) == 0
-    return {"killed_after_checkpoint": saved, "resumed": f"resumed from" in printed, "resumed_to": target,
+    return {"killed_after_checkpoint": saved, "resumed": "resumed from" in printed, "resumed_to": target,
             "ema_in_checkpoint": (final / "ema.safetensors").is_file(),
             "exported": (work / "run/model/vidgen.json").is_file(), "generated": (work / "clip.mp4").is_file(),
             "seconds": time.perf_counter() - started}

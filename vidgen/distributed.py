@@ -96,7 +96,7 @@ def already_written(path: str | os.PathLike, expected: dict) -> bool:
     """Whether `path` holds a clip vidgen wrote (its sidecar is complete: the clip was moved in
     place before the sidecar) with every key of `expected` (prompt, settings, ...) as given."""
     record = read_sidecar(path)
-    if record is None or not (Path(path).exists()):
+    if record is None or not Path(path).exists():
         return False
     return all(record.get(key) == value for key, value in expected.items())
 
