@@ -170,7 +170,8 @@ def _export(frames: np.ndarray, folder: Path, index: int, prompt: EvalPrompt, se
 
 def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int = 0, batch_size: int = 8,
              fps: float = DEFAULT_FPS, clip_dir: str | os.PathLike | None = None, settings: dict | None = None,
-             progress: bool = True, overwrite: bool = False) -> dict:
+             progress: bool = True, overwrite: bool = False, annotate: Callable[[dict], None] | None = None,
+             processes=None) -> dict:
     """Generate a clip per prompt, batch by batch, and judge each against its prompt.
 
     Batch k (prompts k*batch_size ...) is generated with seed `seed + k`; with batch_size 1 a
@@ -179,19 +180,27 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
     `clip_dir` (kept) or a temporary folder. Returns the report: `settings` (the given ones plus
     seed, batch_size, fps, prompt counts and the vidgen version), `groups` (see `summarize`) and
     `clips` (one record per clip, as `judge_prompt` gives it plus index, group, seed and file).
+    `annotate(record)` adds to a clip's record on the process that made it. With `processes`
+    (vidgen.distributed.Processes under a launcher) each process takes a contiguous share of the
+    batches, and the records are gathered in index order: the same report as one process makes.
     """
     records = []
+    batches = list(enumerate(_batches(prompts, batch_size)))
+    mine = processes.share(batches) if processes is not None else batches
     with tempfile.TemporaryDirectory(prefix="vidgen-eval-") as scratch:
         folder = Path(clip_dir) if clip_dir is not None else Path(scratch)
-        for k, batch in enumerate(tqdm(_batches(prompts, batch_size), desc="eval shapes", unit="batch",
-                                       disable=not progress)):
+        for k, batch in tqdm(mine, desc="eval shapes", unit="batch", disable=not progress):
             clips = _generate(generate_fn, [p.text for p in batch], seed + k)  # (b f h w 3)
-            for prompt, frames in zip(batch, clips):
-                index = len(records)
+            for j, (prompt, frames) in enumerate(zip(batch, clips)):
+                index = k * batch_size + j
                 path = _export(frames, folder, index, prompt, seed + k, fps, overwrite)
                 records.append({"index": index, "group": prompt.group, "seed": seed + k,
                                 "file": str(path) if clip_dir is not None else None,
                                 **judge_prompt(path, prompt.text)})
+                if annotate is not None:
+                    annotate(records[-1])
+    if processes is not None:
+        records = sorted(processes.gather(records), key=lambda record: record["index"])
     counts = {group: sum(p.group == group for p in prompts) for group in GROUPS}
     settings = {**(settings or {}), "seed": seed, "batch_size": batch_size, "fps": fps, "prompts": counts,
                 "vidgen_version": __version__}
@@ -201,12 +210,12 @@ def evaluate(generate_fn: GenerateFn, prompts: Sequence[EvalPrompt], seed: int =
 def evaluate_model(pipe, settings=None, n: int = 48, seed: int = 0, heldout: bool = False, batch_size: int = 8,
                    eta: float = 0.0, scheduler: str = "ddim", model_path: str | os.PathLike | None = None,
                    clip_dir: str | os.PathLike | None = None, progress: bool = True,
-                   stages: Sequence[str] | None = None, overwrite: bool = False) -> dict:
+                   stages: Sequence[str] | None = None, overwrite: bool = False, processes=None) -> dict:
     """`evaluate` a VideoPipeline on `eval_prompts(n, seed, heldout)` with `settings` (a
     GenerationDefaults; None: the model's defaults) over `stages` (None: all the model has). The
     report's settings record what was used (vidgen.request.settings_record, as a clip's sidecar
     does) and `model_path`; `scheduler` names the one the pipeline was loaded with. Each clip's
-    record also says whether the arrow check played it backwards."""
+    record also says whether the arrow check played it backwards. `processes`: as `evaluate`."""
     from .precision import autocast_dtype, autocast_name
     from .request import settings_record
 
@@ -214,21 +223,22 @@ def evaluate_model(pipe, settings=None, n: int = 48, seed: int = 0, heldout: boo
     stages = list(pipe.model.stages) if stages is None else list(stages)
     size = pipe.output_size(s, stages)
 
-    reversed_ = []  # per clip, in order: played backwards by the arrow check
+    reversed_ = {}  # batch seed -> per clip of the batch: played backwards by the arrow check
 
     def generate_fn(texts: list[str], batch_seed: int) -> np.ndarray:
         out = pipe(texts, **dataclasses.asdict(s), eta=eta, seed=batch_seed, progress=False, stages=stages)
-        reversed_.extend(out.reversed)
+        reversed_[batch_seed] = list(out.reversed)
         return out.frames
+
+    def annotate(record: dict) -> None:
+        record["reversed"] = reversed_[record["seed"]][record["index"] % batch_size]
 
     precision = autocast_name(autocast_dtype(s.autocast, pipe.model.device))
     settings = {"model": None if model_path is None else str(model_path),
                 **settings_record(s, stages, scheduler, eta, precision, size)}
-    report = evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=size[3],
-                      clip_dir=clip_dir, settings=settings, progress=progress, overwrite=overwrite)
-    for record, was_reversed in zip(report["clips"], reversed_):
-        record["reversed"] = was_reversed
-    return report
+    return evaluate(generate_fn, eval_prompts(n, seed, heldout), seed=seed, batch_size=batch_size, fps=size[3],
+                    clip_dir=clip_dir, settings=settings, progress=progress, overwrite=overwrite, annotate=annotate,
+                    processes=processes)
 
 
 # --- the table ----------------------------------------------------------------------------------

@@ -59,17 +59,23 @@ def run_shapes(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
+    from ..distributed import Processes
     from ..evaluation import evaluate_model, format_table
     from ..fs import write_text_atomic
     from ..pipeline import VideoPipeline
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     started = time.perf_counter()
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(args.device), scheduler=args.scheduler)
+    processes = Processes()  # under `accelerate launch`: a share of the batches each, one report on rank 0
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(processes.device(args.device)),
+                                         scheduler=args.scheduler)
     report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
                             batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
                             model_path=request.model, stages=request.stages, clip_dir=args.save_clips,
-                            progress=not args.no_progress, overwrite=args.overwrite)
+                            progress=not args.no_progress and processes.is_main, overwrite=args.overwrite,
+                            processes=processes)
+    if not processes.is_main:
+        return 0
     write_text_atomic(args.output, json.dumps(report, indent=2, allow_nan=False) + "\n")
     s = report["settings"]
     print(f"shapes eval of {request.model} ({'+'.join(s['stages'])}): {s['scheduler']} {s['steps']} steps, "

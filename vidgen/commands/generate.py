@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..destinations import FORMATS, check_clip_destination
+from ..distributed import Processes, clips_to_make
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import check_prompt, settings_record
@@ -81,15 +82,30 @@ def clip_metadata(out, prompt: str, negative: str | None, seed: int, model, sche
             "vidgen_version": __version__}
 
 
+def _made_with(args: argparse.Namespace, request, seed: int, fmt: str) -> dict:
+    """What a clip's sidecar records of these settings, short of the prompt and the precision that
+    ran: a clip whose sidecar matches it is not made again by a launched rerun. The seed counts
+    only where --seed gives it (a fresh one differs on every run)."""
+    made = {"negative_prompt": args.negative, "model": str(request.model), "dtype": args.dtype, "format": fmt,
+            **settings_record(request.settings, request.stages, args.scheduler, args.eta, "", request.output_size)}
+    del made["autocast"]
+    return {**made, "seed": seed} if args.seed is not None else made
+
+
 def run(args: argparse.Namespace) -> int:
     # 1. Everything that can be refused, before the model loads.
     jobs = _prompts_and_outputs(args)
     if args.negative is not None:
         check_prompt(args.negative, "the negative prompt (--negative)", allow_empty=True)
-    for _, path in jobs:
-        check_clip_destination(path, args.format, overwrite=args.overwrite)
+    fmt = [check_clip_destination(path, args.format, overwrite=args.overwrite) for _, path in jobs][0]
     request = plan(args)
-    seed = args.seed if args.seed is not None else fresh_seed()
+    processes = Processes()  # under `accelerate launch`: this process's share of the prompts (vidgen.distributed)
+    seed = processes.agree(args.seed if args.seed is not None else fresh_seed())
+    jobs, skipped = clips_to_make(jobs, _made_with(args, request, seed, fmt), processes)
+    if skipped:
+        print(f"skipped {skipped} clip(s) already written with these settings (process {processes.rank})")
+    if not jobs:
+        return 0
 
     # 2. The model, then one clip per prompt.
     import torch
@@ -99,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..video_io import save_video
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(args.device),
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(processes.device(args.device)),
                                          dtype=getattr(torch, args.dtype), scheduler=args.scheduler)
     s, stages = request.settings, request.stages
     frames_out, height_out, width_out, fps_out = request.output_size

@@ -7,6 +7,10 @@ read back without ever running code from the folder.
         random_states_0.pkl          with torch.load(weights_only=True), which refuses any object
                                      that is not plain data
         ema.safetensors, ema.json    the EMA of the trained weights (tensors; its counters as JSON)
+        pytorch_model_fsdp_0/,       under FSDP (SHARDED_STATE_DICT): the model's and the optimizer's
+        optimizer_0/                 shards, torch.distributed.checkpoint folders checked before they
+                                     are read (vidgen.training.sharded); model.safetensors and
+                                     optimizer.bin are then absent
         trainer.json                 step, data position, whether the weights were finite, config
 
 A checkpoint is first written as `step-N.partial` and renamed when complete, so `resume=auto`
@@ -18,6 +22,7 @@ pickle that is more than tensors and numbers, is refused before anything in it i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -33,13 +38,18 @@ from safetensors.torch import save_file
 
 from ..errors import VidgenError
 from ..fs import atomic_path, write_text_atomic
+from .engines import whole
+from .sharded import check_state_folders
 
 STATE_NAME = "trainer.json"
 EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
 LEGACY_EMA = "custom_checkpoint_0.pkl"  # where vidgen <= 0.1 let accelerate pickle the EMA
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-# Files accelerate's save_state writes for one model, optimizer and schedule (any process count).
+# Files accelerate's save_state writes for one model, optimizer and schedule (any process count;
+# under FSDP with a full or per-rank state dict, pytorch_model_fsdp*.bin and optimizer*_rank*.bin,
+# which accelerate reads with weights_only=True). Sharded states are folders (vidgen.training.sharded).
 _ACCELERATE_FILES = re.compile(r"^(model(_\d+)?\.safetensors|(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin"
+                               r"|(pytorch_model_fsdp|optimizer)(_\d+)?(_rank\d+)?\.bin"
                                r"|random_states_\d+\.pkl|scaler\.pt)$")
 PICKLE_SUFFIXES = (".pkl", ".bin", ".pt", ".pth", ".ckpt", ".pickle")
 
@@ -94,9 +104,11 @@ def find_resume_point(output_dir: str | os.PathLike, resume: str) -> Path | None
 
 # --- the EMA: tensors as safetensors, counters as JSON ---------------------------------------------
 
-def save_ema(ema, folder: Path) -> None:
+def save_ema(ema, folder: Path, shadow: list | None = None) -> None:
+    """`shadow`: the EMA's tensors whole (gathered under FSDP); by default its own."""
     state = ema.state_dict()
-    shadow = state.pop("shadow_params")  # one tensor per trained parameter, in parameter order
+    own = state.pop("shadow_params")  # one tensor per trained parameter, in parameter order
+    shadow = own if shadow is None else shadow
     with atomic_path(folder / EMA_WEIGHTS) as tmp:
         save_file({f"shadow.{i:06d}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)}, str(tmp))
     write_text_atomic(folder / EMA_STATE, json.dumps(state, indent=2) + "\n")
@@ -134,17 +146,20 @@ def _why(exc: Exception) -> str:
     return found.group(0).strip()[:160] if found else str(exc).strip().splitlines()[0][:160]
 
 
-def _load_plain(path: Path):
-    """torch.load that accepts tensors, numbers, strings and containers and refuses everything else."""
+def _load_plain(path: Path, mmap: bool = False):
+    """torch.load that accepts tensors, numbers, strings and containers and refuses everything else
+    (`mmap`: the tensors stay on disk, for checking a large file's structure)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise _refuse(path, f"holds a pickle that is not plain tensors ({_why(exc)})") from None
 
 
 def check_checkpoint_files(folder: Path, ema_expected: bool) -> None:
-    """Refuse a checkpoint folder holding a pickle-format file vidgen does not write."""
-    for path in sorted(folder.iterdir()):
+    """Refuse a checkpoint folder holding a pickle-format file vidgen does not write, or a sharded
+    state (FSDP, DeepSpeed) that is more than tensors and plain data."""
+    check_state_folders(folder, functools.partial(_load_plain, mmap=True), _refuse)
+    for path in sorted(p for p in folder.iterdir() if not p.is_dir()):
         if path.suffix.lower() in PICKLE_SUFFIXES and not _ACCELERATE_FILES.match(path.name):
             if path.name == LEGACY_EMA and ema_expected and not (folder / EMA_WEIGHTS).exists():
                 continue  # read with _load_plain, which refuses anything but tensors
@@ -176,9 +191,10 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial), safe_serialization=True)
+    shadow = [whole(t) for t in ema.shadow_params] if ema is not None else None  # every process: FSDP gathers
     if accelerator.is_main_process:
         if ema is not None:
-            save_ema(ema, partial)
+            save_ema(ema, partial, shadow)
         write_text_atomic(partial / STATE_NAME, json.dumps({**state, "step": step}, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)

@@ -38,6 +38,7 @@ from ..fs import atomic_path
 from .checkpoints import (find_resume_point, last_good_checkpoint, load_checkpoint, read_trainer_state,
                           remove_partial_checkpoints, save_checkpoint)
 from .config import RunConfig
+from .engines import all_finite, check_engine, export_model, partitioned, sharded, shard_like
 from .lock import run_lock
 from .resume import apply_changed_settings, check_resumable
 from .stages import build_stage
@@ -219,6 +220,7 @@ def train(cfg: RunConfig, progress: bool = True) -> Path:
     out = Path(cfg.train.output_dir)
     accelerator = _make_accelerator(cfg)
     _check_world(accelerator)
+    check_engine(accelerator, cfg.train.ema_decay, cfg.train.preview_every)
     created = accelerator.is_main_process and not out.exists()
     try:
         with run_lock(out, enabled=accelerator.is_main_process):
@@ -246,6 +248,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                                   lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.train.warmup_steps)
     model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
+    if sharded(accelerator):  # FSDP put this process's shards (DTensors) in place of the parameters
+        params = [p for p in model.parameters() if p.requires_grad]
     ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     if ema is not None:
         ema.to(accelerator.device)
@@ -261,7 +265,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         step, micro = saved["step"], saved["micro_step"]
         for change in apply_changed_settings(cfg, saved, optimizer, schedule, ema):
             accelerator.print(f"resumed with {change}")
-        if ema is not None:  # its state is read on the CPU
+        if ema is not None:  # its state is read whole, on the CPU
+            ema.shadow_params = [shard_like(s, p) for s, p in zip(ema.shadow_params, params)]
             ema.to(accelerator.device)
         accelerator.print(f"resumed from {resume_from} at step {step}")
     if accelerator.is_main_process:
@@ -270,7 +275,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
 
     def checkpoint(at: int) -> None:
         """Save the state at step `at`, where its weights are finite (a later divergence names it)."""
-        if not all(torch.isfinite(p).all() for p in params):
+        if not all_finite(accelerator, params):
             good = last_good_checkpoint(out)
             raise TrainingDiverged(_diverged(cfg, out, good, f"the weights became non-finite at step {at}"))
         save_checkpoint(accelerator, out, at, {**state, "finite": True}, cfg.train.keep_checkpoints, ema)
@@ -332,7 +337,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(step)
                     last_saved = step
-                if cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process:
+                if (cfg.train.preview_every and step % cfg.train.preview_every == 0 and accelerator.is_main_process
+                        and not partitioned(accelerator)):  # a sharded model runs only with every process
                     stage.preview(accelerator.unwrap_model(model), out / "previews" / f"step-{step:08d}", cfg.train.preview_prompts)
                 if step >= cfg.train.max_steps:
                     finished_pass = False
@@ -357,7 +363,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     if cfg.train.write_rank_digests:
         digest = state_digest(accelerator.unwrap_model(model).state_dict())
         (out / f"rank-{accelerator.process_index}.sha256").write_text(digest + "\n", encoding="utf-8")
-    return export(accelerator, stage, model, params, ema, out / "model", cfg.train.export_ema)
+    return export_model(accelerator, stage, model, params, ema, out / "model", cfg.train.export_ema,
+                        rebuild=lambda: build_stage(cfg, torch.device("cpu")))
 
 
 def _diverged(cfg: RunConfig, out: Path, good: Path | None, what: str) -> str:
@@ -370,19 +377,3 @@ def _diverged(cfg: RunConfig, out: Path, good: Path | None, what: str) -> str:
     return (f"{what}; the last checkpoint with finite weights is {good}. Resume from it with a lower rate: "
             f"vidgen train {out / 'config.yaml'} train.resume={good} {lower} (or raise train.warmup_steps, or use "
             f"train.mixed_precision=no)")
-
-
-def export(accelerator: Accelerator, stage, model, params, ema: EMAModel | None, folder: Path, use_ema: bool) -> Path:
-    """Write the stage's model folder (with the EMA weights where kept) on the main process."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if ema is not None and use_ema:
-            ema.store(params)
-            ema.copy_to(params)
-        try:
-            stage.export(accelerator.unwrap_model(model), folder)
-        finally:
-            if ema is not None and use_ema:
-                ema.restore(params)
-    accelerator.wait_for_everyone()
-    return folder
