@@ -109,8 +109,8 @@ def cache_in_parallel(manifest: str, model: str, size: int, output: str, part_si
         paths = [r["path"] for r in chunk]
         if part_done(folder, k, fingerprint, size, paths) is None:
             done = encode_part(vae, chunk, k * part_size, size, folder)
-            write_text_atomic(_part_file(folder, k), json.dumps({"fingerprint": fingerprint, "size": size,
-                                                                 "paths": paths, **done}) + "\n")
+            write_text_atomic(_part_file(folder, k), json.dumps({"fingerprint": fingerprint, "size": size, "paths": paths,
+                                                                 "process": state.process_index, **done}) + "\n")
             encoded += len(chunk)
         else:
             skipped += 1

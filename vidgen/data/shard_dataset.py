@@ -12,12 +12,14 @@ batches. All ranks then draw the same number of batches (data-parallel steps sta
 and every clip is seen at least once per epoch (exactly once where the groups are equal, as
 `vidgen data shard` makes them when the shard count is a multiple of the readers).
 
-Each item comes with its reader's position: (reader, clips yielded, samples read). The training
-loop keeps the last position per reader of what it consumed and saves it in checkpoints; a resumed
-epoch continues every reader from it (`start`). The shards' order and the per-reader counts are
-exact; the shuffle buffer's contents at the checkpoint are not saved: those clips (at most
-`shuffle_buffer - 1` per reader) are not seen in the resumed epoch, and as many padding clips take
-their place, so the number of batches stays exact. With shuffle_buffer <= 1, resuming is exact.
+Each item comes with its reader's position: (reader, clips yielded, samples read, the read
+indices its shuffle buffer holds). The training loop keeps the last position per reader of what
+it consumed and saves it in checkpoints; a resumed epoch continues every reader from it (`start`):
+the samples the buffer held are read again from their shards (the only re-reading), then the
+stream goes on after the last sample read. So the clips of a resumed epoch are exactly the ones
+not yet trained on; what differs from an uninterrupted run is the order after the resume (the
+buffer's draws are seeded again, from the position) and the random frames of the clips, which
+are drawn per (seed, epoch, clip) and so are the same.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from ..errors import VidgenError
 from .dataset import SkippedSample, VideoClipDataset, collate_clips
 from .shards import RawSample, Shard, read_shard
 
-Position = tuple[int, int, int]  # (reader, clips yielded this epoch, samples read this epoch)
+# (reader, clips yielded this epoch, samples read this epoch, read indices held in the shuffle buffer)
+Position = tuple[int, int, int, tuple[int, ...]]
 
 
 def key_seed(text: str) -> int:
@@ -65,7 +68,7 @@ class ShardClipDataset(IterableDataset):
         self.shards, self.clips = list(shards), clips
         self.shuffle_buffer, self.withhold = shuffle_buffer, withhold_captions
         self.seed, self.epoch = clips.seed, 0
-        self.start: dict[int, tuple[int, int]] = {}  # reader -> (yielded, read) to continue this epoch from
+        self.start: dict[int, tuple] = {}  # reader -> (yielded, read, buffered) to continue this epoch from
         self.split(rank=0, processes=1, workers=0, batch_size=1)
 
     def split(self, rank: int, processes: int, workers: int, batch_size: int) -> None:
@@ -89,7 +92,7 @@ class ShardClipDataset(IterableDataset):
         if info is not None and info.num_workers != self.readers_per_rank:
             raise VidgenError(f"the shards were dealt for {self.readers_per_rank} workers, the loader has {info.num_workers}")
         reader = self.rank * self.readers_per_rank + worker
-        yield from self.reader_stream(reader, *self.start.get(reader, (0, 0)))
+        yield from self.reader_stream(reader, *self.start.get(reader, (0, 0, ())))
 
     # --- one reader ------------------------------------------------------------------------------
 
@@ -119,34 +122,54 @@ class ShardClipDataset(IterableDataset):
                 return  # a whole lap read nothing
             lap, within = lap + 1, 0
 
-    def reader_stream(self, reader: int, yielded: int = 0, read: int = 0) -> Iterator[tuple[object, Position]]:
+    def _refill(self, order: list[Shard], indices: list[int]) -> list[tuple[int, RawSample]]:
+        """The samples at read `indices` (what a checkpoint's buffer held), read again, undecoded."""
+        total = sum(s.samples for s in order)
+        starts = [0, *accumulate(s.samples for s in order)]
+        wanted: dict[int, dict[int, int]] = {}  # shard -> {offset: index}
+        for index in indices:
+            k = max(i for i in range(len(order)) if starts[i] <= index % total)
+            wanted.setdefault(k, {})[index % total - starts[k]] = index
+        found = []
+        for k, offsets in sorted(wanted.items()):
+            for n, sample in enumerate(read_shard(order[k].path)):
+                if n in offsets:
+                    found.append((offsets[n], sample))
+                if n >= max(offsets):
+                    break
+        return found
+
+    def reader_stream(self, reader: int, yielded: int = 0, read: int = 0,
+                      buffered: tuple[int, ...] = ()) -> Iterator[tuple[object, Position]]:
+        """Reader `reader`'s items this epoch, from a position (`yielded`, `read`, `buffered`) on."""
         order = self.reader_order(reader)
         total = sum(s.samples for s in order)
         rng = np.random.default_rng([self.seed, self.epoch, reader, yielded])  # the shuffle buffer's draws
-        buffer: list[RawSample] = []
+        buffer: list[tuple[int, RawSample]] = self._refill(order, list(buffered)) if buffered else []
+
+        def emit():
+            nonlocal yielded
+            yielded += 1
+            _, sample = buffer.pop(int(rng.integers(len(buffer))))
+            return self.item(sample), (reader, yielded, read, tuple(sorted(i for i, _ in buffer)))
+
         for index, sample in self._samples_from(order, read):
             if yielded >= self.quota:
                 return
-            read = index + 1
             if index >= total:  # the first pass is read: empty the buffer, then pad without shuffling
                 while buffer and yielded < self.quota:
-                    yielded += 1
-                    yield self.item(buffer.pop(int(rng.integers(len(buffer))))), (reader, yielded, read - 1)
+                    yield emit()
                 if yielded >= self.quota:
                     return
-                yielded += 1
-                yield self.item(sample), (reader, yielded, read)
-                continue
-            buffer.append(sample)
-            if len(buffer) >= max(1, self.shuffle_buffer):
-                yielded += 1
-                yield self.item(buffer.pop(int(rng.integers(len(buffer))))), (reader, yielded, read)
+            read = index + 1
+            buffer.append((index, sample))
+            if len(buffer) >= max(1, self.shuffle_buffer) or index >= total:
+                yield emit()
         while buffer and yielded < self.quota:  # the padding read nothing: what the buffer holds
-            yielded += 1
-            yield self.item(buffer.pop(int(rng.integers(len(buffer))))), (reader, yielded, read)
+            yield emit()
         while yielded < self.quota:  # nothing readable: placeholders keep the ranks' batch counts equal
             yielded += 1
-            yield SkippedSample(f"reader {reader}'s shards", "no sample could be read"), (reader, yielded, read)
+            yield SkippedSample(f"reader {reader}'s shards", "no sample could be read"), (reader, yielded, read, ())
 
     def item(self, sample: RawSample):
         name = str(sample.video)

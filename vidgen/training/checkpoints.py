@@ -176,6 +176,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every rank's random_states_{i}.pkl is in the folder before it is renamed
     if accelerator.is_main_process:
         if ema is not None:
             save_ema(ema, partial)

@@ -27,8 +27,8 @@ class ShardLoader:
         dataset.split(accelerator.process_index, accelerator.num_processes, num_workers, batch_size)
         self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_positioned,
                                  worker_init_fn=worker_init_fn if num_workers else None)
-        self.positions: dict[int, tuple[int, int]] = {}  # reader -> (yielded, read), of batches consumed this epoch
-        self.marked: dict[int, tuple[int, int]] = {}
+        self.positions: dict[int, tuple] = {}  # reader -> (yielded, read, buffered) of the last batch consumed
+        self.marked: dict[int, tuple] = {}
         self.restored: dict | None = None
         self.clip_log = clip_log
 
@@ -44,8 +44,8 @@ class ShardLoader:
 
     def __iter__(self):
         for batch in self.loader:
-            reader, yielded, read = batch.pop("position")
-            self.positions[reader] = (yielded, read)
+            reader, yielded, read, buffered = batch.pop("position")
+            self.positions[reader] = (yielded, read, list(buffered))
             if self.clip_log is not None:
                 self.clip_log.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.clip_log, "a", encoding="utf-8") as log:
@@ -78,10 +78,10 @@ class ShardLoader:
             raise VidgenError(f"the checkpoint was written by {saved['layout'][0]} processes x {saved['layout'][1]} "
                               f"readers; this run has {layout[0]} x {layout[1]}: the shards were dealt to those readers, "
                               f"so resume with the same process count and data.num_workers")
-        mine = {int(k): tuple(v) for k, v in saved["readers"].items()
+        mine = {int(k): (v[0], v[1], tuple(v[2])) for k, v in saved["readers"].items()
                 if int(k) // self.dataset.readers_per_rank == self.accelerator.process_index}
-        if sum(y for y, _ in mine.values()) != batches * self.batch_size:
-            raise VidgenError(f"the checkpoint's shard positions ({sum(y for y, _ in mine.values())} clips) do not "
+        if sum(v[0] for v in mine.values()) != batches * self.batch_size:
+            raise VidgenError(f"the checkpoint's shard positions ({sum(v[0] for v in mine.values())} clips) do not "
                               f"match its step ({batches} batches into the epoch): resume from another checkpoint")
         self.dataset.start = mine
         self.positions = dict(mine)
