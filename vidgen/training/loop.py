@@ -237,10 +237,11 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         with accelerator.main_process_first():  # the main process builds it; the others then read it
             stage.use_latent_cache(cfg.data.latent_cache, progress=progress and accelerator.is_main_process)
     dataset = stage.dataset()
-    if cfg.data.shards:  # each rank reads its own shards: not prepared by accelerate (vidgen.training.shard_loader)
-        loader = ShardLoader(dataset, accelerator, cfg.train.batch_size, cfg.data.num_workers,
-                             _leave_stop_signals_to_the_main_process,
-                             out / f"rank-{accelerator.process_index}-clips.txt" if cfg.data.clip_log else None)
+    shards = None  # with data.shards each rank reads its own, not through accelerate (vidgen.training.shard_loader)
+    if cfg.data.shards:
+        shards = loader = ShardLoader(dataset, accelerator, cfg.train.batch_size, cfg.data.num_workers,
+                                      _leave_stop_signals_to_the_main_process,
+                                      out / f"rank-{accelerator.process_index}-clips.txt" if cfg.data.clip_log else None)
     else:
         loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
                             drop_last=len(dataset) >= cfg.train.batch_size, num_workers=cfg.data.num_workers,
@@ -251,11 +252,10 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     optimizer = torch.optim.AdamW(parameter_groups(stage.model, cfg.train.lr, cfg.train.lr_multipliers),
                                   lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.train.warmup_steps)
-    if isinstance(loader, ShardLoader):
-        model, optimizer, schedule = accelerator.prepare(stage.model, optimizer, schedule)
-    else:
+    if shards is None:
         model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
-    shards = loader if isinstance(loader, ShardLoader) else None
+    else:
+        model, optimizer, schedule = accelerator.prepare(stage.model, optimizer, schedule)
     ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     if ema is not None:
         ema.to(accelerator.device)
@@ -305,8 +305,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             epoch, into_epoch = divmod(micro, batches_per_epoch)
             loader.set_epoch(epoch)
             dataset.set_epoch(epoch)
-            skip = shards.skip_first_batches if shards is not None else lambda n: accelerator.skip_first_batches(loader, n)
-            epoch_loader = skip(into_epoch) if into_epoch else loader
+            epoch_loader = loader if not into_epoch else (shards.skip_first_batches(into_epoch) if shards is not None
+                                                          else accelerator.skip_first_batches(loader, into_epoch))
             finished_pass = True
             for batch in epoch_loader:
                 stop.check()  # between steps: the last one is whole (and saved where it was due)
