@@ -150,6 +150,28 @@ def test_a_corrupt_member_is_skipped_counted_and_logged_once(corpus, inflated, t
     assert any("a pass over" in m and "skipped 1 unreadable" in m for m in told)  # the end-of-epoch summary
 
 
+@pytest.mark.parametrize("overrides, named", [
+    (["data.manifest=m.jsonl"], "give exactly one of data.manifest and data.shards (both are set)"),
+    (["data.shards=''"], "give exactly one of data.manifest and data.shards (neither is set)"),
+    (["data.shuffle_buffer=-1"], "data.shuffle_buffer must be at least 0"),
+    (["data.shards=nowhere/{00000..00003}.tar"], "4 of its 4 shards do not exist (e.g. nowhere/00000.tar)"),
+    (["data.latent_cache=cache"], "data.latent_cache does not go with data.shards"),
+    (["data.captioned_repeat=3"], "data.captioned_repeat=3 does not go with data.shards"),
+    (["stage=critic"], "the critic stage picks its captioned clips from a manifest"),
+    (["data.num_workers=5"], "names 4 shards, fewer than the 5 readers"),
+])
+def test_a_bad_shards_config_exits_2_naming_the_key(shard_set, inflated, tmp_path, capsys, overrides, named):
+    (tmp_path / "m.jsonl").write_text('{"path": "a.mp4"}\n')
+    argv = ["train", "--no-progress", TINY / "video.yaml", f"data.shards={shard_set / PATTERN}",
+            f"model.pretrained={inflated}", f"train.output_dir={tmp_path / 'bad'}", *overrides]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main([str(a) for a in argv]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("vidgen train: error:") and named in error[0]
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
 def test_two_processes_with_two_workers_train_on_shards_each_clip_once_per_epoch_and_resume_mid_epoch(
         shard_set, inflated, tmp_path):
     run = tmp_path / "ddp"

@@ -117,7 +117,12 @@ def check_corpus_keys(cfg: RunConfig) -> None:
         return
     from ..data.shards import expand_shards
 
-    expand_shards(d.shards)
+    readers = int(os.environ.get("WORLD_SIZE", "1")) * max(1, d.num_workers)  # the launcher's process count
+    count = len(expand_shards(d.shards))
+    if count < readers:
+        raise VidgenError(f"data.shards names {count} shards, fewer than the {readers} readers "
+                          f"(processes x max(1, data.num_workers)): no two readers share a shard, so write more, smaller "
+                          f"shards (`vidgen data shard --per-shard`) or lower data.num_workers")
     if d.latent_cache:
         raise VidgenError("data.latent_cache does not go with data.shards: a latent cache is built from a manifest "
                           "(`vidgen data cache MANIFEST`); train on the manifest with data.latent_cache, or leave it empty")
