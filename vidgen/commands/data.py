@@ -16,8 +16,10 @@ from . import arguments as types
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("data", help="Index a video folder into a manifest, or render the shapes-world corpus",
-                                   description="Build training corpora: a manifest of an existing video folder, or the synthetic shapes world.")
+    parser = subparsers.add_parser("data", help="Index, shard or cache a video corpus, or render the shapes-world corpus",
+                                   description="Build training corpora: a manifest of an existing video folder, the synthetic "
+                                   "shapes world, WebDataset shards of a corpus, or its latents cached in parallel "
+                                   "(docs/data-at-scale.md).")
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     index = sub.add_parser("index", help="Scan a folder (recursively) and write one manifest line per readable video",

@@ -80,7 +80,8 @@ def read_table(manifest: str | os.PathLike) -> list[dict]:
     caption_column = next((c for c in CAPTION_COLUMNS if c in columns), None)
     folder = manifest.resolve().parent
     records = []
-    for number, row in enumerate(table.to_dict(orient="records"), start=2 if TABLE_SUFFIXES[manifest.suffix.lower()] == "csv" else 1):
+    first_row = 2 if TABLE_SUFFIXES[manifest.suffix.lower()] == "csv" else 1  # a CSV's line 1 is its header
+    for number, row in enumerate(table.to_dict(orient="records"), start=first_row):
         where = f"{manifest}:{number}"
         if _plain(row[path_column]) is None:
             raise VidgenError(f"{where}: the {path_column} cell is empty: every row names a video")
