@@ -87,6 +87,28 @@ def test_data_shard_writes_the_video2dataset_layout_and_refuses_a_foreign_folder
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def test_a_video2dataset_shard_reads_json_captions_and_a_damaged_one_reads_to_the_damage(corpus, tmp_path, caplog):
+    import webdataset as wds
+
+    from vidgen.data.shards import count_samples, read_shard
+
+    video = (corpus / "c1.mp4").read_bytes()
+    with open(tmp_path / "v2d.tar", "wb") as stream, wds.TarWriter(stream) as sink:
+        sink.write({"__key__": "000010025", "mp4": video, "json": {"caption": " a  dog ", "status": "success"}})
+        sink.write({"__key__": "000010026", "txt": "a caption and no video"})  # not a sample
+        sink.write({"__key__": "000010027", "webm": video, "txt": "its own caption", "json": {"caption": "not this"}})
+    samples = list(read_shard(str(tmp_path / "v2d.tar")))
+    assert count_samples(str(tmp_path / "v2d.tar")) == 2 == len(samples)
+    assert [(s.key, s.caption, str(s.video)) for s in samples] == [
+        ("000010025", "a dog", "v2d.tar:000010025.mp4"), ("000010027", "its own caption", "v2d.tar:000010027.webm")]
+    assert samples[0].meta["status"] == "success" and samples[0].video.data == video
+    whole = (tmp_path / "v2d.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(whole[:len(whole) - len(video) // 2 - 3000])  # into the second video
+    with caplog.at_level(logging.WARNING, logger="vidgen.data"):
+        assert [s.key for s in read_shard(str(tmp_path / "cut.tar"))] == ["000010025"]
+    assert "could not be read to its end" in caplog.text
+
+
 @pytest.mark.parametrize("processes, workers", [(2, 2), (1, 3)])
 def test_readers_share_no_shard_and_see_every_clip_once_per_epoch(shard_set, processes, workers):
     dataset = ShardClipDataset(scan_shards(str(shard_set / PATTERN)), clips_dataset(), shuffle_buffer=3)
@@ -158,6 +180,7 @@ def test_a_corrupt_member_is_skipped_counted_and_logged_once(corpus, inflated, t
     (["data.latent_cache=cache"], "data.latent_cache does not go with data.shards"),
     (["data.captioned_repeat=3"], "data.captioned_repeat=3 does not go with data.shards"),
     (["stage=critic"], "the critic stage picks its captioned clips from a manifest"),
+    (["data.shards=''", "data.manifest=m.jsonl", "data.clip_log=true"], "data.clip_log records the clips a run streams"),
     (["data.num_workers=5"], "names 4 shards, fewer than the 5 readers"),
 ])
 def test_a_bad_shards_config_exits_2_naming_the_key(shard_set, inflated, tmp_path, capsys, overrides, named):

@@ -114,6 +114,9 @@ def check_corpus_keys(cfg: RunConfig) -> None:
                           f"data.manifest=corpus/manifest.jsonl, or data.shards=corpus/{{00000..00127}}.tar")
     _at_least("data.shuffle_buffer", d.shuffle_buffer, 0)
     if not d.shards:
+        if d.clip_log:
+            raise VidgenError("data.clip_log records the clips a run streams from data.shards; a manifest run's clips "
+                              "are its manifest's: leave it false")
         return
     from ..data.shards import expand_shards
 
