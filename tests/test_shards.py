@@ -72,6 +72,16 @@ def test_data_shard_writes_the_video2dataset_layout_and_refuses_a_foreign_folder
     index = json.loads((shard_set / "shards.json").read_text())
     assert index["samples"] == CLIPS and index["pattern"] == PATTERN
     assert [s.samples for s in scan_shards(str(shard_set / PATTERN))] == [2, 2, 2, 2]
+    recorded = tmp_path / "recorded"  # counts come from shards.json while the files are the ones it names
+    recorded.mkdir()
+    for name in ("00000.tar", "shards.json"):
+        (recorded / name).write_bytes((shard_set / name).read_bytes())
+    index["shards"][0]["samples"] = 7
+    (recorded / "shards.json").write_text(json.dumps(index))
+    assert [s.samples for s in scan_shards(str(recorded / "00000.tar"))] == [7]
+    index["shards"][0]["bytes"] += 1  # another file of that name: its headers are read
+    (recorded / "shards.json").write_text(json.dumps(index))
+    assert [s.samples for s in scan_shards(str(recorded / "00000.tar"))] == [2]
 
     again = tmp_path / "again"  # its own output is written over; shards beyond the new count go
     assert main(["data", "shard", str(corpus), "-o", str(again), "--per-shard", "2", "--no-progress"]) == 0

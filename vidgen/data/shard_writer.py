@@ -4,7 +4,7 @@
                     000000000.mp4   the video file's bytes, as they were (any video suffix kept)
                     000000000.txt   its caption, where it has one
                     000000001.json ...
-    OUT/shards.json {"pattern": "{00000..00003}.tar", "samples": 400, "shards": [{"name", "samples"}, ...]}
+    OUT/shards.json {"pattern": "{00000..00003}.tar", "samples": 400, "shards": [{"name", "samples", "bytes"}, ...]}
 
 Keys are the clip's number in the corpus, so they are unique across shards. Each shard is written
 to a temporary beside it and renamed when whole; shards.json, written last, marks a complete set.
@@ -80,7 +80,7 @@ def write_shards(records: Sequence[dict], out: str | os.PathLike, per_shard: int
                     for offset, record in enumerate(chunk):
                         sink.write(_sample(f"{first + offset:09d}", record, root))
                         bar.update(1)
-            written.append({"name": name, "samples": len(chunk)})
+            written.append({"name": name, "samples": len(chunk), "bytes": (out / name).stat().st_size})
     for stale in sorted(out.iterdir()):
         if SHARD_NAME.match(stale.name) and int(stale.name[:5]) >= len(written):
             stale.unlink()

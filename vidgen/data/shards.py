@@ -6,7 +6,8 @@ and `vidgen data shard` write.
 
 A pattern is brace-expanded by webdataset (`expand_urls`: `{000..127}` ranges, `::` between
 patterns) into local tar files. Each shard's samples are counted from its tar headers (no video is
-read), so every process knows how many clips each part of the corpus holds before it reads one:
+read), or taken from the shards.json `vidgen data shard` wrote beside it where the file is the one
+it recorded (same name and size), so every process knows how many clips each part of the corpus holds before it reads one:
 that is what lets the ranks agree on the length of an epoch (vidgen.data.shard_dataset).
 """
 
@@ -89,9 +90,32 @@ def count_samples(path: str) -> int:
     return sum(1 for exts in keys.values() if video_extension(exts))
 
 
+def recorded_counts(folder: Path) -> dict[tuple[str, int], int]:
+    """{(name, bytes): samples} from the shards.json `vidgen data shard` wrote in `folder` (empty if none)."""
+    try:
+        index = json.loads((folder / "shards.json").read_text(encoding="utf-8"))
+        return {(s["name"], int(s["bytes"])): int(s["samples"]) for s in index["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _count(path: str, recorded: dict) -> int:
+    """A shard's count as shards.json records it where the file is the one recorded (same name and
+    size), else from its headers."""
+    known = recorded.get(Path(path).parent, {}).get((Path(path).name, os.path.getsize(path)))
+    return known if known is not None else count_samples(path)
+
+
 def scan_shards(pattern: str) -> list[Shard]:
-    """The shards of a pattern with their sample counts; shards without a single video are dropped, with a warning."""
-    shards = [Shard(path, count_samples(path)) for path in expand_shards(pattern)]
+    """The shards of a pattern with their sample counts; shards without a single video are dropped, with a warning.
+    Headers are read by a pool of threads (the work is waiting on the file system)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = expand_shards(pattern)
+    recorded = {folder: recorded_counts(folder) for folder in {Path(p).parent for p in paths}}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        counts = list(pool.map(lambda path: _count(path, recorded), paths))
+    shards = [Shard(path, count) for path, count in zip(paths, counts)]
     empty = [s.path for s in shards if s.samples == 0]
     if empty:
         logger.warning("%d shards hold no video member and are left out (e.g. %s)", len(empty), empty[0])
