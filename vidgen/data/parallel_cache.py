@@ -18,6 +18,7 @@ import json
 import os
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -90,7 +91,9 @@ def cache_in_parallel(manifest: str, model: str, size: int, output: str, part_si
     folder = Path(output)
     records = read_manifest(manifest)
     check_cache_folder(folder)
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    # Processes whose parts take longer than another's keep it waiting at the final gather: a day,
+    # not torch's default (10 to 30 minutes), before that counts as a hang.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=timedelta(hours=24))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != state.num_processes:
         raise VidgenError(f"{launched} processes were launched but accelerate sees {state.num_processes}: on a machine "
