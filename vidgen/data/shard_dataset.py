@@ -9,17 +9,17 @@ the tar members' bytes by the manifest path's own code (VideoClipDataset.clip_it
 Every reader yields the same number of clips per epoch, `quota`: its group's samples once each,
 then, where its group is smaller than the largest, the first of them again, rounded up to whole
 batches. All ranks then draw the same number of batches (data-parallel steps stay in lockstep),
-and every clip is seen at least once per epoch (exactly once where the groups are equal, as
-`vidgen data shard` makes them when the shard count is a multiple of the readers).
+and every clip is seen at least once per epoch (exactly once where the groups hold equal counts:
+shards of equal size, the same number per reader).
 
 Each item comes with its reader's position: (reader, clips yielded, samples read, the read
 indices its shuffle buffer holds). The training loop keeps the last position per reader of what
 it consumed and saves it in checkpoints; a resumed epoch continues every reader from it (`start`):
 the samples the buffer held are read again from their shards (the only re-reading), then the
 stream goes on after the last sample read. So the clips of a resumed epoch are exactly the ones
-not yet trained on; what differs from an uninterrupted run is the order after the resume (the
-buffer's draws are seeded again, from the position) and the random frames of the clips, which
-are drawn per (seed, epoch, clip) and so are the same.
+not yet trained on. Only their order differs from an uninterrupted run's (the buffer's draws
+are seeded again, from the position); each clip's random frames and fps are drawn from (seed,
+epoch, clip name), so they are the same.
 """
 
 from __future__ import annotations
