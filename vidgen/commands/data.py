@@ -1,5 +1,6 @@
 """`vidgen data`: build corpora. `index` scans a folder of videos into a manifest; `shapes`
-renders the synthetic shapes world (docs/shapes-world.md)."""
+renders the synthetic shapes world (docs/shapes-world.md); `shard` writes WebDataset shards;
+`cache` encodes a latent cache in parallel (docs/data-at-scale.md)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from . import arguments as types
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("data", help="Index a video folder into a manifest, or render the shapes-world corpus",
-                                   description="Build training corpora: a manifest of an existing video folder, or the synthetic shapes world.")
+    parser = subparsers.add_parser("data", help="Index, shard or cache a video corpus, or render the shapes-world corpus",
+                                   description="Build training corpora: a manifest of an existing video folder, the synthetic "
+                                   "shapes world, WebDataset shards of a corpus, or its latents cached in parallel "
+                                   "(docs/data-at-scale.md).")
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     index = sub.add_parser("index", help="Scan a folder (recursively) and write one manifest line per readable video",
@@ -47,6 +50,36 @@ def add_parser(subparsers):
     shapes.add_argument("--no-progress", action="store_true", help="no progress bar")
     shapes.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     shapes.set_defaults(run=run_shapes)
+
+    shard = sub.add_parser("shard", help="Write a folder or manifest as WebDataset shards (tar files) for data.shards",
+                           description="Write the videos of SRC (a folder, scanned as `data index` does, or a manifest: "
+                           "JSON lines, CSV or parquet) as WebDataset shards: OUT/00000.tar, ... each holding --per-shard "
+                           "clips as {key}.mp4 (the file's bytes, its suffix kept), {key}.txt (the caption) and {key}.json "
+                           "(its manifest fields), and OUT/shards.json. Train on them with data.shards=OUT/{00000..N}.tar.")
+    shard.add_argument("src", help="folder of videos, or a manifest (.jsonl, .csv, .parquet)")
+    shard.add_argument("-o", "--output", required=True, help="folder to write the shards into (new, empty, or shards "
+                       "this command wrote before)")
+    shard.add_argument("--per-shard", type=types.positive_int, default=1000, help="clips per shard (default 1000); "
+                       "give at least as many shards as processes x data.num_workers")
+    shard.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shard.set_defaults(run=run_shard)
+
+    cache = sub.add_parser("cache", help="Encode a manifest's clips into a latent cache, in parallel under accelerate",
+                           description="Encode every frame of every clip of MANIFEST with the VAE of --model at --size px "
+                           "into CACHE, the folder data.latent_cache names (vidgen.data.latent_cache). Under `accelerate "
+                           "launch` the clips are split across the processes, each writing its own parts; a rerun skips "
+                           "the parts already done; rank 0 writes the index once every part is done.",
+                           epilog="e.g. accelerate launch --num_processes 8 -m vidgen data cache corpus/manifest.jsonl "
+                           "--model runs/inflated --size 256 -o corpus/latents")
+    cache.add_argument("manifest", help="manifest of the clips (.jsonl, .csv, .parquet)")
+    cache.add_argument("--model", required=True, help="a vidgen model folder (its vae/), a diffusers text-to-image "
+                       "folder, or an AutoencoderKL folder")
+    cache.add_argument("--size", type=types.positive_int, required=True, help="frame side in pixels (data.size)")
+    cache.add_argument("-o", "--output", required=True, help="cache folder (data.latent_cache)")
+    cache.add_argument("--part-size", type=types.positive_int, default=64, help="clips per part: the unit a rerun "
+                       "skips (default 64)")
+    cache.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cache.set_defaults(run=run_cache)
     return parser
 
 
@@ -89,3 +122,46 @@ def run_shapes(args: argparse.Namespace) -> int:
     manifest = make_corpus(args.out, cfg, progress=not args.no_progress, overwrite=args.overwrite)
     print(f"rendered {cfg.videos} clips of {cfg.size} px into {args.out} in {time.perf_counter() - started:.1f}s; manifest: {manifest}")
     return 0
+
+
+def _shard_records(src: Path, progress: bool) -> list[dict]:
+    """The records to shard: a folder's readable videos, or a manifest's videos that exist."""
+    from ..data.manifest import index_videos, read_manifest
+
+    if src.is_dir():
+        records, failures = index_videos(src, progress=progress)
+        for failure in failures:
+            print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+        return records
+    records = read_manifest(src)
+    present = [r for r in records if Path(r["path"]).is_file()]
+    for record in records:
+        if not Path(record["path"]).is_file():
+            print(f"skipped {record['path']}: no such file", file=sys.stderr)
+    return present
+
+
+def run_shard(args: argparse.Namespace) -> int:
+    from ..data.shard_writer import check_shard_folder, shard_pattern, write_shards
+    from ..errors import VidgenError
+
+    src = Path(args.src)
+    if not src.exists():
+        raise VidgenError(f"{src} does not exist: give a folder of videos or a manifest (.jsonl, .csv, .parquet)")
+    check_shard_folder(args.output)
+    started = time.perf_counter()
+    records = _shard_records(src, progress=not args.no_progress)
+    if not records:
+        raise VidgenError(f"{src} holds no readable video: nothing to shard")
+    root = src if src.is_dir() else src.resolve().parent
+    written = write_shards(records, args.output, args.per_shard, root, progress=not args.no_progress)
+    print(f"wrote {len(records)} clips into {len(written)} shards in {args.output} in "
+          f"{time.perf_counter() - started:.1f}s; train with data.shards={Path(args.output) / shard_pattern(len(written))}")
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from ..data.parallel_cache import cache_in_parallel
+
+    return cache_in_parallel(args.manifest, args.model, args.size, args.output, args.part_size,
+                             progress=not args.no_progress)

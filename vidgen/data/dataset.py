@@ -72,19 +72,23 @@ class VideoClipDataset(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int):
-        record = self.records[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.clip_item(self.records[index], np.random.default_rng([self.seed, self.epoch, index]))
+
+    def clip_item(self, record: dict, rng: np.random.Generator):
+        """The item of one record, its randomness (fps, start frame, reversal) drawn from `rng`.
+        `record["path"]` is a file, or an `EncodedVideo` (a shard's member, vidgen.data.shard_dataset)."""
+        name = str(record["path"])
         fps = float(rng.uniform(*self.fps_range)) if self.fps_range else None
-        item = {"caption": record.get("caption") or "", "path": record["path"]}
+        item = {"caption": record.get("caption") or "", "path": name}
         try:
             if self.latent_cache is not None:
-                item.update(self._cached(record["path"], fps, rng))
+                item.update(self._cached(name, fps, rng))
             else:
                 clip = sample_clip(record["path"], self.num_frames, self.size, fps=fps,
                                    stride=None if fps else self.stride, short_clip=self.short_clip, rng=rng)
                 item.update(video=clip.video, fps=clip.fps)
         except VidgenError as exc:  # VideoReadError, ClipTooShortError, an fps the file cannot give
-            return SkippedSample(record["path"], str(exc))
+            return SkippedSample(name, str(exc))
         if self.time_reversal is not None and self.time_reversal.applies(item["caption"]) and rng.random() < 0.5:
             item = self.time_reversal(item)
         return item

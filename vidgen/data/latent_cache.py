@@ -95,9 +95,8 @@ def _encode_frames(vae, frames: torch.Tensor, chunk_size: int) -> tuple[torch.Te
 
 def build_latent_cache(records: Sequence[dict], vae, size: int, folder: str | os.PathLike, chunk_size: int = 16,
                        progress: bool = True) -> LatentCache:
-    """Encode every frame of every video at `size` px into `folder`, unless a matching cache is there."""
-    from safetensors.torch import save_file
-
+    """Encode every frame of every video at `size` px into `folder`, unless a matching cache is there
+    (`vidgen data cache` builds the same folder in parallel: vidgen.data.parallel_cache)."""
     folder = Path(folder)
     fingerprint = vae_fingerprint(vae, size)
     if LatentCache.matches(folder, fingerprint):
@@ -105,17 +104,27 @@ def build_latent_cache(records: Sequence[dict], vae, size: int, folder: str | os
     folder.mkdir(parents=True, exist_ok=True)
     videos, failed = {}, {}
     for i, record in enumerate(tqdm(records, desc="caching latents", unit="video", disable=not progress)):
-        path = record["path"]
         try:
-            info = probe_video(path)
-            frames = frames_to_tensor(read_frames(path), size)  # (c F H W)
+            videos[record["path"]] = cache_video(vae, record["path"], size, folder, i, chunk_size)
         except VidgenError as exc:
-            failed[path] = str(exc)
-            continue
-        mean, std = _encode_frames(vae, frames, chunk_size)
-        name = f"{i:06d}.safetensors"
-        save_file({"mean": mean.half().contiguous().cpu(), "std": std.half().contiguous().cpu()}, folder / name)
-        videos[path] = {"file": name, "frames": int(frames.shape[1]), "fps": info.fps}
+            failed[record["path"]] = str(exc)
+    write_index(folder, fingerprint, size, videos, failed)
+    return LatentCache(folder)
+
+
+def cache_video(vae, path: str, size: int, folder: Path, number: int, chunk_size: int = 16) -> dict:
+    """Encode one video into `folder`/{number:06d}.safetensors; returns its index entry. A video that
+    cannot be read raises VidgenError (the caller lists it under "failed")."""
+    from safetensors.torch import save_file
+
+    info = probe_video(path)
+    frames = frames_to_tensor(read_frames(path), size)  # (c F H W)
+    mean, std = _encode_frames(vae, frames, chunk_size)
+    name = f"{number:06d}.safetensors"
+    save_file({"mean": mean.half().contiguous().cpu(), "std": std.half().contiguous().cpu()}, folder / name)
+    return {"file": name, "frames": int(frames.shape[1]), "fps": info.fps}
+
+
+def write_index(folder: Path, fingerprint: str, size: int, videos: dict, failed: dict) -> None:
     index = {"fingerprint": fingerprint, "size": size, "videos": videos, "failed": failed}
     write_text_atomic(folder / INDEX_NAME, json.dumps(index) + "\n")  # last: a cache without it is incomplete
-    return LatentCache(folder)

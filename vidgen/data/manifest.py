@@ -1,4 +1,5 @@
-"""Manifests: one JSON object per line, one line per video.
+"""Manifests: one JSON object per line, one line per video (CSV and parquet tables are read too:
+vidgen.data.tables).
 
     {"path": "clips/a.mp4", "frames": 48, "fps": 24.0, "duration": 2.0, "width": 64, "height": 64,
      "caption": "a red circle moving left"}
@@ -164,11 +165,16 @@ def write_manifest(records: Iterable[dict], manifest: str | os.PathLike) -> Path
 
 
 def read_manifest(manifest: str | os.PathLike) -> list[dict]:
-    """Records of a manifest, with `path` resolved against the manifest's folder."""
+    """Records of a manifest, with `path` resolved against the manifest's folder: JSON lines, or a
+    CSV or parquet table (.csv, .parquet; vidgen.data.tables names the columns it reads)."""
+    from .tables import is_table, read_table
+
     manifest = Path(manifest)
     if not manifest.is_file():
         raise VidgenError(f"manifest {manifest} does not exist: make one with 'vidgen data index DIR -o {manifest}' "
                           "or 'vidgen data shapes --out DIR'")
+    if is_table(manifest):
+        return read_table(manifest)
     folder = manifest.resolve().parent
     records = []
     with open(manifest, encoding="utf-8") as lines:

@@ -3,15 +3,19 @@
 decord seeks fast and decodes only the frames asked for, but it cannot open some containers
 (Ogg/Theora: no frame count in the header) and some AVI codecs. PyAV (FFmpeg) opens almost
 anything and decodes sequentially. Frames come back as uint8 arrays of shape (f, h, w, 3), RGB.
+
+A video is a file path or an `EncodedVideo`: the bytes of a file held in memory (a member of a
+WebDataset shard, vidgen.data.shards), which both backends read from a BytesIO.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -38,9 +42,25 @@ class VideoInfo:
 
 
 
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A video file's bytes in memory; `name` stands for it in messages (e.g. "shard.tar:key.mp4")."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _opened(source) -> "str | io.BytesIO":
+    """What a backend opens: the path, or a fresh BytesIO over the bytes (each open reads from the start)."""
+    return io.BytesIO(source.data) if isinstance(source, EncodedVideo) else source
+
+
 # --- decord ---------------------------------------------------------------------------------
 
-def _decord_reader(path: str):
+def _decord_reader(path):
     try:
         import decord
         import decord.logging
@@ -49,7 +69,7 @@ def _decord_reader(path: str):
     decord.logging.set_level(decord.logging.QUIET)  # failures come back as exceptions; FFmpeg's chatter is noise
     try:
         with _native_stderr_silenced():  # its C++ logger prints "ERROR opening ..." past the level set above
-            return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            return decord.VideoReader(_opened(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:  # decord raises its own DECORDError / RuntimeError
         raise VideoReadError(f"decord cannot open {path}: {_short(exc)}") from None
 
@@ -77,16 +97,16 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
-def _decord_probe(path: str) -> VideoInfo:
+def _decord_probe(path) -> VideoInfo:
     vr = _decord_reader(path)
     n = len(vr)
     if n <= 0:
         raise VideoReadError(f"decord found no frames in {path}")
     h, w = vr[0].shape[:2]
-    return VideoInfo(path, n, float(vr.get_avg_fps()), int(w), int(h), "decord")
+    return VideoInfo(str(path), n, float(vr.get_avg_fps()), int(w), int(h), "decord")
 
 
-def _decord_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
+def _decord_read(path, indices: Sequence[int] | None) -> np.ndarray:
     vr = _decord_reader(path)
     if indices is None:
         indices = range(len(vr))
@@ -98,11 +118,11 @@ def _decord_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
 
 # --- PyAV -----------------------------------------------------------------------------------
 
-def _pyav_open(path: str):
+def _pyav_open(path):
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(_opened(path))
     except Exception as exc:  # av.error.InvalidDataError, FileNotFoundError, ...
         raise VideoReadError(f"PyAV cannot open {path}: {_short(exc)}") from None
     if not container.streams.video:
@@ -116,7 +136,7 @@ def _stream_fps(stream) -> float:
     return float(Fraction(rate)) if rate else 0.0
 
 
-def _pyav_probe(path: str) -> VideoInfo:
+def _pyav_probe(path) -> VideoInfo:
     container = _pyav_open(path)
     try:
         stream = container.streams.video[0]
@@ -136,7 +156,7 @@ def _pyav_probe(path: str) -> VideoInfo:
         container.close()
     if n <= 0 or w <= 0 or h <= 0:
         raise VideoReadError(f"PyAV found no decodable frames in {path}")
-    return VideoInfo(path, n, fps, int(w), int(h), "pyav")
+    return VideoInfo(str(path), n, fps, int(w), int(h), "pyav")
 
 
 def _pyav_decoded_frames(container):
@@ -157,7 +177,7 @@ def _pyav_decoded_frames(container):
             yield frame
 
 
-def _pyav_read(path: str, indices: Sequence[int] | None) -> np.ndarray:
+def _pyav_read(path, indices: Sequence[int] | None) -> np.ndarray:
     container = _pyav_open(path)
     wanted = None if indices is None else set(int(i) for i in indices)
     last = None if wanted is None else max(wanted)
@@ -189,7 +209,11 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def _check_file(path: str) -> None:
+def _check_file(path) -> None:
+    if isinstance(path, EncodedVideo):
+        if not path.data:
+            raise VideoReadError(f"{path} is empty (0 bytes)")
+        return
     if not os.path.exists(path):
         raise VideoReadError(f"{path} does not exist")
     if os.path.isdir(path):
@@ -198,10 +222,14 @@ def _check_file(path: str) -> None:
         raise VideoReadError(f"{path} is empty (0 bytes)")
 
 
-def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
+def _source(path) -> "str | EncodedVideo":
+    return path if isinstance(path, EncodedVideo) else str(path)
+
+
+def probe_video(path: str | os.PathLike | EncodedVideo, backend: str = "auto") -> VideoInfo:
     """Frame count, fps and size of a video, without decoding more than needed."""
     _check_backend(backend)
-    path = str(path)
+    path = _source(path)
     _check_file(path)
     if backend == "pyav":
         return _pyav_probe(path)
@@ -216,10 +244,11 @@ def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
             raise VideoReadError(f"{second}; decord could not either") from None
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None, backend: str = "auto") -> np.ndarray:
+def read_frames(path: str | os.PathLike | EncodedVideo, indices: Sequence[int] | None = None,
+                backend: str = "auto") -> np.ndarray:
     """Decode the frames at `indices` (all frames if None) as uint8 RGB, shape (f, h, w, 3)."""
     _check_backend(backend)
-    path = str(path)
+    path = _source(path)
     _check_file(path)
     if indices is not None and len(indices) == 0:
         raise ValueError("indices is empty: ask for at least one frame")

@@ -191,6 +191,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every rank's random_states_{i}.pkl is in the folder before it is renamed
     shadow = [whole(t) for t in ema.shadow_params] if ema is not None else None  # every process: FSDP gathers
     if accelerator.is_main_process:
         if ema is not None:

@@ -20,7 +20,13 @@ VIDEO_STAGE_LAYERS = ("text_embedding",)
 
 @dataclass
 class DataConfig:
-    manifest: str = ""  # JSON-lines manifest from `vidgen data index` or `vidgen data shapes`
+    manifest: str = ""  # JSON-lines manifest from `vidgen data index` or `vidgen data shapes`, or a CSV/parquet table
+    # WebDataset shards instead of a manifest (exactly one of the two): a brace pattern of local tar
+    # files, e.g. "corpus/{00000..00127}.tar" (vidgen.data.shards; docs/data-at-scale.md).
+    shards: str = ""
+    # shards: samples each reader shuffles among, held as their encoded bytes (0 or 1: each shard in order)
+    shuffle_buffer: int = 32
+    clip_log: bool = False  # shards: each rank appends "epoch<TAB>clip" per clip trained on to rank-{i}-clips.txt
     num_frames: int = 16  # frames per training clip (the image and vae stages take single frames)
     size: int = 64  # frame side in pixels after resize + centre crop
     # Clip frame rate drawn uniformly from [low, high] per clip and given to the model

@@ -41,6 +41,7 @@ from .config import RunConfig
 from .engines import all_finite, check_engine, export_model, partitioned, sharded, shard_like
 from .lock import run_lock
 from .resume import apply_changed_settings, check_resumable
+from .shard_loader import ShardLoader
 from .stages import build_stage
 from .unreadable import UnreadableClips
 from .validate import check_run
@@ -238,16 +239,25 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         with accelerator.main_process_first():  # the main process builds it; the others then read it
             stage.use_latent_cache(cfg.data.latent_cache, progress=progress and accelerator.is_main_process)
     dataset = stage.dataset()
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.train.batch_size,
-                        num_workers=cfg.data.num_workers, collate_fn=collate_clips,
-                        worker_init_fn=_leave_stop_signals_to_the_main_process)
+    shards = None  # with data.shards each rank reads its own, not through accelerate (vidgen.training.shard_loader)
+    if cfg.data.shards:
+        shards = loader = ShardLoader(dataset, accelerator, cfg.train.batch_size, cfg.data.num_workers,
+                                      _leave_stop_signals_to_the_main_process,
+                                      out / f"rank-{accelerator.process_index}-clips.txt" if cfg.data.clip_log else None)
+    else:
+        loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
+                            drop_last=len(dataset) >= cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                            collate_fn=collate_clips, worker_init_fn=_leave_stop_signals_to_the_main_process)
     params = [p for p in stage.model.parameters() if p.requires_grad]
     if not params:
         raise VidgenError(f"the {cfg.stage} stage has nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(parameter_groups(stage.model, cfg.train.lr, cfg.train.lr_multipliers),
                                   lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.train.warmup_steps)
-    model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
+    if shards is None:
+        model, optimizer, loader, schedule = accelerator.prepare(stage.model, optimizer, loader, schedule)
+    else:
+        model, optimizer, schedule = accelerator.prepare(stage.model, optimizer, schedule)
     if sharded(accelerator):  # FSDP put this process's shards (DTensors) in place of the parameters
         params = [p for p in model.parameters() if p.requires_grad]
     ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
@@ -263,6 +273,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         check_resumable(cfg, saved, resume_from)
         load_checkpoint(accelerator, resume_from, ema)
         step, micro = saved["step"], saved["micro_step"]
+        if shards is not None:
+            shards.restore(saved.get("shards"))
         for change in apply_changed_settings(cfg, saved, optimizer, schedule, ema):
             accelerator.print(f"resumed with {change}")
         if ema is not None:  # its state is read whole, on the CPU
@@ -278,7 +290,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         if not all_finite(accelerator, params):
             good = last_good_checkpoint(out)
             raise TrainingDiverged(_diverged(cfg, out, good, f"the weights became non-finite at step {at}"))
-        save_checkpoint(accelerator, out, at, {**state, "finite": True}, cfg.train.keep_checkpoints, ema)
+        position = {"shards": shards.state()} if shards is not None else {}
+        save_checkpoint(accelerator, out, at, {**state, **position, "finite": True}, cfg.train.keep_checkpoints, ema)
 
     log = RunLog(out, enabled=accelerator.is_main_process, resumed_step=step)
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
@@ -287,7 +300,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     batches_per_epoch = len(loader)
     if batches_per_epoch == 0:
         raise VidgenError(f"the manifest gives no batch of {cfg.train.batch_size} clips: lower train.batch_size")
-    unreadable = UnreadableClips(cfg.data.manifest)
+    unreadable = UnreadableClips(cfg.data.manifest or cfg.data.shards)
     started, window_start, window_samples, losses = time.perf_counter(), time.perf_counter(), 0, []
     last_saved = step if resume_from is not None else -1
     stop = StopSignals()
@@ -297,7 +310,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             epoch, into_epoch = divmod(micro, batches_per_epoch)
             loader.set_epoch(epoch)
             dataset.set_epoch(epoch)
-            epoch_loader = accelerator.skip_first_batches(loader, into_epoch) if into_epoch else loader
+            epoch_loader = loader if not into_epoch else (shards.skip_first_batches(into_epoch) if shards is not None
+                                                          else accelerator.skip_first_batches(loader, into_epoch))
             finished_pass = True
             for batch in epoch_loader:
                 stop.check()  # between steps: the last one is whole (and saved where it was due)
@@ -334,6 +348,8 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                     bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}")
                     losses, window_samples, window_start = [], 0, now
                 state["micro_step"] = micro
+                if shards is not None:
+                    shards.mark()
                 if step % cfg.train.checkpoint_every == 0:
                     checkpoint(step)
                     last_saved = step
@@ -347,7 +363,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             if finished_pass and not into_epoch:
                 readable = accelerator.gather(torch.tensor([unreadable.readable_this_pass], device=accelerator.device))
                 unreadable.end_pass(int(readable.sum()))
-            unreadable.readable_this_pass = 0
+            unreadable.readable_this_pass = unreadable.skipped_this_pass = 0
     except KeyboardInterrupt:
         if step > 0 and step != last_saved:
             accelerator.print(f"\ninterrupted: saving a checkpoint at step {step}")

@@ -22,7 +22,7 @@ CHANGEABLE = frozenset({
     "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.preview_every",
     "train.preview_prompts", "train.preview_steps", "train.export_ema", "train.resume", "train.output_dir",
     "train.mixed_precision", "train.gradient_checkpointing", "train.write_rank_digests", "train.ema_decay",
-    "data.num_workers", "data.latent_cache",
+    "data.num_workers", "data.latent_cache", "data.clip_log",
 })
 
 

@@ -24,11 +24,13 @@ class UnreadableClips:
         self.reasons: Counter[str] = Counter()
         self.total = 0  # skipped draws over the run (a file may be drawn many times)
         self.readable_this_pass = 0
+        self.skipped_this_pass = 0
 
     def note(self, batch: dict) -> None:
         """Count a batch's readable clips and log its unreadable files, each file the first time only."""
         self.readable_this_pass += len(batch["path"])
         self.total += len(batch["skipped"])
+        self.skipped_this_pass += len(batch["skipped"])
         for skipped in batch["skipped"]:
             if skipped.path in self.seen:
                 continue
@@ -43,4 +45,9 @@ class UnreadableClips:
             raise VidgenError(f"no clip of {self.manifest} could be read in a whole pass over it: {len(self.seen)} "
                               f"files failed ({common or 'no reason given'}). Fix the files or the manifest's paths "
                               f"(`vidgen data index DIR -o MANIFEST` lists only readable videos) and train again")
+        if self.skipped_this_pass:
+            logger.warning("a pass over %s skipped %d unreadable clips on this process (%d files so far: %s)",
+                           self.manifest, self.skipped_this_pass, len(self.seen),
+                           "; ".join(f"{n} x {reason}" for reason, n in self.reasons.most_common(SHOWN_REASONS)))
         self.readable_this_pass = 0
+        self.skipped_this_pass = 0

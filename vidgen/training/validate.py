@@ -105,6 +105,37 @@ def check_model_keys(cfg: RunConfig) -> None:
                           f"model.prediction_type={m.prediction_type} use uniform")
 
 
+def check_corpus_keys(cfg: RunConfig) -> None:
+    """Exactly one corpus: a manifest, or shards (and what only a manifest can give is not asked of shards)."""
+    d = cfg.data
+    if bool(d.manifest) == bool(d.shards):
+        given = "both are set" if d.manifest else "neither is set"
+        raise VidgenError(f"give exactly one of data.manifest and data.shards ({given}): e.g. "
+                          f"data.manifest=corpus/manifest.jsonl, or data.shards=corpus/{{00000..00127}}.tar")
+    _at_least("data.shuffle_buffer", d.shuffle_buffer, 0)
+    if not d.shards:
+        if d.clip_log:
+            raise VidgenError("data.clip_log records the clips a run streams from data.shards; a manifest run's clips "
+                              "are its manifest's: leave it false")
+        return
+    from ..data.shards import expand_shards
+
+    readers = int(os.environ.get("WORLD_SIZE", "1")) * max(1, d.num_workers)  # the launcher's process count
+    count = len(expand_shards(d.shards))
+    if count < readers:
+        raise VidgenError(f"data.shards names {count} shards, fewer than the {readers} readers "
+                          f"(processes x max(1, data.num_workers)): no two readers share a shard, so write more, smaller "
+                          f"shards (`vidgen data shard --per-shard`) or lower data.num_workers")
+    if d.latent_cache:
+        raise VidgenError("data.latent_cache does not go with data.shards: a latent cache is built from a manifest "
+                          "(`vidgen data cache MANIFEST`); train on the manifest with data.latent_cache, or leave it empty")
+    if d.captioned_repeat != 1:
+        raise VidgenError(f"data.captioned_repeat={d.captioned_repeat} does not go with data.shards (a stream lists "
+                          f"each clip once): leave it at 1, or train on a manifest")
+    if cfg.stage == "critic":
+        raise VidgenError("the critic stage picks its captioned clips from a manifest: give data.manifest, not data.shards")
+
+
 def check_output_dir(folder: Path) -> None:
     """An output folder must be new, empty, or a vidgen run's (to resume or extend it)."""
     check_writable_folder(folder, "train.output_dir")
@@ -120,10 +151,8 @@ def check_run(cfg: RunConfig) -> None:
     """Everything about a run that can be judged without loading a model or reading a video."""
     check_model_keys(cfg)
     check_train_keys(cfg)
-    if not cfg.data.manifest:
-        raise VidgenError("data.manifest is not set: give the manifest of a corpus (from `vidgen data index` or "
-                          "`vidgen data shapes`), e.g. data.manifest=corpus/manifest.jsonl")
-    if not Path(cfg.data.manifest).is_file():
+    check_corpus_keys(cfg)
+    if cfg.data.manifest and not Path(cfg.data.manifest).is_file():
         raise VidgenError(f"data.manifest={cfg.data.manifest} does not exist: make one with `vidgen data index DIR -o "
                           f"{cfg.data.manifest}` or `vidgen data shapes --out DIR`")
     check_output_dir(Path(cfg.train.output_dir))

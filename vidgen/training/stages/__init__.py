@@ -51,7 +51,7 @@ STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "int
 def build_stage(cfg: RunConfig, device: torch.device) -> Stage:
     if cfg.stage not in STAGES:
         raise VidgenError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
-    if not cfg.data.manifest:
+    if not cfg.data.manifest and not cfg.data.shards:
         raise VidgenError("data.manifest is not set: give the manifest of a corpus (from `vidgen data index` or "
-                          "`vidgen data shapes`), e.g. data.manifest=corpus/manifest.jsonl")
+                          "`vidgen data shapes`), e.g. data.manifest=corpus/manifest.jsonl, or data.shards")
     return STAGE_CLASSES[cfg.stage](cfg, device)

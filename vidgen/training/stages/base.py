@@ -67,14 +67,20 @@ class Stage:
     reverses_in_data = True
 
     def dataset(self) -> VideoClipDataset:
+        """The clips of data.manifest, or with data.shards a stream of them (vidgen.data.shard_dataset)."""
         d = self.cfg.data
-        records = withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
+        records = [] if d.shards else withhold_captions(read_manifest(d.manifest), d.withhold_captions, self.cfg.train.seed)
         records = repeat_captioned(records, d.captioned_repeat)
         fps_range = tuple(d.fps_range) if d.fps_range and self.frames_per_sample > 1 else None
-        return VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
-                                short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache,
-                                low_res_cache=self.low_res_cache,
-                                time_reverse=(dict(d.time_reverse) or None) if self.reverses_in_data else None)
+        clips = VideoClipDataset(records, self.frames_per_sample, d.size, fps_range=fps_range, stride=d.stride,
+                                 short_clip=d.short_clip, seed=self.cfg.train.seed, latent_cache=self.latent_cache,
+                                 low_res_cache=self.low_res_cache,
+                                 time_reverse=(dict(d.time_reverse) or None) if self.reverses_in_data else None)
+        if d.shards:
+            from ..shard_loader import shard_dataset
+
+            return shard_dataset(clips, d.shards, d.shuffle_buffer, d.withhold_captions)
+        return clips
 
     def use_latent_cache(self, folder: str, progress: bool = True) -> None:
         raise VidgenError(f"the {self.cfg.stage} stage reads frames, not latents: leave data.latent_cache empty")
