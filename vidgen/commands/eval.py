@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..destinations import check_clips_folder, check_file_destination
 from . import arguments as types
+from .model_options import apply_model_options, load_device
 from .sampling import add_sampling_arguments, plan
 
 DEFAULT_N = 48
@@ -65,7 +66,8 @@ def run_shapes(args: argparse.Namespace) -> int:
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     started = time.perf_counter()
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(args.device), scheduler=args.scheduler)
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)), scheduler=args.scheduler)
+    apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
     report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
                             batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
                             model_path=request.model, stages=request.stages, clip_dir=args.save_clips,

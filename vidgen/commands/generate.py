@@ -17,6 +17,7 @@ from ..destinations import FORMATS, check_clip_destination
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import settings_record
+from .model_options import apply_model_options, load_device, lora_specs
 from .sampling import add_sampling_arguments, plan
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -82,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from ..video_io import save_video
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(args.device),
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)),
                                          dtype=getattr(torch, args.dtype), scheduler=args.scheduler)
+    apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
     s, stages = request.settings, request.stages
     frames_out, height_out, width_out, fps_out = request.output_size
     for prompt, path in jobs:
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         frames = out.frames[0]  # (f h w 3)
         metadata = {"prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(request.model),
                     **settings_record(s, stages, args.scheduler, args.eta, out.autocast, request.output_size),
+                    "lora": [[str(path), scale] for path, scale in lora_specs(args)],
                     "reversed": out.reversed[0], "kept_candidate": out.kept_candidates[0], "dtype": args.dtype,
                     "vidgen_version": __version__}
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
