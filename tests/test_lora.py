@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from vidgen.cli import main
 
@@ -93,6 +93,18 @@ def test_a_spatial_lora_made_with_peft_loads_as_peft_runs_it_and_changes_the_cli
     with torch.no_grad():  # one frame: the image U-Net with the adapter, as peft computes it
         expected = peft_unet(x[:, :, 0], 500, text).sample
         assert torch.allclose(unet(x, 500, text)[:, :, 0], expected, atol=1e-5)
+    kohya_path = tmp_path / "kohya.safetensors"  # the same adapter under kohya's names, alpha per module
+    kohya = {}
+    for key, value in load_file(path).items():
+        module, half = key.removeprefix("unet.").rsplit(".lora_", 1)
+        name = "lora_unet_" + module.replace(".", "_")
+        kohya[f"{name}.lora_{'down' if half.startswith('A') else 'up'}.weight"] = value
+        kohya[f"{name}.alpha"] = torch.tensor(8.0)
+    save_file(kohya, kohya_path)
+    unet_kohya = VideoModel.from_pretrained(video_model).stages["base"]
+    lora.load(unet_kohya, kohya_path)
+    with torch.no_grad():
+        assert torch.allclose(unet_kohya(x, 500, text)[:, :, 0], expected, atol=1e-5)
     base = generate(video_model, tmp_path / "base")
     adapted = generate(video_model, tmp_path / "lora", "--lora", f"{path}:0.5")
     assert np.abs(adapted.astype(int) - base.astype(int)).max() > 0

@@ -12,7 +12,10 @@ and `<module path>.lora_B.weight` (out, r), module paths as the VideoUNet names 
   (a file saved from a bare UNet2DConditionModel, without the `unet.` prefix, works too);
 - `temporal_attns.<layer>.to_qkv` / `.to_out`: the temporal attention's projections, the
   layers a motion LoRA targets (AnimateDiff trains its motion LoRAs on the motion modules'
-  attention projections); `vidgen train` with model.lora_rank writes such files.
+  attention projections); `vidgen train` with model.lora_rank writes such files;
+- kohya's `lora_unet_<path with _ for .>.lora_down.weight` / `.lora_up.weight` / `.alpha`, where
+  the path is a diffusers one (kohya's SD 1.x/2.x files; its SDXL files use the original
+  Stability block names, which are not mapped).
 
 alpha is read from the file's metadata (vidgen's `lora_alpha`, or diffusers' `lora_adapter_metadata`)
 or per-module `.alpha` keys, else taken to be r (scale 1). Text-encoder keys are skipped with a
@@ -42,11 +45,12 @@ from ..errors import VidgenError
 logger = logging.getLogger(__name__)
 
 FORMAT = "vidgen-lora"
-# <module>.lora_A.weight, <module>.lora_A.<adapter>.weight (a peft model's own state dict), and the older
-# diffusers <module>.lora.down.weight / .lora.up.weight.
-_KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<ab>lora_[AB])(?:\.[^.]+)?|lora\.(?P<updown>down|up))\.weight$")
+# <module>.lora_A.weight, <module>.lora_A.<adapter>.weight (a peft model's own state dict), the older
+# diffusers <module>.lora.down.weight / .lora.up.weight, and kohya's <module>.lora_down.weight / .lora_up.weight.
+_KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<ab>lora_[AB])(?:\.[^.]+)?|lora[._](?P<updown>down|up))\.weight$")
 _ALPHA = re.compile(r"^(?P<module>.+)\.alpha$")
-TEXT_ENCODER_PREFIXES = ("text_encoder", "te_", "te1_", "te2_")
+TEXT_ENCODER_PREFIXES = ("text_encoder", "te_", "te1_", "te2_", "lora_te")
+KOHYA_UNET_PREFIX = "lora_unet_"  # kohya's names: the diffusers module path with "_" for "." (SD 1.x/2.x U-Nets)
 TEMPORAL_TARGETS = ("to_qkv", "to_out")  # TemporalAttention's projections (vidgen.models.temporal)
 
 
@@ -127,9 +131,10 @@ def _resolve(model: nn.Module, lora: LoraFile) -> dict[str, str]:
     """File module path -> the model's module path; text-encoder modules dropped (with a warning);
     any other unmatched module, or one whose shape differs, refused."""
     modules = dict(model.named_modules())
+    kohya = {KOHYA_UNET_PREFIX + n.removeprefix("unet.").replace(".", "_"): n for n in modules if n.startswith("unet.")}
     resolved, skipped = {}, 0
     for name, pair in lora.pairs.items():
-        target = name if name in modules else f"unet.{name}" if f"unet.{name}" in modules else None
+        target = name if name in modules else f"unet.{name}" if f"unet.{name}" in modules else kohya.get(name)
         if target is None:
             if name.startswith(TEXT_ENCODER_PREFIXES):
                 skipped += 1

@@ -89,6 +89,9 @@ def check_model_keys(cfg: RunConfig) -> None:
     if m.lora_rank and cfg.stage != "video":
         raise VidgenError(f"model.lora_rank trains a LoRA on the video stage's temporal layers, not the {cfg.stage} "
                           f"stage: remove it")
+    if m.lora_rank and not m.freeze_spatial:
+        raise VidgenError("model.lora_rank trains the adapter alone, and model.freeze_spatial=false asks to train the "
+                          "image U-Net too: drop one of them")
     if m.lora_rank and (m.image_conditioning or any(getattr(m, key) for key in VIDEO_STAGE_LAYERS)):
         raise VidgenError("model.lora_rank trains an adapter on the existing temporal layers, and "
                           "model.image_conditioning / model.text_embedding add new layers that would stay untrained: "

@@ -26,6 +26,9 @@ class VideoStage(CascadeStage):
     frames, the anchor at model.anchor_position, given at every frame (cascade.anchored_unet).
     The U-Net that will draw anchors at sampling time is the base's image U-Net as it stands when
     the anchor input is added, copied and frozen, so training the clip model cannot move it.
+
+    With model.lora_rank only a LoRA on the temporal attention trains (vidgen.interop.lora), and
+    the export is that adapter alone.
     """
 
     def __init__(self, cfg, device):
