@@ -101,10 +101,14 @@ def test_a_spatial_lora_made_with_peft_loads_as_peft_runs_it_and_changes_the_cli
         kohya[f"{name}.lora_{'down' if half.startswith('A') else 'up'}.weight"] = value
         kohya[f"{name}.alpha"] = torch.tensor(8.0)
     save_file(kohya, kohya_path)
-    unet_kohya = VideoModel.from_pretrained(video_model).stages["base"]
-    lora.load(unet_kohya, kohya_path)
-    with torch.no_grad():
-        assert torch.allclose(unet_kohya(x, 500, text)[:, :, 0], expected, atol=1e-5)
+    peft_path = tmp_path / "peft.safetensors"  # as PeftModel.save_pretrained names them
+    save_file({k.replace("unet.", "base_model.model.", 1): v for k, v in load_file(path).items()}, peft_path,
+              metadata={"lora_alpha": "8"})
+    for other in (kohya_path, peft_path):
+        unet_other = VideoModel.from_pretrained(video_model).stages["base"]
+        lora.load(unet_other, other)
+        with torch.no_grad():
+            assert torch.allclose(unet_other(x, 500, text)[:, :, 0], expected, atol=1e-5)
     base = generate(video_model, tmp_path / "base")
     adapted = generate(video_model, tmp_path / "lora", "--lora", f"{path}:0.5")
     assert np.abs(adapted.astype(int) - base.astype(int)).max() > 0

@@ -121,7 +121,7 @@ def test_sdxl_pooled_text_and_time_ids_reach_the_unet(sdxl_image_model):
         tokens, added = split_condition(cond, unet.unet.config)
         assert tokens.shape == (1, encoder.max_length, 2 * HALF)
         assert added["text_embeds"].shape == (1, POOLED) and added["text_embeds"].abs().sum() > 0
-        assert added["time_ids"].tolist() == [[1024, 1024, 0, 0, 1024, 1024]]
+        assert added["time_ids"].tolist() == [[32, 32, 0, 0, 32, 32]]  # the model's default size until a call sets it
         encoder.image_size = (64, 48)
         resized = encoder.encode(["a red circle"])
         x = torch.randn(1, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -153,3 +153,14 @@ def test_t5_folder_loads_the_encoder_only_and_inflates_and_generates(t5_image_mo
                            saved["encoder.block.0.layer.0.SelfAttention.q.weight"])
     frames = inflate_and_generate(t5_image_model, tmp_path)
     assert frames.shape == (3, 32, 32, 3) and frames.std() > 0
+
+
+def test_sdxl_size_ids_follow_the_size_of_each_call(sdxl_image_model):
+    from vidgen.model_folder import VideoModel
+    from vidgen.pipeline import VideoPipeline
+
+    pipe = VideoPipeline(VideoModel.from_image_model(sdxl_image_model, max_frames=8))
+    out = pipe("a red circle", num_frames=2, height=48, width=40, num_inference_steps=1, seed=0, progress=False,
+               output_type="pt")
+    assert out.frames.shape == (1, 3, 2, 48, 40) and torch.isfinite(out.frames).all()
+    assert pipe.model.text_encoder.image_size == (48, 40)

@@ -9,7 +9,8 @@ Files are safetensors in the diffusers / PEFT naming, `<module path>.lora_A.weig
 and `<module path>.lora_B.weight` (out, r), module paths as the VideoUNet names them:
 
 - `unet.<path>`: the image U-Net's layers, as diffusers writes LoRAs of Stable Diffusion
-  (a file saved from a bare UNet2DConditionModel, without the `unet.` prefix, works too);
+  (a file saved from a bare UNet2DConditionModel, without the `unet.` prefix, or by
+  `PeftModel.save_pretrained`, under `base_model.model.`, works too);
 - `temporal_attns.<layer>.to_qkv` / `.to_out`: the temporal attention's projections, the
   layers a motion LoRA targets (AnimateDiff trains its motion LoRAs on the motion modules'
   attention projections); `vidgen train` with model.lora_rank writes such files;
@@ -50,6 +51,7 @@ FORMAT = "vidgen-lora"
 _KEY = re.compile(r"^(?P<module>.+?)\.(?:(?P<ab>lora_[AB])(?:\.[^.]+)?|lora[._](?P<updown>down|up))\.weight$")
 _ALPHA = re.compile(r"^(?P<module>.+)\.alpha$")
 TEXT_ENCODER_PREFIXES = ("text_encoder", "te_", "te1_", "te2_", "lora_te")
+PEFT_MODEL_PREFIX = "base_model.model."  # PeftModel.save_pretrained's adapter files
 KOHYA_UNET_PREFIX = "lora_unet_"  # kohya's names: the diffusers module path with "_" for "." (SD 1.x/2.x U-Nets)
 TEMPORAL_TARGETS = ("to_qkv", "to_out")  # TemporalAttention's projections (vidgen.models.temporal)
 
@@ -134,7 +136,8 @@ def _resolve(model: nn.Module, lora: LoraFile) -> dict[str, str]:
     kohya = {KOHYA_UNET_PREFIX + n.removeprefix("unet.").replace(".", "_"): n for n in modules if n.startswith("unet.")}
     resolved, skipped = {}, 0
     for name, pair in lora.pairs.items():
-        target = name if name in modules else f"unet.{name}" if f"unet.{name}" in modules else kohya.get(name)
+        bare = name.removeprefix(PEFT_MODEL_PREFIX)
+        target = bare if bare in modules else f"unet.{bare}" if f"unet.{bare}" in modules else kohya.get(name)
         if target is None:
             if name.startswith(TEXT_ENCODER_PREFIXES):
                 skipped += 1
