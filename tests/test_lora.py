@@ -3,6 +3,7 @@ peft for the spatial U-Net, loaded by `vidgen generate --lora FILE[:SCALE]`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,13 @@ def test_a_temporal_lora_trained_by_vidgen_train_changes_the_clip_and_at_scale_0
     assert base.shape == adapted.shape == (4, 32, 32, 3)
     assert np.abs(adapted.astype(int) - base.astype(int)).max() > 0
     assert np.array_equal(off, base)
+    assert json.loads((tmp_path / "off.json").read_text())["lora"] == [[str(temporal_lora), 0.0]]  # in the sidecar
+    assert json.loads((tmp_path / "base.json").read_text())["lora"] == []
 
 
 def spatial_lora_file(sd_image_model: Path, path: Path, rank: int = 4, alpha: float = 8.0):
     """A LoRA for the image U-Net made with peft (random A and B), saved under diffusers' `unet.` names;
     returns the peft-adapted image U-Net it came from."""
-    import json
-
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
