@@ -164,3 +164,20 @@ def test_sdxl_size_ids_follow_the_size_of_each_call(sdxl_image_model):
                output_type="pt")
     assert out.frames.shape == (1, 3, 2, 48, 40) and torch.isfinite(out.frames).all()
     assert pipe.model.text_encoder.image_size == (48, 40)
+
+
+def test_an_inflated_sdxl_model_trains_its_temporal_layers(sdxl_image_model, tmp_path):
+    from safetensors.torch import load_file
+
+    model, run = tmp_path / "video", tmp_path / "run"
+    assert main(["inflate", "--image-model", str(sdxl_image_model), "--out", str(model), "--max-frames", "8"]) == 0
+    assert main(["data", "shapes", "--out", str(tmp_path / "corpus"), "--videos", "2", "--size", "32",
+                 "--no-progress", "frames=4"]) == 0
+    assert main(["train", "--no-progress", str(Path(__file__).resolve().parents[1] / "configs/tiny/video.yaml"),
+                 f"data.manifest={tmp_path / 'corpus' / 'manifest.jsonl'}", f"train.output_dir={run}",
+                 f"model.pretrained={model}", "data.num_frames=4", "train.max_steps=2", "train.ema_decay=0",
+                 "train.checkpoint_every=2"]) == 0
+    before = load_file(model / "unet" / "model.safetensors")
+    after = load_file(run / "model" / "unet" / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.startswith("temporal_") or k.startswith("fps_") for k in changed)

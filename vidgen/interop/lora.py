@@ -106,7 +106,8 @@ def read(path: str | os.PathLike) -> LoraFile:
             half = match["ab"] or {"down": "lora_A", "up": "lora_B"}[match["updown"]]
             pairs.setdefault(match["module"], {})[half] = tensor
         else:
-            raise VidgenError(f"{path}: key {key!r} is not LoRA weights (expected <module>.lora_A.weight / .lora_B.weight)")
+            raise VidgenError(f"{path}: key {key!r} is not LoRA weights (expected <module>.lora_A.weight / "
+                              f".lora_B.weight)")
     for module, pair in pairs.items():
         if set(pair) != {"lora_A", "lora_B"}:
             raise VidgenError(f"{path}: {module} has {', '.join(pair)} but not both lora_A and lora_B")
