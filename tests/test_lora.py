@@ -42,27 +42,39 @@ def temporal_lora(video_model, tmp_path_factory) -> Path:
     return root / "run" / "model" / "lora.safetensors"
 
 
-def generate(model: Path, out: Path, *extra) -> np.ndarray:
-    vidgen("generate", "a red circle moving left", "--model", model, "-o", out, "--format", "png", "--steps", 2,
-           "--seed", 0, "--no-progress", *extra)
+@pytest.fixture(scope="module")
+def base_clip(video_model, tmp_path_factory) -> Path:
+    """The clip of the model without adapters (its PNG frames and sidecar)."""
+    out = tmp_path_factory.mktemp("lora-base") / "base"
+    generate(video_model, out)
+    return out
+
+
+def frames_of(out: Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])  # (f h w 3)
 
 
+def generate(model: Path, out: Path, *extra) -> np.ndarray:
+    vidgen("generate", "a red circle moving left", "--model", model, "-o", out, "--format", "png", "--steps", 2,
+           "--seed", 0, "--no-progress", *extra)
+    return frames_of(out)
+
+
 def test_a_temporal_lora_trained_by_vidgen_train_changes_the_clip_and_at_scale_0_gives_the_base_back(
-        video_model, temporal_lora, tmp_path):
+        video_model, temporal_lora, base_clip, tmp_path):
     with safe_open(temporal_lora, "pt") as f:
         keys = list(f.keys())
         assert f.metadata()["format"] == "vidgen-lora" and f.metadata()["rank"] == "4"
     assert keys and all(k.startswith("temporal_attns.") and ".lora_" in k for k in keys)  # the adapter alone
     assert temporal_lora.stat().st_size < (video_model / "unet" / "model.safetensors").stat().st_size / 10
-    base = generate(video_model, tmp_path / "base")
+    base = frames_of(base_clip)
     adapted = generate(video_model, tmp_path / "lora", "--lora", temporal_lora)
     off = generate(video_model, tmp_path / "off", "--lora", f"{temporal_lora}:0")
     assert base.shape == adapted.shape == (4, 32, 32, 3)
     assert np.abs(adapted.astype(int) - base.astype(int)).max() > 0
     assert np.array_equal(off, base)
     assert json.loads((tmp_path / "off.json").read_text())["lora"] == [[str(temporal_lora), 0.0]]  # in the sidecar
-    assert json.loads((tmp_path / "base.json").read_text())["lora"] == []
+    assert json.loads(base_clip.with_suffix(".json").read_text())["lora"] == []
 
 
 def spatial_lora_file(sd_image_model: Path, path: Path, rank: int = 4, alpha: float = 8.0):
@@ -82,7 +94,7 @@ def spatial_lora_file(sd_image_model: Path, path: Path, rank: int = 4, alpha: fl
 
 
 def test_a_spatial_lora_made_with_peft_loads_as_peft_runs_it_and_changes_the_clip(
-        sd_image_model, video_model, tmp_path):
+        sd_image_model, video_model, base_clip, tmp_path):
     from vidgen.interop import lora
     from vidgen.model_folder import VideoModel
 
@@ -110,7 +122,7 @@ def test_a_spatial_lora_made_with_peft_loads_as_peft_runs_it_and_changes_the_cli
         lora.load(unet_other, other)
         with torch.no_grad():
             assert torch.allclose(unet_other(x, 500, text)[:, :, 0], expected, atol=1e-5)
-    base = generate(video_model, tmp_path / "base")
+    base = frames_of(base_clip)
     adapted = generate(video_model, tmp_path / "lora", "--lora", f"{path}:0.5")
     assert np.abs(adapted.astype(int) - base.astype(int)).max() > 0
 
