@@ -70,6 +70,11 @@ class VideoModel:
                     f"with")
         self.stages, self.vae, self.text_encoder = stages, vae, text_encoder
         self.scheduler, self.index = scheduler, index
+        # Where the components run when they are offloaded to the CPU between calls (vidgen.memory);
+        # None: where they are.
+        self.execution_device: torch.device | None = None
+        if hasattr(text_encoder, "image_size"):  # SDXL's size conditioning in training: the default size
+            text_encoder.image_size = (index.defaults.height, index.defaults.width)
         self.image_unet: UNet2DConditionModel | None = None
         self.set_anchor(image_unet, index.anchor.position)
         self.critic: ArrowCritic | None = None
@@ -157,7 +162,7 @@ class VideoModel:
 
     @property
     def device(self) -> torch.device:
-        return self.vae.device
+        return self.execution_device or self.vae.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -211,6 +211,8 @@ class VideoPipeline:
         #    arrow critic keeps one (5c).
         n = s.candidates
         with call.timed("text"):
+            if hasattr(self.model.text_encoder, "image_size"):  # SDXL's size conditioning (vidgen.interop.sdxl)
+                self.model.text_encoder.image_size = (s.height, s.width)
             cond, uncond = self._text(prompts, negative_prompt)  # (b n d) each
         if n > 1:
             cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)  # (b*n n d)

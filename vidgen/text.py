@@ -5,7 +5,11 @@ Make-A-Video conditions on text through the text-to-image model's own text pathw
 transformers from a local folder:
 
 - the Stable Diffusion layout: `FOLDER/text_encoder/` (CLIPTextModel) and `FOLDER/tokenizer/`;
-- any encoder-only model in one folder (`AutoModel` + `AutoTokenizer`, e.g. BERT).
+- any encoder-only model in one folder (`AutoModel` + `AutoTokenizer`, e.g. BERT);
+- T5 (Imagen's frozen text encoder, Saharia et al. 2022 section 2.1): only its encoder stack is
+  built and loaded (`T5EncoderModel`), from a `T5EncoderModel` folder or a full `T5Model` one,
+  whose decoder weights are left on disk;
+- the SDXL layout (a second encoder in `text_encoder_2/`): vidgen.interop.sdxl.SDXLTextEncoder.
 
 Prompts are padded to a fixed length, so every batch has the same n; longer prompts are cut
 to it with a warning. The empty prompt's embedding is the null conditioning: the
@@ -21,7 +25,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, PreTrainedModel
+from transformers import (AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, MT5EncoderModel, PreTrainedModel,
+                          T5EncoderModel, UMT5EncoderModel)
 from transformers.utils import logging as transformers_logging
 
 from .errors import VidgenError
@@ -30,6 +35,8 @@ logger = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # per-file "Loading weights" bars; vidgen shows its own progress
 
 MODEL_DIR, TOKENIZER_DIR = "text_encoder", "tokenizer"
+# Model types whose folder holds an encoder-decoder: the encoder alone is built (no decoder in memory).
+ENCODER_CLASSES = {"clip": CLIPTextModel, "t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}
 
 
 class TextEncoder(nn.Module):
@@ -57,14 +64,22 @@ class TextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
                         max_length: int | None = None) -> "TextEncoder":
-        """Load from an SD-layout folder (text_encoder/ + tokenizer/) or an encoder-only model folder."""
+        """Load from an SD-layout folder (text_encoder/ + tokenizer/; with text_encoder_2/ too, SDXL's
+        two encoders) or an encoder-only model folder."""
+        from .interop.sdxl import SDXLTextEncoder, is_sdxl_folder
+
         folder = Path(folder)
+        if is_sdxl_folder(folder):
+            return SDXLTextEncoder.from_pretrained(folder, dtype, max_length)
         model_dir, tokenizer_dir = folder, folder
         if (folder / MODEL_DIR).is_dir():
             model_dir, tokenizer_dir = folder / MODEL_DIR, folder / TOKENIZER_DIR
         try:
             config = AutoConfig.from_pretrained(model_dir)
-            model_class = CLIPTextModel if config.model_type == "clip" else AutoModel  # a full CLIP: its text half
+            model_class = ENCODER_CLASSES.get(config.model_type, AutoModel)  # a full CLIP: its text half
+            if model_class is AutoModel and getattr(config, "is_encoder_decoder", False):
+                raise ValueError(f"it is an encoder-decoder model ({config.model_type}) vidgen cannot take the "
+                                 f"encoder of; T5, mT5, UMT5 and CLIP folders work")
             model = model_class.from_pretrained(model_dir, use_safetensors=True, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         except (OSError, ValueError) as exc:

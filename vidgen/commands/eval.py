@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..destinations import check_clips_folder, check_file_destination
 from . import arguments as types
+from .model_options import apply_model_options, load_device
 from .sampling import add_sampling_arguments, plan
 
 DEFAULT_N = 48
@@ -67,8 +68,9 @@ def run_shapes(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     started = time.perf_counter()
     processes = Processes()  # under `accelerate launch`: a share of the batches each, one report on rank 0
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(processes.device(args.device)),
-                                         scheduler=args.scheduler)
+    args.device = processes.device(args.device)  # `cuda`: this process's own GPU
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)), scheduler=args.scheduler)
+    apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
     report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
                             batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
                             model_path=request.model, stages=request.stages, clip_dir=args.save_clips,

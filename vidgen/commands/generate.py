@@ -18,6 +18,7 @@ from ..distributed import Processes, clips_to_make
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import check_prompt, settings_record
+from .model_options import apply_model_options, load_device, lora_specs
 from .sampling import add_sampling_arguments, plan
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -87,7 +88,8 @@ def _made_with(args: argparse.Namespace, request, seed: int, fmt: str) -> dict:
     ran: a clip whose sidecar matches it is not made again by a launched rerun. The seed counts
     only where --seed gives it (a fresh one differs on every run)."""
     made = {"negative_prompt": args.negative, "model": str(request.model), "dtype": args.dtype, "format": fmt,
-            **settings_record(request.settings, request.stages, args.scheduler, args.eta, "", request.output_size)}
+            **settings_record(request.settings, request.stages, args.scheduler, args.eta, "", request.output_size),
+            "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
     del made["autocast"]
     return {**made, "seed": seed} if args.seed is not None else made
 
@@ -115,15 +117,18 @@ def run(args: argparse.Namespace) -> int:
     from ..video_io import save_video
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(processes.device(args.device)),
+    args.device = processes.device(args.device)  # `cuda`: this process's own GPU
+    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)),
                                          dtype=getattr(torch, args.dtype), scheduler=args.scheduler)
+    apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
     s, stages = request.settings, request.stages
     frames_out, height_out, width_out, fps_out = request.output_size
     for prompt, path in jobs:
         out = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
                    progress=not args.no_progress, stages=stages)
-        metadata = clip_metadata(out, prompt, args.negative, seed, request.model, args.scheduler, args.eta,
-                                 args.dtype, request.output_size)
+        metadata = {**clip_metadata(out, prompt, args.negative, seed, request.model, args.scheduler, args.eta,
+                                    args.dtype, request.output_size),
+                    "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
         save_video(out.frames[0], path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
         print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0

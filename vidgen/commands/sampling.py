@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import VidgenError
 from . import arguments as types
+from .model_options import add_model_options, check_model_options
 
 # vidgen.model_index.AUTOCAST_CHOICES and CHOOSE_BY_CHOICES, written out: importing them would load
 # torch for `--help` (tests/test_pipeline_cli.py holds them equal).
@@ -55,6 +56,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
                         "motion_guidance, arrow_check, candidates, choose_by, autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_options(parser)
 
 
 def requested(args: argparse.Namespace) -> dict:
@@ -93,6 +95,7 @@ def plan(args: argparse.Namespace, batch: int = 1) -> Plan:
     settings = dataclasses.replace(apply_overrides(index.defaults, args.set, "--set"), **given)
     stages = check_settings(facts, settings, args.stages.split(",") if args.stages else None, batch=batch)
     scheduler_class(args.scheduler)
+    check_model_options(args)
     if args.device == "cuda":
         import torch
 

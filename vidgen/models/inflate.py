@@ -44,6 +44,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import weights
+from ..interop import sdxl
 from ..errors import VidgenError
 from .hooks import ExtraInputHook, FpsHook, FrameContext, TemporalHook, module_key
 from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
@@ -128,7 +129,8 @@ class VideoUNet(nn.Module):
 
         sample: (b, c + e, f, h, w): latents, then the `extra_in_channels` e where the model has them.
         timestep: a number, a 0-d tensor or one per clip (b,).
-        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip.
+        encoder_hidden_states: (b, n, d) text conditioning, shared by all frames of a clip (for an
+        SDXL U-Net, with the pooled embedding and time ids packed after the tokens: vidgen.interop.sdxl).
         fps: frames per second of the clip (a number or (b,)); None leaves fps unconditioned.
         conditions: the model's `extra_conditions`, name -> a number or (b,); all of them or none.
         enable_time=False (or f == 1) runs the image U-Net on every frame, temporal layers off.
@@ -146,10 +148,14 @@ class VideoUNet(nn.Module):
             timestep = repeat(timestep, "b -> (b f)", f=f)
         x = rearrange(sample, "b c f h w -> (b f) c h w")  # frames as a batch of images
         x, extra = x[:, :latent_channels], (x[:, latent_channels:] if extra_channels else None)
+        added = None
+        if sdxl.is_sdxl_unet(self.unet.config):  # pooled text and size ids ride as extra rows (vidgen.interop.sdxl)
+            encoder_hidden_states, added = sdxl.split_condition(encoder_hidden_states, self.unet.config)
+            added = {k: repeat(v, "b d -> (b f) d", f=f) for k, v in added.items()}
         cond = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)  # every frame reads the same prompt
         with self._context.use(f if temporal else 1, self._scalars(fps, b, sample.device),
                                self._conditions(conditions, b, sample.device), extra, encoder_hidden_states):
-            out = self.unet(x, timestep, cond, return_dict=False)[0]  # ((b f) c h w)
+            out = self.unet(x, timestep, cond, added_cond_kwargs=added, return_dict=False)[0]  # ((b f) c h w)
         return rearrange(out, "(b f) c h w -> b c f h w", b=b)
 
     @staticmethod

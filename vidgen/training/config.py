@@ -69,6 +69,10 @@ class ModelConfig:
     text_max_length: int = 0  # image stage: tokens per prompt (0: the text encoder's own limit)
     max_frames: int = 64  # frame position table of the temporal attention (inflation)
     freeze_spatial: bool = True  # video/interp/sr: train only the temporal and new layers
+    # video: train a LoRA of this rank on the temporal attention's projections instead of the
+    # temporal layers themselves (everything else frozen); the export is the adapter alone,
+    # model/lora.safetensors, which `vidgen generate --lora` loads onto model.pretrained. 0: off.
+    lora_rank: int = 0
     prediction_type: str = "epsilon"  # or "v_prediction"
     # How timesteps weigh in the loss: "uniform", or "v" (epsilon errors weighted as the v
     # objective weighs them; see vidgen.diffusion.losses.timestep_weights).

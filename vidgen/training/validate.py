@@ -85,6 +85,17 @@ def check_model_keys(cfg: RunConfig) -> None:
         if getattr(m, key) and cfg.stage != "video":
             raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "
                               f"the one their model.pretrained has): remove it, or set it in the video stage's config")
+    _at_least("model.lora_rank", m.lora_rank, 0)
+    if m.lora_rank and cfg.stage != "video":
+        raise VidgenError(f"model.lora_rank trains a LoRA on the video stage's temporal layers, not the {cfg.stage} "
+                          f"stage: remove it")
+    if m.lora_rank and not m.freeze_spatial:
+        raise VidgenError("model.lora_rank trains the adapter alone, and model.freeze_spatial=false asks to train the "
+                          "image U-Net too: drop one of them")
+    if m.lora_rank and (m.image_conditioning or any(getattr(m, key) for key in VIDEO_STAGE_LAYERS)):
+        raise VidgenError("model.lora_rank trains an adapter on the existing temporal layers, and "
+                          "model.image_conditioning / model.text_embedding add new layers that would stay untrained: "
+                          "train those first without model.lora_rank")
     if m.image_conditioning and cfg.stage != "video":
         raise VidgenError(f"model.image_conditioning gives the video stage its anchor frame, not the {cfg.stage} stage "
                           f"(interp and sr keep the base stage their model.pretrained has): remove it")

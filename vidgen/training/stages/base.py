@@ -99,6 +99,8 @@ class DiffusionStage(Stage):
         super().__init__(cfg, device)
         self.vae = vae.to(device).requires_grad_(False).eval()
         self.text_encoder = text_encoder.to(device).requires_grad_(False).eval()
+        if hasattr(text_encoder, "image_size"):  # SDXL's size ids (vidgen.interop.sdxl): the training frames' size
+            text_encoder.image_size = (cfg.data.size, cfg.data.size)
         self.noise_schedule = DDPMScheduler(**NOISE_SCHEDULE, prediction_type=cfg.model.prediction_type)
         self._embeddings: dict[str, torch.Tensor] = {}
 

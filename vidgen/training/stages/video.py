@@ -8,10 +8,14 @@ from diffusers import UNet2DConditionModel
 
 from ...diffusion.losses import diffusion_loss
 from ...errors import VidgenError
+from ...fs import atomic_dir
+from ...interop import lora
 from ...models import cascade
 from ...models.inflate import with_options
 from ..config import VIDEO_STAGE_LAYERS
 from .base import CascadeStage
+
+LORA_FILE = "lora.safetensors"  # what a LoRA run exports into model/
 
 
 class VideoStage(CascadeStage):
@@ -22,7 +26,22 @@ class VideoStage(CascadeStage):
     frames, the anchor at model.anchor_position, given at every frame (cascade.anchored_unet).
     The U-Net that will draw anchors at sampling time is the base's image U-Net as it stands when
     the anchor input is added, copied and frozen, so training the clip model cannot move it.
+
+    With model.lora_rank only a LoRA on the temporal attention trains (vidgen.interop.lora), and
+    the export is that adapter alone.
     """
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        if cfg.model.lora_rank:  # only the adapter trains (vidgen.interop.lora)
+            lora.add_temporal_adapter(self.model, cfg.model.lora_rank)
+
+    def export(self, model, folder):
+        """The model folder, or with model.lora_rank the adapter alone: folder/lora.safetensors."""
+        if not self.cfg.model.lora_rank:
+            return super().export(model, folder)
+        with atomic_dir(folder) as tmp:
+            lora.save(model, tmp / LORA_FILE, extra_metadata={"base_model": str(self.cfg.model.pretrained)})
 
     def build_unet(self, base):
         m = self.cfg.model

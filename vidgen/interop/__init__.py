@@ -1,0 +1,1 @@
+"""Loading other projects' checkpoint layouts: SDXL (sdxl), LoRA adapters (lora)."""
