@@ -31,6 +31,7 @@ from . import __version__
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
+from .interop.diffusers_video import load_stage
 from .model_index import GenerationDefaults, ModelIndex, read_model_index, write_model_index
 from .models.critic import ArrowCritic
 from .models.inflate import VideoUNet, inflate_unet
@@ -90,7 +91,7 @@ class VideoModel:
         scheduler: `ddim`, `dpm++`, ... or a diffusers scheduler class name (vidgen.diffusion.schedulers)."""
         folder, dtype = Path(folder), dtype or torch.float32
         index = read_model_index(folder)
-        stages = {name: VideoUNet.from_pretrained(folder / sub, dtype) for name, sub in index.stages.items()}
+        stages = {name: load_stage(folder / sub, dtype) for name, sub in index.stages.items()}  # vidgen's or diffusers'
         image_unet = None
         if index.anchor.image_model:
             image_unet = load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)

@@ -95,12 +95,38 @@ def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
     module.load_state_dict(dict(tensors), strict=only is None, assign=assign)
 
 
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+def refuse_pickles(folder: str | os.PathLike) -> None:
+    """Refuse a model folder whose weights are pickles only (.bin, .ckpt, ...), naming the file:
+    unpickling runs code the file chooses. A folder with safetensors beside them is fine."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{pickles[0]} is a pickle, which vidgen never loads (unpickling runs code from the "
+                              f"file): convert it to safetensors where you trust it, or get the safetensors version")
+
+
 def load_diffusers(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None):
     """A diffusers model (`cls`: UNet2DConditionModel, AutoencoderKL, ...) from a folder in diffusers'
-    layout, from safetensors weights only (never a pickled .bin); anything else is a CheckpointError
-    that names the folder."""
+    layout, from safetensors weights only (never a pickled .bin), loaded strictly: a key the model
+    has and the file lacks, or the file has and the model lacks, or of another shape, is refused
+    naming the key and the file (diffusers itself would leave a missing one on the meta device or
+    randomly initialised). Anything else that fails is a CheckpointError that names the folder."""
+    refuse_pickles(folder)
     try:
-        return cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
+        model, info = cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {exc} "
                               f"(vidgen needs diffusers folders with safetensors weights)") from None
+    problems = [(kind, info.get(key) or []) for kind, key in (("lacks", "missing_keys"), ("has keys the model does "
+                "not", "unexpected_keys"), ("has keys of another shape", "mismatched_keys"))]
+    problems = [f"{kind}: {_shown(str(k) for k in keys)}" for kind, keys in problems if keys]
+    if problems:
+        files = sorted(p.name for p in Path(folder).glob("*.safetensors")) or ["its weights"]
+        raise CheckpointError(f"{Path(folder) / files[0]} does not fit the {cls.__name__} its config.json describes: "
+                              f"the file " + "; ".join(problems) + ". Use the weights saved with this config")
+    return model

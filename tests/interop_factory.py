@@ -1,0 +1,98 @@
+"""Tiny diffusers video folders for the interop tests (tests/test_diffusers_video.py,
+tests/test_animatediff.py): a TextToVideoSDPipeline (ModelScope / zeroscope layout) and a
+Stable Diffusion folder with a MotionAdapter (AnimateDiff), every weight perturbed with seeded
+noise so that layers diffusers initialises to zero (the temporal output projections) count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from conftest import TEXT_DIM, make_clip_text_model, make_clip_tokenizer, make_vae
+
+TINY_UNET3D = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=8,
+)
+TINY_ADAPTER = dict(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=8,
+                    motion_norm_num_groups=8, motion_max_seq_length=32, use_motion_mid_block=True)
+SETTINGS = dict(steps=2, guidance=5.0, seed=3, frames=3, height=16, width=16)
+PROMPT = "a red ball"
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Add seeded Gaussian noise to every parameter (zero-initialised ones included)."""
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.add_(torch.randn(p.shape, generator=generator) * scale)
+    return model.eval()
+
+
+def ddim_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+def text_parts():
+    tokenizer = make_clip_tokenizer()
+    return perturb(make_clip_text_model(len(tokenizer)), 1), tokenizer
+
+
+def make_unet3d(seed: int = 0):
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(seed)
+    return perturb(UNet3DConditionModel(**TINY_UNET3D), seed + 10)
+
+
+def make_text_to_video_pipeline():
+    from diffusers import TextToVideoSDPipeline
+
+    text_encoder, tokenizer = text_parts()
+    return TextToVideoSDPipeline(vae=perturb(make_vae(), 2), text_encoder=text_encoder, tokenizer=tokenizer,
+                                 unet=make_unet3d(), scheduler=ddim_scheduler())
+
+
+def make_motion_adapter(seed: int = 5):
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    return perturb(MotionAdapter(**TINY_ADAPTER), seed + 10)
+
+
+def pipeline_frames(pipe, settings: dict = SETTINGS, prompt: str = PROMPT) -> np.ndarray:
+    """uint8 (f, h, w, 3) frames of a diffusers video pipeline with a fresh DDIM scheduler from
+    its own scheduler config, as the comparisons take them: round(np_frames * 255)."""
+    from diffusers import DDIMScheduler
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    out = pipe(prompt, num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
+               num_frames=settings["frames"], height=settings["height"], width=settings["width"],
+               generator=torch.Generator().manual_seed(settings["seed"]), output_type="np")
+    frames = out.frames[0]  # (f h w 3) in [0, 1]
+    return np.round(frames * 255).astype(np.uint8)
+
+
+def generate_args(model: Path, out: Path, settings: dict = SETTINGS, prompt: str = PROMPT) -> list[str]:
+    return ["generate", prompt, "--model", str(model), "-o", str(out), "--format", "png", "--scheduler", "ddim",
+            "--steps", str(settings["steps"]), "--guidance", str(settings["guidance"]), "--seed", str(settings["seed"]),
+            "--frames", str(settings["frames"]), "--height", str(settings["height"]), "--width", str(settings["width"]),
+            "--no-progress"]
+
+
+def png_frames(folder: Path) -> np.ndarray:
+    """(f, h, w, 3) uint8 frames of a PNG folder vidgen wrote."""
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(Path(folder).glob("*.png"))])
+
+
+def max_difference(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
