@@ -96,3 +96,46 @@ def png_frames(folder: Path) -> np.ndarray:
 def max_difference(a: np.ndarray, b: np.ndarray) -> int:
     assert a.shape == b.shape, (a.shape, b.shape)
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def make_sd_pipeline():
+    """A tiny Stable Diffusion text-to-image pipeline with perturbed weights."""
+    from diffusers import StableDiffusionPipeline
+
+    from conftest import make_unet
+
+    text_encoder, tokenizer = text_parts()
+    return StableDiffusionPipeline(vae=perturb(make_vae(), 2), text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=perturb(make_unet(), 3), scheduler=ddim_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def make_animatediff_pipeline(sd, adapter):
+    from diffusers import AnimateDiffPipeline
+
+    return AnimateDiffPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                               motion_adapter=adapter, scheduler=sd.scheduler)
+
+
+ADAPTER_TO_ORIGINAL = ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."),
+                       (".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."))
+
+
+def original_motion_module(adapter) -> dict:
+    """The adapter's tensors under the original AnimateDiff code's key names (as its released
+    mm_sd_*.ckpt files name them): `motion_modules.N.temporal_transformer.*`, attention_blocks,
+    norms, ff_norm, a position table per attention."""
+    import re
+
+    tensors = {}
+    for key, value in adapter.state_dict().items():
+        key = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key)
+        if key.endswith(".pos_embed.pe"):
+            block = key[:-len(".pos_embed.pe")]
+            for i in (0, 1):
+                tensors[f"{block}.attention_blocks.{i}.pos_encoder.pe"] = value.clone()
+            continue
+        for new, old in ADAPTER_TO_ORIGINAL:
+            key = key.replace(new, old)
+        tensors[key] = value.clone().contiguous()
+    return tensors

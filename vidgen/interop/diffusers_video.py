@@ -25,7 +25,7 @@ from typing import Iterator
 
 import diffusers
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from .. import weights
@@ -96,6 +96,8 @@ class DiffusersVideoUNet(nn.Module):
         extra = None
         if extra_channels:  # conv_in sees the frames as a batch of images, (b f) first
             extra = rearrange(sample[:, latent_channels:], "b e f h w -> (b f) e h w")
+        if self.kind == "UNetMotionModel":  # it takes the text per frame, as AnimateDiffPipeline repeats it
+            encoder_hidden_states = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
         with self._context.use(f, None, self._conditions(conditions, b, sample.device), extra):
             return self.unet(sample[:, :latent_channels], timestep, encoder_hidden_states,
                              return_dict=False)[0]  # (b c f h w)
