@@ -98,8 +98,11 @@ class DiffusersVideoUNet(nn.Module):
             extra = rearrange(sample[:, latent_channels:], "b e f h w -> (b f) e h w")
         if self.kind == "UNetMotionModel":  # it takes the text per frame, as AnimateDiffPipeline repeats it
             encoder_hidden_states = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=f)
+        # Contiguous: torch 2.13's CPU backward through UNet3DConditionModel crashes (SIGSEGV) on the
+        # strided latents the VAE path gives (tests/test_diffusers_video.py trains on them).
+        latents = sample[:, :latent_channels].contiguous()
         with self._context.use(f, None, self._conditions(conditions, b, sample.device), extra):
-            return self.unet(sample[:, :latent_channels], timestep, encoder_hidden_states,
+            return self.unet(latents, timestep, encoder_hidden_states,
                              return_dict=False)[0]  # (b c f h w)
 
     def _conditions(self, given, batch: int, device) -> dict[str, torch.Tensor]:
