@@ -139,3 +139,37 @@ def original_motion_module(adapter) -> dict:
             key = key.replace(new, old)
         tensors[key] = value.clone().contiguous()
     return tensors
+
+
+def shapes_corpus(root: Path) -> Path:
+    """A 2-clip shapes corpus of 16 px, 8 frames; returns its manifest."""
+    from vidgen.cli import main
+
+    assert main(["data", "shapes", "--out", str(root / "corpus"), "--videos", "2", "--size", "16", "--no-progress",
+                 "frames=8"]) == 0
+    return root / "corpus" / "manifest.jsonl"
+
+
+def train(stage: str, manifest: Path, pretrained: Path, out: Path, frames: int = 4, steps: int = 2) -> Path:
+    """`vidgen train` of the tiny preset configs/tiny/STAGE.yaml at 16 px, in-process; returns the model folder."""
+    from vidgen.cli import main
+
+    preset = Path(__file__).resolve().parents[1] / "configs" / "tiny" / f"{stage}.yaml"
+    assert main(["train", "--no-progress", str(preset), f"data.manifest={manifest}", f"train.output_dir={out}",
+                 f"model.pretrained={pretrained}", f"train.max_steps={steps}", "train.batch_size=1",
+                 f"data.num_frames={frames}", "data.size=16", f"train.checkpoint_every={steps}"]) == 0
+    return out / "model"
+
+
+def logged_losses(run: Path) -> list[float]:
+    import csv
+
+    with open(run / "log.csv", newline="", encoding="utf-8") as rows:
+        return [float(row["loss"]) for row in csv.DictReader(rows)]
+
+
+def split_changes(before: dict, after: dict, temporal_modules: tuple[str, ...]) -> tuple[set, set]:
+    """(temporal keys that changed, spatial keys that changed) between two state dicts."""
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    temporal = {k for k in changed if any(m in k.split(".") for m in temporal_modules)}
+    return temporal, changed - temporal

@@ -37,7 +37,8 @@ def check_motion_adapter(path: Path, max_frames: int | None) -> None:
     if path.suffix in (".ckpt", ".pt", ".pth", ".bin", ".pkl"):
         raise VidgenError(f"--motion-adapter {path} is a pickle, which vidgen never loads (unpickling runs code from "
                           f"the file): give the .safetensors version, or a diffusers MotionAdapter folder")
-    if not (path.is_dir() and (path / "config.json").is_file()) and not (path.is_file() and path.suffix == ".safetensors"):
+    adapter_folder = path.is_dir() and (path / "config.json").is_file()
+    if not adapter_folder and not (path.is_file() and path.suffix == ".safetensors"):
         raise VidgenError(f"--motion-adapter {path} is neither a diffusers MotionAdapter folder (with config.json) nor "
                           f"a .safetensors motion module file")
 
