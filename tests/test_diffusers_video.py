@@ -142,3 +142,13 @@ def test_pickled_weights_are_refused_naming_the_file(zeroscope, tmp_path, capsys
     assert main(factory.generate_args(folder, tmp_path / "clip")) == 2
     err = capsys.readouterr().err
     assert str(pickle) in err and "pickle" in err
+
+
+@pytest.mark.parametrize("layer", ["text_embedding", "image_conditioning"])
+def test_vidgen_only_layers_are_refused_on_a_diffusers_base(zeroscope, tmp_path, capsys, layer):
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"path": "clip.mp4"}\n', encoding="utf-8")  # never read: refused before the data
+    preset = Path(__file__).resolve().parents[1] / "configs" / "tiny" / "video.yaml"
+    assert main(["train", "--no-progress", str(preset), f"data.manifest={manifest}", f"train.output_dir={tmp_path}/run",
+                 f"model.pretrained={zeroscope[0]}", f"model.{layer}=true"]) == 2
+    assert f"no place for model.{layer}" in capsys.readouterr().err
