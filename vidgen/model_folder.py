@@ -12,7 +12,9 @@ A vidgen video model is a folder that loads with one call (`VideoModel.from_pret
     scheduler/      diffusers scheduler config (DDIM by default)
 
 Later stages (frame interpolation, Make-A-Video section 3.3; super-resolution, section 3.4) are
-further VideoUNet folders named in vidgen.json's `stages`. A base stage that takes an anchor
+further VideoUNet folders named in vidgen.json's `stages`. A stage folder may instead hold one of
+diffusers' own video U-Nets (ModelScope / zeroscope, AnimateDiff; vidgen.interop), and a diffusers
+text-to-video pipeline folder loads as it is, without a vidgen.json (docs/interop.md). A base stage that takes an anchor
 frame has the diffusers UNet2DConditionModel that draws it in the folder `anchor.image_model`
 names, and a model with an arrow critic (vidgen.models.critic) has it in the folder `critic`
 names. Weights are safetensors, loaded strictly (vidgen.weights). Sampling is vidgen.pipeline's.

@@ -33,7 +33,7 @@ from ..errors import VidgenError
 from ..models.hooks import ExtraInputHook, FpsHook, FrameContext
 from ..models.inflate import TEMPORAL_CONFIG_NAME, InflationOptions, VideoUNet, _options
 from ..models.temporal import FpsEmbedding, check_num_frames
-from .folders import VIDEO_UNETS, stage_max_frames, unet_class
+from .folders import UNBOUNDED_FRAMES, VIDEO_UNETS, stage_max_frames, unet_class
 
 EXTENSION_NAME = "extension.safetensors"  # vidgen's extra inputs and conditions, beside diffusers' weights
 EXTENSION_PREFIXES = ("condition_embeddings.", "input_extension.")
@@ -203,9 +203,7 @@ class DiffusersVideoUNet(nn.Module):
 
 def _max_frames(unet: nn.Module) -> int:
     if type(unet).__name__ == "UNetMotionModel":
-        return int(unet.config.motion_max_seq_length)
-    from .folders import UNBOUNDED_FRAMES
-
+        return int(unet.config.motion_max_seq_length)  # its motion modules' sinusoid table
     return UNBOUNDED_FRAMES
 
 
