@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 import interop_factory as factory
 from vidgen.cli import main
 from vidgen.interop.diffusers_video import TEMPORAL_MODULES
+from vidgen.model_index import read_model_index, write_model_index
 
 UNET3D_TEMPORAL = TEMPORAL_MODULES["UNet3DConditionModel"]
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -62,6 +63,9 @@ def test_trains_temporal_layers_and_carries_interp_and_sr_stages(zeroscope, tmp_
     cascade = factory.train("sr", manifest, interp, tmp_path / "sr", steps=1)
     assert all(np.isfinite(factory.logged_losses(tmp_path / name)).all() for name in ("interp", "sr"))
     assert all((cascade / stage / "extension.safetensors").is_file() for stage in ("interp", "sr"))
+    index = read_model_index(cascade)
+    index.interp.num_inference_steps = index.sr.num_inference_steps = 1  # 20 each by default: a test needs one
+    write_model_index(cascade, index)
     frames = generate(cascade, tmp_path / "cascade", {**factory.SETTINGS, "frames": 2, "steps": 1})
     assert frames.shape == (6, 32, 32, 3)  # 2 keyframes x 3 (interp), 16 px x 2 (sr)
 
