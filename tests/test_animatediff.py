@@ -109,3 +109,26 @@ def test_trains_motion_modules_only_and_exports_back(animatediff, tmp_path):
     assert (tmp_path / "exported" / "motion_adapter").is_dir()
     exported = factory.pipeline_frames(AnimateDiffPipeline.from_pretrained(tmp_path / "exported"))
     assert factory.max_difference(generate(trained, tmp_path / "clip"), exported) <= 1
+
+
+def test_original_key_names_map_to_the_motion_adapters():
+    """The original code's names, written out (not derived from the adapter), land on diffusers'."""
+    import torch
+
+    from vidgen.interop.animatediff import original_to_adapter_keys
+
+    block = "up_blocks.1.motion_modules.2.temporal_transformer.transformer_blocks.0"
+    table = torch.randn(1, 24, 8)
+    original = {f"{block}.attention_blocks.0.to_q.weight": torch.zeros(1),
+                f"{block}.attention_blocks.1.to_out.0.bias": torch.zeros(1),
+                f"{block}.norms.0.weight": torch.zeros(1), f"{block}.norms.1.bias": torch.zeros(1),
+                f"{block}.ff_norm.weight": torch.zeros(1), f"{block}.ff.net.0.proj.weight": torch.zeros(1),
+                f"{block}.attention_blocks.0.pos_encoder.pe": table,
+                f"{block}.attention_blocks.1.pos_encoder.pe": table.clone(),
+                "mid_block.motion_modules.0.temporal_transformer.proj_in.weight": torch.zeros(1)}
+    converted = original_to_adapter_keys(original, "mm.safetensors")
+    new = "up_blocks.1.motion_modules.2.transformer_blocks.0"
+    assert sorted(converted) == sorted([f"{new}.attn1.to_q.weight", f"{new}.attn2.to_out.0.bias", f"{new}.norm1.weight",
+                                        f"{new}.norm2.bias", f"{new}.norm3.weight", f"{new}.ff.net.0.proj.weight",
+                                        f"{new}.pos_embed.pe", "mid_block.motion_modules.0.proj_in.weight"])
+    assert torch.equal(converted[f"{new}.pos_embed.pe"], table)
