@@ -111,7 +111,7 @@ def refuse_pickles(folder: str | os.PathLike) -> None:
                               f"file): convert it to safetensors where you trust it, or get the safetensors version")
 
 
-# diffusers' words for a tensor of another shape: "because KEY expected shape torch.Size([..]), but got torch.Size([..])"
+# diffusers' words for a tensor of another shape: "because KEY expected shape torch.Size([..]), but got ..."
 MISMATCH = re.compile(r"because (\S+) expected shape torch\.Size\((\[[^\]]*\])\), but got torch\.Size\((\[[^\]]*\])\)")
 
 
