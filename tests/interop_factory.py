@@ -76,7 +76,8 @@ def pipeline_frames(pipe, settings: dict = SETTINGS, prompt: str = PROMPT) -> np
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     out = pipe(prompt, num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
                num_frames=settings["frames"], height=settings["height"], width=settings["width"],
-               generator=torch.Generator().manual_seed(settings["seed"]), output_type="np")
+               eta=settings.get("eta", 0.0), generator=torch.Generator().manual_seed(settings["seed"]),
+               output_type="np")
     frames = out.frames[0]  # (f h w 3) in [0, 1]
     return np.round(frames * 255).astype(np.uint8)
 
@@ -85,7 +86,7 @@ def generate_args(model: Path, out: Path, settings: dict = SETTINGS, prompt: str
     return ["generate", prompt, "--model", str(model), "-o", str(out), "--format", "png", "--scheduler", "ddim",
             "--steps", str(settings["steps"]), "--guidance", str(settings["guidance"]), "--seed", str(settings["seed"]),
             "--frames", str(settings["frames"]), "--height", str(settings["height"]), "--width", str(settings["width"]),
-            "--no-progress"]
+            "--eta", str(settings.get("eta", 0.0)), "--no-progress"]
 
 
 def png_frames(folder: Path) -> np.ndarray:

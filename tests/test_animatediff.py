@@ -54,6 +54,17 @@ def test_frames_match_animatediff_pipeline(animatediff, tmp_path, source):
     assert frames.std() > 5 and factory.max_difference(frames, expected) <= 1
 
 
+def test_stochastic_ddim_draws_the_same_step_noise(animatediff, tmp_path):
+    """eta > 0: AnimateDiffPipeline steps on (b c f h w) latents, as vidgen does, with the same generator."""
+    from diffusers import AnimateDiffPipeline
+
+    root, _ = animatediff
+    settings = {**factory.SETTINGS, "eta": 0.7}
+    expected = factory.pipeline_frames(AnimateDiffPipeline.from_pretrained(root / "pipeline"), settings)
+    assert main(factory.generate_args(root / "pipeline", tmp_path / "clip", settings)) == 0
+    assert factory.max_difference(factory.png_frames(tmp_path / "clip"), expected) <= 1
+
+
 def test_a_single_frame_table_differs(animatediff, tmp_path):
     """The comparison can fail: the same model without its motion modules' training differs."""
     root, expected = animatediff
