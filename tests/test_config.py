@@ -65,7 +65,7 @@ def test_malformed_override_and_missing_file_are_explained(tmp_path):
 def test_cli_lists_every_subcommand_and_each_has_help(capsys):
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out
-    for name in ("generate", "train", "inflate", "data", "eval"):
+    for name in ("generate", "train", "inflate", "export", "data", "eval"):
         assert name in listing
         assert main([name, "--help"]) == 0
         assert f"vidgen {name}" in capsys.readouterr().out

@@ -12,7 +12,9 @@ A vidgen video model is a folder that loads with one call (`VideoModel.from_pret
     scheduler/      diffusers scheduler config (DDIM by default)
 
 Later stages (frame interpolation, Make-A-Video section 3.3; super-resolution, section 3.4) are
-further VideoUNet folders named in vidgen.json's `stages`. A base stage that takes an anchor
+further VideoUNet folders named in vidgen.json's `stages`. A stage folder may instead hold one of
+diffusers' own video U-Nets (ModelScope / zeroscope, AnimateDiff; vidgen.interop), and a diffusers
+text-to-video pipeline folder loads as it is, without a vidgen.json (docs/interop.md). A base stage that takes an anchor
 frame has the diffusers UNet2DConditionModel that draws it in the folder `anchor.image_model`
 names, and a model with an arrow critic (vidgen.models.critic) has it in the folder `critic`
 names. Weights are safetensors, loaded strictly (vidgen.weights). Sampling is vidgen.pipeline's.
@@ -31,6 +33,7 @@ from . import __version__
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER, load_scheduler
 from .errors import VidgenError
 from .fs import atomic_dir
+from .interop.diffusers_video import load_stage
 from .model_index import GenerationDefaults, ModelIndex, read_model_index, write_model_index
 from .models.critic import ArrowCritic
 from .models.inflate import VideoUNet, inflate_unet
@@ -95,7 +98,7 @@ class VideoModel:
         scheduler: `ddim`, `dpm++`, ... or a diffusers scheduler class name (vidgen.diffusion.schedulers)."""
         folder, dtype = Path(folder), dtype or torch.float32
         index = read_model_index(folder)
-        stages = {name: VideoUNet.from_pretrained(folder / sub, dtype) for name, sub in index.stages.items()}
+        stages = {name: load_stage(folder / sub, dtype) for name, sub in index.stages.items()}  # vidgen's or diffusers'
         image_unet = None
         if index.anchor.image_model:
             image_unet = load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)

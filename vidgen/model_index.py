@@ -154,6 +154,10 @@ def write_model_index(folder: str | os.PathLike, index: ModelIndex) -> Path:
 def read_model_index(folder: str | os.PathLike) -> ModelIndex:
     """Read `folder/vidgen.json`, refusing folders that are not vidgen models."""
     path = Path(folder) / INDEX_NAME
+    from .interop.folders import is_video_pipeline_folder, pipeline_index
+
+    if not path.is_file() and is_video_pipeline_folder(folder):  # diffusers' text-to-video layout, run as it is
+        return pipeline_index(folder)
     if not path.is_file():
         hint = ""
         if (Path(folder) / "model_index.json").is_file():

@@ -37,6 +37,8 @@ class ModelFacts:
     @classmethod
     def of_folder(cls, folder: str | os.PathLike, index) -> "ModelFacts":
         """From the JSON files of a model folder whose vidgen.json is `index` (no weights read)."""
+        from .interop.folders import stage_max_frames
+
         folder = Path(folder)
 
         def config(*parts: str) -> dict:
@@ -55,8 +57,7 @@ class ModelFacts:
             stages=tuple(index.stages),
             latent_factor=2 ** (len(vae.get("block_out_channels", [0])) - 1),
             latent_channels=int(vae.get("latent_channels", 4)),
-            max_frames={name: int(config(sub, "temporal.json").get("max_frames", 64))
-                        for name, sub in index.stages.items()},
+            max_frames={name: stage_max_frames(folder / sub) for name, sub in index.stages.items()},
             widest_channels=int(config(index.stages["base"], "config.json").get("block_out_channels", [320])[0]),
             interp_factor=index.interp.factor, sr_scale=index.sr.scale,
             has_critic=bool(index.critic), critic_swaps=bool(critic.get("swap_words")),

@@ -30,6 +30,7 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, M
 from transformers.utils import logging as transformers_logging
 
 from .errors import VidgenError
+from .weights import refuse_pickles
 
 logger = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # per-file "Loading weights" bars; vidgen shows its own progress
@@ -80,12 +81,18 @@ class TextEncoder(nn.Module):
             if model_class is AutoModel and getattr(config, "is_encoder_decoder", False):
                 raise ValueError(f"it is an encoder-decoder model ({config.model_type}) vidgen cannot take the "
                                  f"encoder of; T5, mT5, UMT5 and CLIP folders work")
-            model = model_class.from_pretrained(model_dir, use_safetensors=True, dtype=dtype)
+            refuse_pickles(model_dir)
+            model, info = model_class.from_pretrained(model_dir, use_safetensors=True, dtype=dtype,
+                                                      output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         except (OSError, ValueError) as exc:
             raise VidgenError(f"cannot load a text encoder from {folder}: {exc}. Expected a folder with "
                               f"{MODEL_DIR}/ and {TOKENIZER_DIR}/ (Stable Diffusion layout) or a transformers "
                               f"encoder model folder with safetensors weights and tokenizer files") from None
+        missing = [*info.get("missing_keys", []), *(k for k, *_ in info.get("mismatched_keys", []))]
+        if missing:  # transformers would initialise them randomly and carry on
+            raise VidgenError(f"the weights in {model_dir} do not fit the text model its config.json describes: "
+                              f"missing or misshapen {', '.join(sorted(map(str, missing))[:5])}")
         return cls(model, tokenizer, max_length)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

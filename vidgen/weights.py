@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -95,12 +96,58 @@ def load_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
     module.load_state_dict(dict(tensors), strict=only is None, assign=assign)
 
 
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+def refuse_pickles(folder: str | os.PathLike) -> None:
+    """Refuse a model folder whose weights are pickles only (.bin, .ckpt, ...), naming the file:
+    unpickling runs code the file chooses. A folder with safetensors beside them is fine."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{pickles[0]} is a pickle, which vidgen never loads (unpickling runs code from the "
+                              f"file): convert it to safetensors where you trust it, or get the safetensors version")
+
+
+# diffusers' words for a tensor of another shape: "because KEY expected shape torch.Size([..]), but got ..."
+MISMATCH = re.compile(r"because (\S+) expected shape torch\.Size\((\[[^\]]*\])\), but got torch\.Size\((\[[^\]]*\])\)")
+
+
 def load_diffusers(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None):
     """A diffusers model (`cls`: UNet2DConditionModel, AutoencoderKL, ...) from a folder in diffusers'
-    layout, from safetensors weights only (never a pickled .bin); anything else is a CheckpointError
-    that names the folder."""
+    layout, from safetensors weights only (never a pickled .bin), loaded strictly: a key the model
+    has and the file lacks, or the file has and the model lacks, or of another shape, is refused
+    naming the key and the file (diffusers itself would leave a missing one on the meta device or
+    randomly initialised). Anything else that fails is a CheckpointError that names the folder."""
+    from diffusers.utils import logging as diffusers_logging
+
+    refuse_pickles(folder)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "newly initialized" warning: refused below instead
     try:
-        return cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
+        model, info = cls.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as exc:
+        shape = MISMATCH.search(str(exc))
+        if shape:
+            raise CheckpointError(f"{_weights_file(folder)} does not fit the {cls.__name__} its config.json describes: "
+                                  f"it has {shape.group(1)} of shape {shape.group(3)}, the model {shape.group(2)}. "
+                                  f"Use the weights saved with this config") from None
         raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {exc} "
                               f"(vidgen needs diffusers folders with safetensors weights)") from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    problems = [(kind, info.get(key) or []) for kind, key in (("lacks", "missing_keys"), ("has keys the model does "
+                "not", "unexpected_keys"), ("has keys of another shape", "mismatched_keys"))]
+    problems = [f"{kind}: {_shown(str(k) for k in keys)}" for kind, keys in problems if keys]
+    if problems:
+        raise CheckpointError(f"{_weights_file(folder)} does not fit the {cls.__name__} its config.json describes: "
+                              f"the file " + "; ".join(problems) + ". Use the weights saved with this config")
+    return model
+
+
+def _weights_file(folder: str | os.PathLike) -> Path:
+    """The safetensors file of a diffusers model folder (the first, where weights are sharded)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return files[0] if files else Path(folder)

@@ -29,6 +29,20 @@ def check_model_destination(out: Path, overwrite: bool) -> None:
     check_writable_folder(out.parent, "--out's folder")
 
 
+def check_motion_adapter(path: Path, max_frames: int | None) -> None:
+    """--motion-adapter: a MotionAdapter folder or a .safetensors motion module; never a pickle."""
+    if max_frames is not None:
+        raise VidgenError("--max-frames does not apply with --motion-adapter: the motion module's own frame table "
+                          "bounds the clip length; leave --max-frames out")
+    if path.suffix in (".ckpt", ".pt", ".pth", ".bin", ".pkl"):
+        raise VidgenError(f"--motion-adapter {path} is a pickle, which vidgen never loads (unpickling runs code from "
+                          f"the file): give the .safetensors version, or a diffusers MotionAdapter folder")
+    adapter_folder = path.is_dir() and (path / "config.json").is_file()
+    if not adapter_folder and not (path.is_file() and path.suffix == ".safetensors"):
+        raise VidgenError(f"--motion-adapter {path} is neither a diffusers MotionAdapter folder (with config.json) nor "
+                          f"a .safetensors motion module file")
+
+
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "inflate", help="Inflate a diffusers text-to-image model into a video model",
@@ -37,8 +51,13 @@ def add_parser(subparsers):
         "The video U-Net equals the image U-Net on every frame until its temporal layers are trained.")
     parser.add_argument("--image-model", required=True, metavar="DIR", help="diffusers text-to-image pipeline folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="video model folder to write")
-    parser.add_argument("--max-frames", type=types.positive_int, default=64,
-                        help="most frames a clip may have (rows of the frame position table; default 64)")
+    parser.add_argument("--max-frames", type=types.positive_int,
+                        help="most frames a clip may have (rows of the frame position table; default 64; with "
+                        "--motion-adapter, the adapter's own table)")
+    parser.add_argument("--motion-adapter", metavar="PATH",
+                        help="AnimateDiff: take the temporal layers from this motion module (a diffusers "
+                        "MotionAdapter folder, or the original single-file module as .safetensors) instead of new "
+                        "ones, through diffusers' UNetMotionModel (docs/interop.md)")
     parser.add_argument("--frames", type=types.positive_int, help="default frame count of `vidgen generate` (default 16)")
     parser.add_argument("--fps", type=types.positive, help="default frame rate of `vidgen generate` (default 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a vidgen model folder")
@@ -60,11 +79,19 @@ def run(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise VidgenError(f"--image-model {source} is not a folder: give a diffusers text-to-image pipeline folder "
                           f"(unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-    if args.frames is not None and args.frames > args.max_frames:
-        raise VidgenError(f"--frames {args.frames} is more than --max-frames {args.max_frames}: raise --max-frames or "
+    if args.motion_adapter is not None:
+        check_motion_adapter(Path(args.motion_adapter), args.max_frames)
+    max_frames = args.max_frames or 64
+    if args.frames is not None and args.motion_adapter is None and args.frames > max_frames:
+        raise VidgenError(f"--frames {args.frames} is more than --max-frames {max_frames}: raise --max-frames or "
                           f"lower --frames")
     started = time.perf_counter()
-    model = VideoModel.from_image_model(args.image_model, max_frames=args.max_frames)
+    if args.motion_adapter is not None:
+        from ..interop.animatediff import animatediff_model
+
+        model = animatediff_model(args.image_model, args.motion_adapter)
+    else:
+        model = VideoModel.from_image_model(args.image_model, max_frames=max_frames)
     defaults = model.index.defaults
     if args.frames is not None:
         defaults.num_frames = args.frames

@@ -36,6 +36,8 @@ SR_CONDITION = "noise_level"
 
 def extend_unet(base: VideoUNet, extra_in_channels: int, extra_conditions: tuple[str, ...]) -> VideoUNet:
     """A new video U-Net with `base`'s weights plus zero-initialised extra inputs and conditions."""
+    if hasattr(base, "with_options"):  # a wrapped diffusers video U-Net (vidgen.interop.diffusers_video)
+        return base.with_options(extra_in_channels=extra_in_channels, extra_conditions=extra_conditions)
     return with_options(base, extra_in_channels=extra_in_channels, extra_conditions=extra_conditions)
 
 

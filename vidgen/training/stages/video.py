@@ -10,6 +10,7 @@ from ...diffusion.losses import diffusion_loss
 from ...errors import VidgenError
 from ...fs import atomic_dir
 from ...interop import lora
+from ...interop.diffusers_video import DiffusersVideoUNet
 from ...models import cascade
 from ...models.inflate import with_options
 from ..config import VIDEO_STAGE_LAYERS
@@ -46,6 +47,10 @@ class VideoStage(CascadeStage):
     def build_unet(self, base):
         m = self.cfg.model
         added = {key: True for key in VIDEO_STAGE_LAYERS if getattr(m, key) and not getattr(base.options, key)}
+        if isinstance(base, DiffusersVideoUNet) and (added or m.image_conditioning):
+            keys = [f"model.{key}" for key in (*added, *(["image_conditioning"] if m.image_conditioning else []))]
+            raise VidgenError(f"{m.pretrained} has a diffusers {base.kind} base stage, which has no place for "
+                              f"{' or '.join(keys)}: set {' and '.join(k + '=false' for k in keys)}")
         unet = with_options(base, **added) if added else base
         has_anchor = self.video_model.image_unet is not None
         if has_anchor and not m.image_conditioning:
