@@ -40,6 +40,7 @@ EXTENSION_PREFIXES = ("condition_embeddings.", "input_extension.")
 # Names of the wrapped models' temporal modules (the rest of each model is its image U-Net).
 TEMPORAL_MODULES = {"UNet3DConditionModel": ("transformer_in", "temp_convs", "temp_attentions"),
                     "UNetMotionModel": ("motion_modules",)}
+ATTENTION_PROJECTIONS = (".to_q", ".to_k", ".to_v", ".to_out.0")  # diffusers' Attention's linear layers
 
 
 class DiffusersVideoUNet(nn.Module):
@@ -131,6 +132,13 @@ class DiffusersVideoUNet(nn.Module):
     def spatial_parameters(self) -> Iterator[nn.Parameter]:
         """The image U-Net inside the diffusers model: everything but its temporal modules."""
         return (p for name, p in self.unet.named_parameters() if not self._is_temporal(name))
+
+    def temporal_attention_projections(self) -> list[str]:
+        """Module paths (from this wrapper, `unet.` first) of the query, key, value and output
+        projections of the temporal attentions: where AnimateDiff's motion LoRAs sit."""
+        return [name for name, module in self.named_modules()
+                if isinstance(module, nn.Linear) and name.startswith("unet.") and self._is_temporal(name[5:])
+                and name.endswith(ATTENTION_PROJECTIONS)]
 
     def freeze_spatial(self, frozen: bool = True) -> "DiffusersVideoUNet":
         for p in self.spatial_parameters():

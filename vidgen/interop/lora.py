@@ -14,6 +14,13 @@ and `<module path>.lora_B.weight` (out, r), module paths as the VideoUNet names 
 - `temporal_attns.<layer>.to_qkv` / `.to_out`: the temporal attention's projections, the
   layers a motion LoRA targets (AnimateDiff trains its motion LoRAs on the motion modules'
   attention projections); `vidgen train` with model.lora_rank writes such files;
+- on a diffusers video base stage (vidgen.interop.diffusers_video: AnimateDiff's UNetMotionModel,
+  zeroscope's UNet3DConditionModel) the paths are diffusers' own, `unet.<path>`, for its spatial
+  layers and its temporal ones alike: AnimateDiff's motion LoRAs as AnimateDiffPipeline's
+  `load_lora_weights` reads them (`unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q`),
+  under diffusers' older attention-processor names (`attn1.processor.to_q_lora.down.weight`) or the
+  original AnimateDiff code's (`temporal_transformer.` ... `attention_blocks.0.`) too. model.lora_rank
+  on such a base writes this naming, with diffusers' `lora_adapter_metadata`, so diffusers loads it;
 - kohya's `lora_unet_<path with _ for .>.lora_down.weight` / `.lora_up.weight` / `.alpha`, where
   the path is a diffusers one (kohya's SD 1.x/2.x files; its SDXL files use the original
   Stability block names, which are not mapped).
@@ -42,6 +49,8 @@ from torch import nn
 
 from .. import weights
 from ..errors import VidgenError
+from .animatediff import ORIGINAL_NAMES
+from .diffusers_video import DiffusersVideoUNet
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,19 @@ TEXT_ENCODER_PREFIXES = ("text_encoder", "te_", "te1_", "te2_", "lora_te")
 PEFT_MODEL_PREFIX = "base_model.model."  # PeftModel.save_pretrained's adapter files
 KOHYA_UNET_PREFIX = "lora_unet_"  # kohya's names: the diffusers module path with "_" for "." (SD 1.x/2.x U-Nets)
 TEMPORAL_TARGETS = ("to_qkv", "to_out")  # TemporalAttention's projections (vidgen.models.temporal)
+# diffusers' older attention-processor LoRA names, `<attention>.processor.to_q_lora.down.weight`
+_PROCESSOR_KEY = re.compile(r"(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<updown>down|up)\.weight$")
+
+
+def diffusers_key(key: str) -> str:
+    """A LoRA key under diffusers' current module names: the attention-processor names
+    (`to_out_lora` is `to_out.0`) and the original AnimateDiff motion-module names mapped."""
+    key = _PROCESSOR_KEY.sub(lambda m: f".{'to_out.0' if m['proj'] == 'to_out' else m['proj']}.lora.{m['updown']}"
+                             f".weight", key)
+    if ".motion_modules." in key:
+        for original, name in ORIGINAL_NAMES:
+            key = key.replace(original, name)
+    return key
 
 
 @dataclass
@@ -88,7 +110,7 @@ def check_file(path: Path, flag: str = "--lora") -> None:
                           f"pickled .bin/.ckpt files are not read)")
     with safe_open(path, "pt") as f:
         keys = list(f.keys())
-    odd = next((k for k in keys if not (_KEY.match(k) or _ALPHA.match(k))), None)
+    odd = next((k for k in keys if not (_KEY.match(diffusers_key(k)) or _ALPHA.match(k))), None)
     if odd is not None or not keys:
         raise VidgenError(f"{flag} {path}: {'key ' + repr(odd) + ' is' if odd else 'no keys are'} not LoRA weights: "
                           f"expected '<module>.lora_A.weight' and '<module>.lora_B.weight' keys")
@@ -100,6 +122,7 @@ def read(path: str | os.PathLike) -> LoraFile:
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     alphas: dict[str, float] = {}
     for key, tensor in tensors.items():
+        key = diffusers_key(key)
         if match := _ALPHA.match(key):
             alphas[match["module"]] = float(tensor)
         elif match := _KEY.match(key):
@@ -120,8 +143,9 @@ def _alpha(metadata: dict[str, str], per_module: dict[str, float], path: Path) -
     if "lora_adapter_metadata" in metadata:  # diffusers: the LoraConfig as JSON
         config = json.loads(metadata["lora_adapter_metadata"])
         config = config.get("unet", config) if isinstance(config.get("unet"), dict) else config
-        if "lora_alpha" in config:
-            return float(config["lora_alpha"])
+        for key in ("lora_alpha", "unet.lora_alpha"):  # save_lora_weights writes the U-Net's under `unet.`
+            if key in config:
+                return float(config[key])
     if per_module:
         values = set(per_module.values())
         if len(values) > 1:
@@ -144,7 +168,8 @@ def _resolve(model: nn.Module, lora: LoraFile) -> dict[str, str]:
                 skipped += 1
                 continue
             raise VidgenError(f"{lora.path}: LoRA key '{name}.lora_A.weight' matches no module of this model's U-Net "
-                              f"(expected 'unet.<diffusers module path>' or 'temporal_attns.<layer>.to_qkv'): it was "
+                              f"(expected 'unet.<diffusers module path>', motion modules included, or "
+                              f"'temporal_attns.<layer>.to_qkv'): it was "
                               f"made for another model")
         module = modules[target]
         if isinstance(module, LoraLayer):
@@ -220,10 +245,14 @@ def set_scale(model: nn.Module, adapter_name: str, scale: float) -> None:
 
 def add_temporal_adapter(model: nn.Module, rank: int, alpha: float | None = None,
                          adapter_name: str = "default") -> nn.Module:
-    """Freeze `model` (a VideoUNet) and add a trainable LoRA of `rank` on its temporal attention's
-    projections: the only parameters left to train."""
-    targets = [name for name, _ in model.named_modules()
-               if name.startswith("temporal_attns.") and name.rsplit(".", 1)[-1] in TEMPORAL_TARGETS]
+    """Freeze `model` (a VideoUNet or DiffusersVideoUNet) and add a trainable LoRA of `rank` on its
+    temporal attention's projections (a diffusers model's: its motion modules' or temporal
+    transformers' to_q, to_k, to_v, to_out.0): the only parameters left to train."""
+    if isinstance(model, DiffusersVideoUNet):
+        targets = model.temporal_attention_projections()
+    else:
+        targets = [name for name, _ in model.named_modules()
+                   if name.startswith("temporal_attns.") and name.rsplit(".", 1)[-1] in TEMPORAL_TARGETS]
     if not targets:
         raise VidgenError("this U-Net has no temporal attention layers to put a LoRA on")
     model.requires_grad_(False)
@@ -235,8 +264,14 @@ def add_temporal_adapter(model: nn.Module, rank: int, alpha: float | None = None
 
 def save(model: nn.Module, path: str | os.PathLike, adapter_name: str = "default",
          extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write the adapter's weights (`<module path>.lora_A.weight` ...) with its alpha and rank."""
+    """Write the adapter's weights (`<module path>.lora_A.weight` ...) with its alpha and rank; on a
+    diffusers video U-Net the paths are `unet.<diffusers path>` and diffusers' own metadata is added
+    (its LoraConfig under `unet.`), so AnimateDiffPipeline.load_lora_weights takes the file as well."""
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)
     config = model.peft_config[adapter_name]
     metadata = {"format": FORMAT, "lora_alpha": str(config.lora_alpha), "rank": str(config.r), **(extra_metadata or {})}
+    if isinstance(model, DiffusersVideoUNet):
+        targets = sorted(name.removeprefix("unet.") for name in config.target_modules)
+        metadata["lora_adapter_metadata"] = json.dumps({"unet.r": config.r, "unet.lora_alpha": config.lora_alpha,
+                                                        "unet.target_modules": targets})
     return weights.save_tensors({k: v.detach().cpu() for k, v in state.items()}, path, metadata)
