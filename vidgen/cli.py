@@ -7,12 +7,12 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .commands import data, eval as eval_cmd, generate, inflate, train
+from .commands import data, eval as eval_cmd, extend, generate, inflate, interpolate, train, upscale
 from .commands.arguments import Parser
 from .errors import Terminated, VidgenError
 
 # Order is the order `vidgen --help` lists them in.
-COMMANDS = (generate, train, inflate, data, eval_cmd)
+COMMANDS = (generate, extend, interpolate, upscale, train, inflate, data, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from ..destinations import FORMATS, check_clip_destination
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import settings_record
+from .media_flags import add_media_arguments, media_request
 from .sampling import add_sampling_arguments, plan
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -48,6 +49,7 @@ def add_parser(subparsers):
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from the OUT name)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
     add_sampling_arguments(parser)
+    add_media_arguments(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     for _, path in jobs:
         check_clip_destination(path, args.format, overwrite=args.overwrite)
     request = plan(args)
+    media, media_notes = media_request(args, request)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
 
     # 2. The model, then one clip per prompt.
@@ -88,10 +91,12 @@ def run(args: argparse.Namespace) -> int:
     frames_out, height_out, width_out, fps_out = request.output_size
     for prompt, path in jobs:
         out = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
-                   progress=not args.no_progress, stages=stages)
+                   progress=not args.no_progress, stages=stages, **media)
         frames = out.frames[0]  # (f h w 3)
+        frames_out, height_out, width_out, fps_out = len(frames), frames.shape[1], frames.shape[2], out.fps
         metadata = {"prompt": prompt, "negative_prompt": args.negative, "seed": seed, "model": str(request.model),
-                    **settings_record(s, stages, args.scheduler, args.eta, out.autocast, request.output_size),
+                    **settings_record(out.settings, stages, args.scheduler, args.eta, out.autocast,
+                                      (frames_out, height_out, width_out, fps_out)), **media_notes,
                     "reversed": out.reversed[0], "kept_candidate": out.kept_candidates[0], "dtype": args.dtype,
                     "vidgen_version": __version__}
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
