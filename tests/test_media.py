@@ -18,7 +18,7 @@ from vidgen.models.vae import decode_latents
 from vidgen.pipeline import VideoPipeline
 from vidgen.video_io import save_video, to_uint8_frames
 
-RUN = dict(num_frames=3, height=32, width=32, fps=8, num_inference_steps=2, progress=False, candidates=1)
+RUN = dict(num_frames=3, height=16, width=16, fps=8, num_inference_steps=2, progress=False, candidates=1)
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,12 @@ def pipe(sd_image_model):
     index = pipe.model.index
     index.interp.num_inference_steps = index.sr.num_inference_steps = 2
     index.interp.strength = 0.4  # as the shipped model: from the known frames blended
-    index.defaults.height = index.defaults.width = 32
+    index.defaults.height = index.defaults.width = 16
     index.defaults.num_frames, index.defaults.num_inference_steps = 3, 2
     return pipe
 
 
-def clip_frames(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+def clip_frames(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
@@ -47,12 +47,12 @@ def roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
 
 
 def test_image_to_video_starts_from_the_picture_fitted_to_the_models_size(pipe):
-    picture = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)  # cropped at the sides
+    picture = np.random.default_rng(1).integers(0, 256, (20, 28, 3), dtype=np.uint8)  # cropped at the sides
     out = pipe("a red circle", image=picture, stages=["base"], seed=3, **RUN)
-    assert out.frames.shape == (1, 3, 32, 32, 3) and out.settings.arrow_check is False
-    assert np.array_equal(out.frames[0, :1], roundtrip(pipe, fit_frames(picture[None], (32, 32))))
+    assert out.frames.shape == (1, 3, 16, 16, 3) and out.settings.arrow_check is False
+    assert np.array_equal(out.frames[0, :1], roundtrip(pipe, fit_frames(picture[None], (16, 16))))
     full = pipe("a red circle", image=picture, seed=3, **RUN)
-    assert full.frames.shape == (1, 9, 64, 64, 3) and full.stages == ["base", "interp", "sr"]
+    assert full.frames.shape == (1, 9, 32, 32, 3) and full.stages == ["base", "interp", "sr"]
     other = pipe("a red circle", image=picture[::-1].copy(), stages=["base"], seed=3, **RUN)
     assert not np.array_equal(other.frames, out.frames)  # the picture reaches the frames after it
 
@@ -61,7 +61,7 @@ def test_video_to_video_redraws_the_clips_keyframes_by_strength(pipe):
     clip = clip_frames(9)  # 9 frames at 24 fps: keyframes 0, 3, 6 at 8 fps
     light = pipe("a red circle", video=clip, strength=0.1, stages=["base"], seed=0, **dict(RUN, fps=8))
     heavy = pipe("a red circle", video=clip, strength=1.0, stages=["base"], seed=0, **RUN)
-    assert light.frames.shape == heavy.frames.shape == (1, 3, 32, 32, 3)
+    assert light.frames.shape == heavy.frames.shape == (1, 3, 16, 16, 3)
     with pytest.raises(VidgenError, match="strength"):
         pipe("a red circle", video=clip, strength=1.5, **RUN)
     # `video` as an array plays at the call's fps (8): every frame is a keyframe, so 3 of 9 are used
@@ -72,31 +72,31 @@ def test_video_to_video_redraws_the_clips_keyframes_by_strength(pipe):
 def test_extend_keeps_the_clips_frames_and_adds_the_seconds_asked(pipe):
     clip = clip_frames(7)
     out = pipe.extend(clip, prompt="a red circle", seconds=0.5, fps=24, seed=0, progress=False)
-    assert out.frames.shape == (1, 7 + 12, 32, 32, 3) and out.fps == 24
+    assert out.frames.shape == (1, 7 + 12, 16, 16, 3) and out.fps == 24
     assert np.array_equal(out.frames[0, :7], clip)  # the clip's own frames, untouched
     at_keyframe_rate = pipe.extend(clip, prompt="a red circle", seconds=1, fps=8, seed=0, progress=False)
-    assert at_keyframe_rate.frames.shape == (1, 7 + 8, 32, 32, 3)
+    assert at_keyframe_rate.frames.shape == (1, 7 + 8, 16, 16, 3)
 
 
 def test_interpolate_keeps_every_kth_frame_and_fills_between(pipe):
     clip = clip_frames(4)
     out = pipe.interpolate(clip, factor=3, fps=8, seed=0, progress=False)
-    assert out.frames.shape == (1, 10, 32, 32, 3) and out.fps == 24
+    assert out.frames.shape == (1, 10, 16, 16, 3) and out.fps == 24
     assert np.array_equal(out.frames[0, ::3], clip)
     two = pipe.interpolate(clip, factor=2, fps=8, seed=0, progress=False)
-    assert two.frames.shape == (1, 7, 32, 32, 3) and np.array_equal(two.frames[0, ::2], clip)
+    assert two.frames.shape == (1, 7, 16, 16, 3) and np.array_equal(two.frames[0, ::2], clip)
     with pytest.raises(VidgenError, match="factor"):
         pipe.interpolate(clip, factor=4, fps=8)
 
 
 def test_upscale_runs_super_resolution_on_the_clip(pipe):
-    out = pipe.upscale(clip_frames(3, size=48), fps=8, seed=0, progress=False)  # fitted to 32, then x2
-    assert out.frames.shape == (1, 3, 64, 64, 3) and out.stages == ["sr"]
+    out = pipe.upscale(clip_frames(3, size=24), fps=8, seed=0, progress=False)  # fitted to 16, then x2
+    assert out.frames.shape == (1, 3, 32, 32, 3) and out.stages == ["sr"]
 
 
 def test_long_clips_run_windows_to_the_length_asked(pipe):
-    out = pipe("a red circle", seconds=1.5, seed=0, **dict(RUN, num_frames=2))  # windows of 2 keyframes
-    assert out.frames.shape == (1, 36, 64, 64, 3) and out.fps == 24
+    out = pipe("a red circle", seconds=0.75, seed=0, stages=["base", "interp"], **dict(RUN, num_frames=2))  # windows of 2 keyframes
+    assert out.frames.shape == (1, 18, 16, 16, 3) and out.fps == 24
     assert len(out.timings) > 0
 
 
@@ -135,11 +135,11 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     extended = read_clip(tmp_path / "ext")
     assert len(extended.frames) == 8 and np.array_equal(extended.frames[:4], clip)
     assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "up.mp4"), *common]) == 0
-    assert json.loads(sidecar_path(tmp_path / "up.mp4").read_text())["width"] == 64
+    assert json.loads(sidecar_path(tmp_path / "up.mp4").read_text())["width"] == 32
     picture = tmp_path / "pic.png"
     from PIL import Image
 
-    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(picture)
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(picture)
     assert main(["generate", "a red circle", "--image", str(picture), "-o", str(tmp_path / "anim.gif"),
                  "--candidates", "1", *common]) == 0
     assert "scaled" in json.loads(sidecar_path(tmp_path / "anim.gif").read_text())["image"]

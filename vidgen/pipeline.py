@@ -222,7 +222,8 @@ class VideoPipeline(MediaMethods):
             frames_out = max(1, round(seconds * fps_out))
             per_keyframe = self.model.index.interp.factor if "interp" in run else 1
             with call.timed("base"):
-                latents = long_clips.continue_keyframes(self, call, latents, cond, uncond, -(-frames_out // per_keyframe))
+                latents = long_clips.continue_keyframes(self, call, latents, cond, uncond,
+                                                        -(-frames_out // per_keyframe))
             frames, fps = long_clips.render(self, call, latents, cond, uncond, run, (height, width), frames_out)
             return VideoOutput(frames=frames, fps=fps, settings=s, stages=run, timings=call.timings,
                                reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
