@@ -22,14 +22,17 @@ PICTURE_PROMPT = "a large yellow square moving right on a gray background"
 RED_PROMPT = "a large red circle moving down on a black background"
 COMMANDS = {  # name -> (input shown beside it, vidgen arguments)
     "image-to-video": ("in-picture.png", ["generate", PICTURE_PROMPT, "--image", "in-picture.png", "--seed", "0",
+                                          "--candidates", "1",
                                           "-o", "image-to-video.mp4"]),
     "video-to-video": ("in-red-2s.mp4", ["generate", RED_PROMPT.replace("red", "blue"), "--video", "in-red-2s.mp4",
-                                         "--strength", "0.6", "--seed", "0", "-o", "video-to-video.mp4"]),
+                                         "--strength", "0.6", "--seed", "0", "--candidates", "1", "-o",
+                                         "video-to-video.mp4"]),
     "extend": ("in-red-1s.mp4", ["extend", "in-red-1s.mp4", "--seconds", "1", "--seed", "0", "-o", "extend.mp4"]),
     "interpolate": ("in-red-8fps.mp4", ["interpolate", "in-red-8fps.mp4", "--factor", "3", "--seed", "0",
                                         "-o", "interpolate.mp4"]),
     "upscale": ("in-red-2s.mp4", ["upscale", "in-red-2s.mp4", "--seed", "0", "-o", "upscale.mp4"]),
-    "long-6s": (None, ["generate", "a green circle moving left", "--seconds", "6", "--seed", "0", "-o", "long-6s.mp4"]),
+    "long-4s": (None, ["generate", "a green circle moving left", "--seconds", "4", "--seed", "0", "--candidates", "1",
+                       "-o", "long-4s.mp4"]),
 }
 
 

@@ -24,7 +24,7 @@ from .inputs import fit_frames
 def encode_frames(pipe, frames: np.ndarray) -> torch.Tensor:
     """uint8 frames (f h w 3) -> (1 c f h w) float32 latents, the VAE posterior's mean."""
     model = pipe.model
-    video = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    video = torch.from_numpy(np.array(frames, dtype=np.float32)).div(127.5).sub(1.0)
     video = video.permute(3, 0, 1, 2)[None].to(model.device)  # (1 3 f h w)
     return encode_video(model.vae, video, model.index.vae_chunk_size, mean=True).float()
 
