@@ -95,9 +95,23 @@ def test_upscale_runs_super_resolution_on_the_clip(pipe):
 
 
 def test_long_clips_run_windows_to_the_length_asked(pipe):
-    out = pipe("a red circle", seconds=0.5, seed=0, stages=["base", "interp"], **dict(RUN, num_frames=2))  # windows of 2 keyframes
+    out = pipe("a red circle", seconds=0.5, seed=0, stages=["base", "interp"],
+               **dict(RUN, num_frames=2))  # windows of 2 keyframes, each knowing the last keyframe made
     assert out.frames.shape == (1, 12, 16, 16, 3) and out.fps == 24
     assert len(out.timings) > 0
+
+
+def test_continued_keyframes_keep_the_ones_given(pipe):
+    from vidgen.media.long_clips import continue_keyframes
+    from vidgen.sampling_call import Call, new_generator
+
+    s = pipe.settings(num_frames=4, num_inference_steps=2, candidates=1)
+    call = Call(s, 0.0, new_generator(0, None), False, None, pipe.model.device)
+    with torch.inference_mode():
+        cond, uncond = pipe._text(["a red circle"], None)
+        given = torch.randn(1, 4, 3, 8, 8)
+        out = continue_keyframes(pipe, call, given, cond, uncond, 9)  # windows of 4 knowing 2: 3 -> 5 -> 7 -> 9
+    assert out.shape == (1, 4, 9, 8, 8) and torch.equal(out[:, :, :3], given)
 
 
 def test_what_the_model_cannot_do_is_refused_before_sampling(pipe, sd_image_model):
@@ -150,7 +164,7 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     (["extend", "{bad}", "-o", "{out}"], "cannot be read as video"),
     (["upscale", "{good}", "-o", "{good}"], "the clip itself"),
     (["generate", "a red circle", "--image", "{bad}", "-o", "{out}"], "cannot be read as a picture"),
-    (["generate", "a red circle", "--strength", "0.5", "-o", "{out}"], "--strength goes with --video"),
+    (["generate", "a red circle", "--strength", "0.5", "-o", "{out}"], "--strength goes with --video or --image"),
 ])
 def test_commands_refuse_with_one_line_and_exit_2(argv, reason, tmp_path, capsys):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")

@@ -53,40 +53,66 @@ def render_inputs(folder: Path) -> None:
                overwrite=True)
 
 
+def beside(given: np.ndarray | None, frames: np.ndarray, pace: float = 1.0) -> np.ndarray:
+    """input | output, uint8 (f h w 3): the input scaled to the output's height (nearest) and shown
+    at its own pace (`pace` output frames per input frame), a picture or a shorter clip holding its
+    last frame."""
+    if given is None:
+        return frames
+    h = frames.shape[1]
+    scale = max(1, h // given.shape[1])
+    given = given.repeat(scale, axis=1).repeat(scale, axis=2)
+    given = given[np.minimum((np.arange(len(frames)) / pace).astype(int), len(given) - 1)]
+    gap = np.full((len(frames), h, 4, 3), 255, np.uint8)
+    return np.concatenate([given, gap, frames], axis=2)
+
+
 def side_by_side(folder: Path, shown: str | None, output: str, name: str) -> None:
-    """input | output as one GIF at the output's rate: the input scaled to the output's height
-    (nearest), a picture or a shorter clip holding its last frame."""
     from PIL import Image
 
     from vidgen.media.inputs import read_clip
     from vidgen.video_io import save_video
 
     out = read_clip(folder / output)
-    frames = out.frames
-    if shown is not None:
-        if shown.endswith(".png"):
-            given = np.asarray(Image.open(folder / shown).convert("RGB"))[None]
-        else:
-            given = read_clip(folder / shown).frames
-            step = out.fps / read_clip(folder / shown).fps  # show the input at its own pace
-            given = given[np.minimum((np.arange(len(frames)) / step).astype(int), len(given) - 1)]
-        h = frames.shape[1]
-        scale = h // given.shape[1]
-        given = given.repeat(scale, axis=1).repeat(scale, axis=2)
-        given = given[np.minimum(np.arange(len(frames)), len(given) - 1)]
-        gap = np.full((len(frames), h, 4, 3), 255, np.uint8)
-        frames = np.concatenate([given, gap, frames], axis=2)
-    save_video(frames, folder / f"{name}.gif", fps=out.fps, metadata={"made_from": output, "input": shown},
-               overwrite=True)
+    given, pace = None, 1.0
+    if shown is not None and shown.endswith(".png"):
+        given = np.asarray(Image.open(folder / shown).convert("RGB"))[None]
+    elif shown is not None:
+        clip = read_clip(folder / shown)
+        given, pace = clip.frames, out.fps / clip.fps
+    save_video(beside(given, out.frames, pace), folder / f"{name}.gif", fps=out.fps,
+               metadata={"made_from": output, "input": shown}, overwrite=True)
+
+
+def from_eval(keep: Path, folder: Path) -> None:
+    """Side-by-side GIFs of the first clip of each part tools/eval_media.py --keep saved."""
+    from vidgen.video_io import save_video
+
+    paces = {"interpolate": 3.0}
+    for part in ("image", "video", "extend", "interpolate", "upscale", "long"):
+        outs = sorted(keep.glob(f"{part}_*_out.npy"))
+        if not outs:
+            continue
+        out = np.load(outs[0])
+        given_path = Path(str(outs[0]).replace("_out.npy", "_in.npy"))
+        given = np.load(given_path) if given_path.is_file() else None
+        save_video(beside(given, out, paces.get(part, 1.0)), folder / f"eval-{outs[0].stem[:-4]}.gif", fps=24,
+                   metadata={"made_by": "tools/eval_media.py --keep", "part": part}, overwrite=True)
+        print("wrote", folder / f"eval-{outs[0].stem[:-4]}.gif")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "samples" / "media"))
     parser.add_argument("--only", help="comma-separated names of COMMANDS")
+    parser.add_argument("--from-eval", metavar="KEEP", help="instead: GIFs from the arrays tools/eval_media.py --keep "
+                        "saved (no sampling)")
     args = parser.parse_args()
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
+    if args.from_eval:
+        from_eval(Path(args.from_eval), folder)
+        return
     render_inputs(folder)
     for name in (args.only.split(",") if args.only else COMMANDS):
         shown, argv = COMMANDS[name]

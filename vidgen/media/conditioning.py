@@ -26,6 +26,7 @@ from .frames import encode_frames
 from .inputs import Clip, check_fit, fit_frames, read_clip, read_image
 
 DEFAULT_STRENGTH = 0.6
+IMAGE_STRENGTH = 1.0  # from noise; below 1 the keyframes start from the picture held still (SDEdit)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
     (VidgenError) where it cannot be used, before any sampling."""
     if image is None and video is None:
         if strength is not None:
-            raise VidgenError("strength applies to a video (video-to-video): give a video, or leave strength out")
+            raise VidgenError("strength applies to a video or picture to start from: give one, or leave strength out")
         return s, None
     if image is not None and video is not None:
         raise VidgenError("give an image or a video to start from, not both")
@@ -100,8 +101,9 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
                           "needs a base stage without one")
     size = (s.height, s.width)
     if image is not None:
-        if strength is not None:
-            raise VidgenError("strength applies to a video (video-to-video); a picture is kept as the first frame")
+        strength = IMAGE_STRENGTH if strength is None else float(strength)
+        if not 0.0 < strength <= 1.0:
+            raise VidgenError(f"strength must be in (0, 1] (how much of the still picture is redrawn), got {strength}")
         picture = image_frames(image)
         note = check_fit(picture.shape[0], picture.shape[1], size, "the image")
         first = encode_frames(pipe, fit_frames(picture[None], size))  # (1 c 1 h w)
@@ -109,7 +111,9 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
         values[:, :, :1] = first
         mask = torch.zeros(1, 1, s.num_frames, 1, 1, device=values.device)
         mask[:, :, 0] = 1
-        return dataclasses.replace(s, arrow_check=False), Given(known=(values, mask), notes={"image": note})
+        start = first.expand(-1, -1, s.num_frames, -1, -1) if strength < 1 else None  # the picture held still
+        return (dataclasses.replace(s, arrow_check=False),
+                Given(known=(values, mask), start=start, strength=strength, notes={"image": note, "strength": strength}))
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise VidgenError(f"strength must be in (0, 1] (how much of the clip is redrawn), got {strength}")
