@@ -128,6 +128,8 @@ def test_what_the_model_cannot_do_is_refused_before_sampling(pipe, sd_image_mode
         pipe("a red circle", image=np.zeros((32, 32, 3), np.uint8), video=clip_frames(3), **RUN)
     with pytest.raises(VidgenError, match="strength"):
         pipe("a red circle", strength=0.5, **RUN)
+    with pytest.raises(VidgenError, match="still picture"):
+        pipe("a red circle", image=np.zeros((16, 16, 3), np.uint8), strength=1.5, **RUN)
 
 
 @pytest.fixture(scope="module")

@@ -65,10 +65,11 @@ def verdict(frames: np.ndarray, prompt: str) -> dict:
     return {k: r[k] for k in ("obeys", "steady", "one_object", "saw", "failures", "travel")}
 
 
-def part_image(pipe, i, seed, steps):
+def part_image(pipe, i, seed, steps, candidates=None):
     s, prompt = scene(seed, i)
     picture = render_clip(s, 64, 48, indices=[0])[0]
-    out = pipe(prompt, image=picture, seed=i, progress=False, num_inference_steps=steps).frames[0]
+    out = pipe(prompt, image=picture, seed=i, progress=False, num_inference_steps=steps,
+               candidates=candidates).frames[0]
     offset = float(np.linalg.norm(centres(out[:1])[0] - centres(picture[None])[0]))
     v = verdict(out, prompt)
     return out, picture[None], {"prompt": prompt, **v, "first_frame_offset": offset,
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="scene seed (clip i is scene i of this seed)")
     parser.add_argument("--steps", type=int, help="base-stage steps (default: the model's)")
     parser.add_argument("--long-seconds", default="6,20")
+    parser.add_argument("--candidates", type=int, help="image part: base-stage candidates (default: the model's)")
     parser.add_argument("--out", default="samples/media_eval.json")
     parser.add_argument("--keep", help="folder to write each output (and input) as .npy for the samples")
     args = parser.parse_args()
@@ -212,7 +214,8 @@ def main() -> None:
             fn = PARTS.get(part)
             try:
                 out, given, record = (part_long(pipe, i, args.seed, args.steps, seconds) if part == "long"
-                                      else fn(pipe, i, args.seed, args.steps))
+                                      else part_image(pipe, i, args.seed, args.steps, args.candidates)
+                                      if part == "image" else fn(pipe, i, args.seed, args.steps))
             except Exception as exc:  # recorded, and the next clip tried
                 out, given, record = None, None, {"error": f"{type(exc).__name__}: {exc}"}
             record["took_s"] = record.get("took_s", time.perf_counter() - started)
