@@ -177,3 +177,9 @@ def test_commands_refuse_with_one_line_and_exit_2(argv, reason, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and reason in err and err.startswith(f"vidgen {argv[0]}: error:")
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("name", ["extend", "interpolate", "upscale"])
+def test_media_commands_are_listed_with_help(name, capsys):
+    assert main(["--help"]) == 0 and name in capsys.readouterr().out
+    assert main([name, "--help"]) == 0 and f"vidgen {name}" in capsys.readouterr().out
