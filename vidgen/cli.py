@@ -7,12 +7,13 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .commands import data, eval as eval_cmd, export, generate, inflate, serve, train
+from .commands import (data, eval as eval_cmd, export, extend, generate, inflate, interpolate, serve, train,
+                       upscale)
 from .commands.arguments import Parser
 from .errors import Terminated, VidgenError
 
 # Order is the order `vidgen --help` lists them in.
-COMMANDS = (generate, train, inflate, export, data, eval_cmd, serve)
+COMMANDS = (generate, extend, interpolate, upscale, train, inflate, export, data, eval_cmd, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

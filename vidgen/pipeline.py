@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,12 +30,15 @@ from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample, steps_run
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER
 from .errors import VidgenError
+from .media import conditioning, long_clips
+from .media.api import MediaMethods
 from .model_folder import VideoModel
 from .model_index import GenerationDefaults
 from .models import cascade, critic_choice
 from .models.vae import decode_latents, latent_factor
 from .precision import autocast, autocast_dtype, autocast_name
 from .request import ModelFacts, check_settings, output_size
+from .sampling_call import Call as _Call, as_list as _as_list, new_generator as _generator
 from .video_io import to_uint8_frames
 
 OUTPUT_TYPES = ("np", "pt")
@@ -61,50 +62,9 @@ class VideoOutput:
     autocast: str  # what the U-Nets' matrix products ran in: "float32", "bfloat16" or "float16"
 
 
-@dataclass
-class _Call:
-    """What the steps of one call share: its settings, randomness and precision, and the seconds
-    each part took."""
-
-    settings: GenerationDefaults
-    eta: float
-    generator: torch.Generator
-    progress: bool
-    precision: torch.dtype | None  # the U-Nets' autocast dtype; None: float32
-    device: torch.device
-    callback: StepCallback | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def timed(self, part: str):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        started = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.timings[part] = time.perf_counter() - started
-
-
-def _as_list(prompt: str | Sequence[str]) -> list[str]:
-    return [prompt] if isinstance(prompt, str) else list(prompt)
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """The call's CPU generator: the one given, else one seeded by `seed` (a fresh seed where None)."""
-    if generator is not None and seed is not None:
-        raise ValueError("give a seed or a generator, not both")
-    if generator is None:
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-    return generator
-
-
-class VideoPipeline:
-    """Text-to-video generation with the stages of one model (`model`, a VideoModel)."""
+class VideoPipeline(MediaMethods):
+    """Text-to-video generation with the stages of one model (`model`, a VideoModel); from a user's
+    picture or clip too, and on a user's clip (`extend`, `interpolate`, `upscale`: vidgen.media)."""
 
     def __init__(self, model: VideoModel):
         self.model = model
@@ -173,6 +133,10 @@ class VideoPipeline:
         progress: bool = True,
         stages: Sequence[str] | None = None,
         callback: StepCallback | None = None,
+        image=None,
+        video=None,
+        strength: float | None = None,
+        seconds: float | None = None,
     ) -> VideoOutput:
         """Generate one clip per prompt.
 
@@ -191,6 +155,10 @@ class VideoPipeline:
         and super-resolution, where the model has them, multiply them (`output_size`).
         stages: the stages to run, the base one first (default: all the model has).
         callback(part, step, steps): called after every denoising step (StepCallback).
+        image: a picture (path, PIL image or uint8 (h w 3)) the clip starts from; video: a clip (path
+        or uint8 frames at `fps`) redrawn to the prompt, `strength` of it (0.6 by default;
+        vidgen.media.conditioning). seconds: the clip's length where longer than one base-stage
+        window (vidgen.media.long_clips; output_type "np" only).
         Returns a VideoOutput: uint8 frames (b, f, h, w, 3) for output_type "np", or float
         (b, 3, f, h, w) in [-1, 1] on the CPU for "pt", and what made them.
         """
@@ -200,8 +168,11 @@ class VideoPipeline:
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
                                     choose_by=choose_by, autocast=autocast), stages, batch=len(prompts))
-        if output_type not in OUTPUT_TYPES:
-            raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+        if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
+            raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
+        s, given = conditioning.prepare(self, s, image, video, strength)  # the user's picture or clip, encoded
+        if seconds is not None and not seconds > 0:
+            raise VidgenError(f"seconds must be positive, got {seconds}")
         device = self.model.device
         call = _Call(s, eta, _generator(seed, generator), progress, autocast_dtype(s.autocast, device), device,
                      callback)
@@ -223,14 +194,16 @@ class VideoPipeline:
         # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
         #    same guidance and steps (Emu Video's first step, section 3.1).
         anchor = None
-        if self.model.image_unet is not None:
+        if self.model.image_unet is not None and given is None:
             with call.timed("anchor"):
                 anchor = self._draw_anchor(call, latents.shape, cond, uncond)  # (b c h w)
 
         # 5. Base stage: noise -> keyframe latents (around the anchor frame, which every frame reads),
         #    steered by the arrow critic where motion guidance is on.
         with call.timed("base"):
-            latents = self._base_stage(call, latents, cond, uncond, anchor)  # (b c f h w)
+            latents = self._base_stage(call, latents, cond, uncond, anchor,
+                                       **(given.base_options(len(cond)) if given else {}))  # (b c f h w)
+            latents = given.keep(latents) if given else latents
         fps = s.fps
 
         # 5b. Arrow check: in a world symmetric in time the critic's reading of the finished
@@ -250,6 +223,19 @@ class VideoPipeline:
                     rows = [i * n + j for i, j in enumerate(kept)]
                     latents, cond, uncond = latents[rows], cond[::n], uncond[::n]  # (b c f h w), (b n d)
                     reversed_ = [reversed_[row] for row in rows]
+
+        # 5d. A clip longer than one window: more keyframes, each window knowing the last's end, and
+        #     the later stages a window at a time.
+        if seconds is not None:
+            frames_out, height, width, fps_out = self.output_size(s, run)
+            frames_out = max(1, round(seconds * fps_out))
+            per_keyframe = self.model.index.interp.factor if "interp" in run else 1
+            with call.timed("base"):
+                latents = long_clips.continue_keyframes(self, call, latents, cond, uncond,
+                                                        -(-frames_out // per_keyframe))
+            frames, fps = long_clips.render(self, call, latents, cond, uncond, run, (height, width), frames_out)
+            return VideoOutput(frames=frames, fps=fps, settings=s, stages=run, timings=call.timings,
+                               reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
 
         # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
@@ -328,8 +314,9 @@ class VideoPipeline:
         return self._sample(call, denoise, noise, cond, uncond, s.guidance_scale, s.num_inference_steps,
                             "anchor frame")
 
-    def _base_stage(self, call: _Call, noise, cond, uncond, anchor: torch.Tensor | None) -> torch.Tensor:
-        """(b c f h w) noise -> keyframe latents; with an anchor (b c h w), every frame reads it."""
+    def _base_stage(self, call: _Call, noise, cond, uncond, anchor: torch.Tensor | None, **options) -> torch.Tensor:
+        """(b c f h w) noise -> keyframe latents; with an anchor (b c h w), every frame reads it.
+        options: the sampler's known frames or start latents (vidgen.media)."""
         s, base = call.settings, self.model.stages["base"]
         index = cascade.anchor_index(s.num_frames, self.model.index.anchor.position) if anchor is not None else None
 
@@ -340,7 +327,7 @@ class VideoPipeline:
 
         guide = critic_choice.arrow_guide(self.model.critic, cond, s.motion_guidance) if s.motion_guidance else None
         return self._sample(call, denoise, noise, cond, uncond, s.guidance_scale, s.num_inference_steps,
-                            "base stage", guide=guide)
+                            "base stage", guide=guide, **options)
 
     def _interpolate(self, call: _Call, keyframes, fps, cond, uncond):
         """(b c f h w) keyframes at fps -> (b c f*k h w) latents at fps*k."""

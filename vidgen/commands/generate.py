@@ -18,6 +18,7 @@ from ..distributed import Processes, clips_to_make
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import check_prompt, settings_record
+from .media_flags import add_media_arguments, media_request
 from .model_options import apply_model_options, load_device, lora_specs
 from .sampling import add_sampling_arguments, plan
 
@@ -50,6 +51,7 @@ def add_parser(subparsers):
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from the OUT name)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
     add_sampling_arguments(parser)
+    add_media_arguments(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -101,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
         check_prompt(args.negative, "the negative prompt (--negative)", allow_empty=True)
     fmt = [check_clip_destination(path, args.format, overwrite=args.overwrite) for _, path in jobs][0]
     request = plan(args)
+    media, media_notes = media_request(args, request)
     processes = Processes()  # under `accelerate launch`: this process's share of the prompts (vidgen.distributed)
     seed = processes.agree(args.seed if args.seed is not None else fresh_seed())
-    jobs, skipped = clips_to_make(jobs, _made_with(args, request, seed, fmt), processes)
+    jobs, skipped = clips_to_make(jobs, {**_made_with(args, request, seed, fmt), **media_notes}, processes)
     if skipped:
         print(f"skipped {skipped} clip(s) already written with these settings (process {processes.rank})")
     if not jobs:
@@ -125,10 +128,12 @@ def run(args: argparse.Namespace) -> int:
     frames_out, height_out, width_out, fps_out = request.output_size
     for prompt, path in jobs:
         out = pipe(prompt, negative_prompt=args.negative, **dataclasses.asdict(s), eta=args.eta, seed=seed,
-                   progress=not args.no_progress, stages=stages)
+                   progress=not args.no_progress, stages=stages, **media)
+        frames = out.frames[0]  # (f h w 3)
+        frames_out, height_out, width_out, fps_out = len(frames), frames.shape[1], frames.shape[2], out.fps
         metadata = {**clip_metadata(out, prompt, args.negative, seed, request.model, args.scheduler, args.eta,
-                                    args.dtype, request.output_size),
-                    "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
-        save_video(out.frames[0], path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
+                                    args.dtype, (frames_out, height_out, width_out, fps_out)),
+                    **media_notes, "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
+        save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
         print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0

@@ -1,0 +1,31 @@
+"""`vidgen extend`: a clip continued, its own frames kept as they were (vidgen.media.long_clips)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import arguments as types
+from .clip_commands import add_clip_arguments, check_request, load_pipeline, seed_of, write
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "extend", help="Continue a clip",
+        description="Continue a clip: its frames are kept exactly as they were (re-encoded, not redrawn) and the "
+        "model draws what follows, the base stage knowing the clip's last keyframes and frame interpolation its "
+        "last frames, so the continuation joins without a seam.")
+    add_clip_arguments(parser)
+    parser.add_argument("--seconds", type=types.positive, default=1.0, help="seconds to add (default 1)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    model, clip, note = check_request(args, None)
+    seed = seed_of(args)
+    pipe = load_pipeline(args, model)
+    out = pipe.extend(clip, prompt=args.prompt, seconds=args.seconds, seed=seed, progress=not args.no_progress,
+                      num_inference_steps=args.steps)
+    write(args, out, clip, model, seed, {"input": note, "kept_frames": f"0-{len(clip.frames) - 1} (the clip's own)",
+                                        "added_seconds": args.seconds})
+    return 0
