@@ -142,14 +142,19 @@ def test_one_clip_at_a_time(pipe, model, tmp_path):
 
 
 def test_media_inputs_appear_only_where_the_pipeline_takes_them(pipe, tmp_path):
-    assert supported_inputs(pipe) == ()  # this vidgen's pipeline takes no image or clip
-    with pytest.raises(VidgenError, match="takes no image input"):
-        read_media(pipe, str(tmp_path / "x.png"), None, None)
+    # this vidgen's pipeline takes both where the base stage draws no anchor frame of its own
+    assert supported_inputs(pipe) == (("image", "video") if pipe.model.image_unet is None else ())
 
-    class ImagePipeline(VideoPipeline):
-        def __call__(self, prompt, image=None, **options):
+    class TextOnlyPipeline(VideoPipeline):  # a pipeline whose call has no image / video parameters
+        def __call__(self, prompt, **options):
             return super().__call__(prompt, **options)
 
+    text_only = TextOnlyPipeline(pipe.model)
+    assert supported_inputs(text_only) == ()
+    with pytest.raises(VidgenError, match="takes no image input"):
+        read_media(text_only, str(tmp_path / "x.png"), None, None)
+
+    class ImagePipeline(VideoPipeline):
         def supports_input(self, kind):
             return kind == "image"
 
@@ -202,3 +207,24 @@ def test_serve_refuses_before_loading(model, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # as where the web extra is not installed
     err = cli_error(capsys, "serve", "--model", str(model))
     assert err.count("\n") == 0 and 'pip install -e ".[web]"' in err and err.startswith("vidgen serve: error:")
+
+
+def test_a_clip_from_a_picture_and_one_from_a_clip_go_through_the_page(pipe, model, tmp_path):
+    """The page's image and clip inputs reach the pipeline (vidgen.media): the picture's clip and the
+    redrawn clip are written with what was done to the input in their sidecars."""
+    import numpy as np
+    from PIL import Image
+
+    from vidgen.video_io import save_video
+
+    picture = tmp_path / "picture.png"
+    Image.fromarray(np.full((40, 48, 3), (200, 30, 30), np.uint8)).save(picture)  # cropped and scaled to fit
+    clip_in = tmp_path / "in.mp4"
+    save_video(np.full((4, 32, 32, 3), 90, np.uint8), clip_in, fps=8)
+    studio = Studio(pipe, tmp_path / "out", model)
+    from_picture = studio.make(read_form(pipe, "a red circle", seed=1, image=str(picture)))
+    sidecar = json.loads(from_picture.path.with_name(from_picture.path.name + ".json").read_text())
+    assert "picture.png" in sidecar["image"] and from_picture.path.stat().st_size > 0
+    redrawn = studio.make(read_form(pipe, "a blue circle", seed=1, video=str(clip_in), strength="0.5"))
+    sidecar = json.loads(redrawn.path.with_name(redrawn.path.name + ".json").read_text())
+    assert "in.mp4" in sidecar["video"] and sidecar["strength"] == 0.5

@@ -22,6 +22,11 @@ from .long_clips import dense_window, extend_clip
 class MediaMethods:
     """Mixed into VideoPipeline: `self.model`, `self._checked`, `self._text` and the stage methods."""
 
+    def supports_input(self, kind: str) -> bool:
+        """Whether this model's generation can start from a user's `kind` ("image" or "video"): a base
+        stage that draws its own anchor frame cannot (vidgen.media.conditioning.prepare refuses it)."""
+        return kind in ("image", "video") and self.model.image_unet is None
+
     def _media_call(self, needs: str | None, prompt, settings: dict, seed, generator, progress, eta=0.0):
         """(call, cond, uncond) for one clip, refused where the model lacks the stage `needs`."""
         if needs is not None and needs not in self.model.stages:
