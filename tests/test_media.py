@@ -167,12 +167,17 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     (["upscale", "{good}", "-o", "{good}"], "the clip itself"),
     (["generate", "a red circle", "--image", "{bad}", "-o", "{out}"], "cannot be read as a picture"),
     (["generate", "a red circle", "--strength", "0.5", "-o", "{out}"], "--strength goes with --video or --image"),
+    (["upscale", "{frames}", "-o", "{out}"], "00001.png cannot be read as a frame"),
+    (["generate", "a red circle", "--lora", "{lora}", "-o", "{out}"], "not a readable safetensors file"),
 ])
 def test_commands_refuse_with_one_line_and_exit_2(argv, reason, tmp_path, capsys):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    save_video(clip_frames(2), tmp_path / "frames", fps=8, fmt="png")  # a frames folder with one damaged frame
+    (tmp_path / "frames" / "00001.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 64)  # a damaged header
     save_video(clip_frames(2), tmp_path / "good.gif", fps=8)
     names = dict(missing=tmp_path / "none.mp4", bad=tmp_path / "bad.mp4", good=tmp_path / "good.gif",
-                 out=tmp_path / "out.mp4")
+                 out=tmp_path / "out.mp4", frames=tmp_path / "frames", lora=tmp_path / "bad.safetensors")
     assert main([part.format(**names) for part in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and reason in err and err.startswith(f"vidgen {argv[0]}: error:")

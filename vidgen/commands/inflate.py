@@ -81,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
                           f"(unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
     if args.motion_adapter is not None:
         check_motion_adapter(Path(args.motion_adapter), args.max_frames)
+        from ..interop.sdxl import is_sdxl_folder
+
+        if is_sdxl_folder(source):  # diffusers' UNetMotionModel takes no SDXL size conditioning through vidgen yet
+            raise VidgenError(f"--image-model {source} is an SDXL folder: --motion-adapter takes a Stable Diffusion "
+                              f"1.x folder (AnimateDiff's SDXL modules are not supported); inflate SDXL without it")
     max_frames = args.max_frames or 64
     if args.frames is not None and args.motion_adapter is None and args.frames > max_frames:
         raise VidgenError(f"--frames {args.frames} is more than --max-frames {max_frames}: raise --max-frames or "

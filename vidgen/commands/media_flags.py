@@ -33,6 +33,12 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
                           "is redrawn)")
     if args.seconds is not None and (args.image is not None or args.video is not None):
         raise VidgenError("--seconds makes a clip from the prompt alone: to lengthen a clip use `vidgen extend`")
+    if args.image is not None or args.video is not None:
+        from ..model_index import read_model_index
+
+        if read_model_index(plan.model).anchor.image_model:  # as vidgen.media.conditioning.prepare refuses it
+            raise VidgenError(f"{plan.model}'s base stage draws its own anchor frame: --image and --video need a model "
+                              f"whose base stage has none")
     size, given, notes = (plan.settings.height, plan.settings.width), {}, {}
     if args.image is not None:
         picture = read_image(args.image)

@@ -108,8 +108,12 @@ def check_file(path: Path, flag: str = "--lora") -> None:
     if path.suffix != ".safetensors" or not path.is_file():
         raise VidgenError(f"{flag} {path}: not a .safetensors file (LoRA weights in the diffusers/PEFT format; "
                           f"pickled .bin/.ckpt files are not read)")
-    with safe_open(path, "pt") as f:
-        keys = list(f.keys())
+    try:
+        with safe_open(path, "pt") as f:
+            keys = list(f.keys())
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged header
+        raise VidgenError(f"{flag} {path}: not a readable safetensors file ({str(exc).splitlines()[0]}): give the "
+                          f"LoRA's .safetensors file as it was saved") from None
     odd = next((k for k in keys if not (_KEY.match(diffusers_key(k)) or _ALPHA.match(k))), None)
     if odd is not None or not keys:
         raise VidgenError(f"{flag} {path}: {'key ' + repr(odd) + ' is' if odd else 'no keys are'} not LoRA weights: "

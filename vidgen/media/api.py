@@ -36,6 +36,8 @@ class MediaMethods:
         device = self.model.device
         call = Call(s, eta, new_generator(seed, generator), progress, autocast_dtype(s.autocast, device), device)
         with call.timed("text"):
+            if hasattr(self.model.text_encoder, "image_size"):  # SDXL's size conditioning (vidgen.interop.sdxl)
+                self.model.text_encoder.image_size = (s.height, s.width)
             cond, uncond = self._text([prompt], None)
         return call, cond, uncond
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..diffusion.noise import frame_noise
+from ..errors import VidgenError
 from ..models import cascade
 from ..models.vae import decode_latents, encode_video, latent_factor
 from ..video_io import to_uint8_frames
@@ -70,6 +71,9 @@ def fill_timeline(pipe, call, known: torch.Tensor, mask: torch.Tensor, fps: floa
     """(b c T h w) latents, (T,) bool mask of the given frames -> (b c T h w) with every other frame
     sampled, `window` frames at a time. A window starts `context` frames before the first frame
     still missing (those it reads as known: given, or made by the window before)."""
+    if window <= context:  # a window would end before the first missing frame and never fill it
+        raise VidgenError(f"a window of {window} frames cannot fill past {context} frames of context: give more "
+                          f"frames per window (num_frames)")
     out, done = known.clone(), mask.clone().cpu()
     total = done.numel()
     while not bool(done.all()):

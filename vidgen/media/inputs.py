@@ -90,7 +90,18 @@ def _png_folder(folder: Path) -> tuple[np.ndarray, float, dict]:
     if not names:
         raise VidgenError(f"{folder} is a folder without NNNNN.png frames: give a video file or a frames folder "
                           f"written by vidgen")
-    frames = np.stack([np.asarray(Image.open(folder / name).convert("RGB")) for name in names])
+    frames = []
+    for name in names:
+        try:
+            with Image.open(folder / name) as picture:
+                frames.append(np.asarray(picture.convert("RGB")))
+        except (OSError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+            raise VidgenError(f"{folder / name} cannot be read as a frame ({type(exc).__name__}): replace it or give "
+                              f"the clip as a video file") from None
+        if frames[-1].shape != frames[0].shape:
+            raise VidgenError(f"{folder / name} is {frames[-1].shape[1]}x{frames[-1].shape[0]}, the folder's first "
+                              f"frame {frames[0].shape[1]}x{frames[0].shape[0]}: every frame must be the same size")
+    frames = np.stack(frames)  # (f h w 3)
     metadata = read_sidecar(folder) or {}
     return frames, float(metadata.get("fps", 8.0)), metadata
 
