@@ -97,6 +97,51 @@ def test_data_shard_writes_the_video2dataset_layout_and_refuses_a_foreign_folder
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def test_a_folder_of_tar_files_vidgen_did_not_write_is_refused_and_left_untouched(corpus, tmp_path, capsys):
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    for name in ("00000.tar", "00001.tar"):
+        (foreign / name).write_bytes(b"their own archive " + name.encode())
+    capsys.readouterr()
+    assert main(["data", "shard", str(corpus), "-o", str(foreign), "--per-shard", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(foreign) in err[0] and "new or empty folder" in err[0]
+    assert sorted(p.name for p in foreign.iterdir()) == ["00000.tar", "00001.tar"]
+    assert (foreign / "00000.tar").read_bytes() == b"their own archive 00000.tar"
+    interrupted = tmp_path / "interrupted"  # a set whose writing stopped (its marker, no shards.json) is ours
+    interrupted.mkdir()
+    (interrupted / ".vidgen-shards-writing").write_text("")
+    (interrupted / "00005.tar").write_bytes(b"partial")
+    assert main(["data", "shard", str(corpus), "-o", str(interrupted), "--per-shard", "4", "--no-progress"]) == 0
+    assert sorted(p.name for p in interrupted.iterdir()) == ["00000.tar", "00001.tar", "shards.json"]
+
+
+def test_a_manifest_record_that_is_not_a_video_is_skipped_reported_once_and_not_counted(corpus, tmp_path, capsys):
+    import pandas as pd
+
+    (tmp_path / "v.xyz").write_bytes(b"not a video")
+    (tmp_path / "noext").write_bytes(b"no suffix")
+    paths = [str(corpus / "c0.mp4"), str(tmp_path / "v.xyz"), str(tmp_path / "noext"), str(corpus / "c1.mp4")]
+    pd.DataFrame({"path": paths, "caption": ["a", "b", "c", "d"]}).to_csv(tmp_path / "m.csv", index=False)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["data", "shard", str(tmp_path / "m.csv"), "-o", str(out), "--per-shard", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("v.xyz") == 1 and err.count("noext") == 1 and "not a video file" in err
+    index = json.loads((out / "shards.json").read_text())
+    assert index["samples"] == 2 and [s["samples"] for s in index["shards"]] == [1, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["00000.tar", "00001.tar", "shards.json"]
+    with tarfile.open(out / "00001.tar") as tar:
+        assert tar.getnames() == ["000000001.json", "000000001.mp4", "000000001.txt"]
+
+
+def test_an_unbalanced_pattern_is_refused_and_a_shard_named_twice_is_read_once(shard_set):
+    with pytest.raises(VidgenError, match=r"data.shards=.*\{00000..00001.tar: the pattern cannot be expanded"):
+        scan_shards(str(shard_set / "{00000..00001.tar"))
+    twice = f"{shard_set / '{00000..00001}.tar'}::{shard_set / '.' / '00001.tar'}"
+    assert [Path(s.path).name for s in scan_shards(twice)] == ["00000.tar", "00001.tar"]
+
+
 def test_a_video2dataset_shard_reads_json_captions_and_a_damaged_one_reads_to_the_damage(corpus, tmp_path, caplog):
     import webdataset as wds
 

@@ -48,6 +48,14 @@ def test_csv_and_parquet_manifests_read_like_json_lines(corpus):
     assert all((a[i]["video"] == b[i]["video"]).all() and a[i]["fps"] == b[i]["fps"] for i in range(3))
 
 
+def test_a_parquet_list_column_is_left_out_of_the_record(corpus, tmp_path):
+    pd.DataFrame({"path": [str(corpus / "1000.mp4"), str(corpus / "1001.mp4")], "caption": ["a", "b"],
+                  "tags": [["dog", "park"], ["cat"]], "frames": [12, 12]}).to_parquet(tmp_path / "tags.parquet")
+    records = read_manifest(tmp_path / "tags.parquet")
+    assert [sorted(r) for r in records] == [["caption", "frames", "path"]] * 2
+    assert [r["caption"] for r in records] == ["a", "b"] and records[0]["frames"] == 12
+
+
 @pytest.mark.parametrize("columns, named", [
     ({"url": ["a.mp4"], "caption": ["x"]}, "has no video column: name one of path, videoid, contentUrl"),
     ({"contentUrl": ["https://example.com/a.mp4"], "name": ["x"]}, "download the corpus first"),

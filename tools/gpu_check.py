@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (tools/bench.py: contenders, timing, FLOP counting, generation memory)
+from vidgen.fs import write_text_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"step_mfu": 0.40, "generation_gib": 10.0, "train_mfu": 0.30}
@@ -200,15 +201,18 @@ def resume_figures(size: dict, args, work: Path) -> dict:
                            f"train.output_dir={work / 'run'}", f"train.checkpoint_every={every}",
                            *(["train.mixed_precision=bf16"] if args.device == "cuda" else []))
     started = time.perf_counter()
-    first = subprocess.Popen([*train, f"train.max_steps={100 * every}"], env=subprocess_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = work / "first-run.log"  # a file, not a pipe: a chatty run never blocks on a full pipe
+    with open(log, "w") as first_log:
+        first = subprocess.Popen([*train, f"train.max_steps={100 * every}"], env=subprocess_env(),
+                                 stdout=subprocess.DEVNULL, stderr=first_log, text=True)
     checkpoints = work / "run" / "checkpoints"
-    while not any(checkpoints.glob("step-*[0-9]")) and first.poll() is None:
+    deadline = time.monotonic() + 300
+    while not any(checkpoints.glob("step-*[0-9]")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)  # no time to save: the resume starts from the last checkpoint
     first.wait()
     if not any(checkpoints.glob("step-*[0-9]")):
-        raise RuntimeError(f"the first run ended without a checkpoint: {first.stderr.read()[-2000:]}")
+        raise RuntimeError(f"the first run ended without a checkpoint: {log.read_text()[-2000:]}")
     saved = max(int(p.name.removeprefix("step-")) for p in checkpoints.glob("step-*[0-9]"))
     target = saved + 2 * every
     printed = run([*train, f"train.max_steps={target}", "train.resume=auto"], timeout=600)
@@ -286,7 +290,7 @@ def main(argv=None) -> int:
     report["met"] = {"step_mfu": report["step"]["contenders"]["vidgen"]["mfu"] >= TARGETS["step_mfu"],
                      "generation_gib": report["generation"]["peak_gib"] * 2**30 / 1e9 <= TARGETS["generation_gib"],
                      "train_mfu": report["training"]["mfu"] >= TARGETS["train_mfu"]}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(table(report))
     print(f"targets met: {', '.join(f'{k} {v}' for k, v in report['met'].items())}; wrote {args.out} in "
           f"{report['seconds']:.0f} s")

@@ -155,7 +155,7 @@ def run_shard(args: argparse.Namespace) -> int:
         raise VidgenError(f"{src} holds no readable video: nothing to shard")
     root = src if src.is_dir() else src.resolve().parent
     written = write_shards(records, args.output, args.per_shard, root, progress=not args.no_progress)
-    print(f"wrote {len(records)} clips into {len(written)} shards in {args.output} in "
+    print(f"wrote {sum(shard['samples'] for shard in written)} clips into {len(written)} shards in {args.output} in "
           f"{time.perf_counter() - started:.1f}s; train with data.shards={Path(args.output) / shard_pattern(len(written))}")
     return 0
 

@@ -86,13 +86,17 @@ def clip_metadata(out, prompt: str, negative: str | None, seed: int, model, sche
 
 
 def _made_with(args: argparse.Namespace, request, seed: int, fmt: str) -> dict:
-    """What a clip's sidecar records of these settings, short of the prompt and the precision that
-    ran: a clip whose sidecar matches it is not made again by a launched rerun. The seed counts
-    only where --seed gives it (a fresh one differs on every run)."""
+    """What a clip's sidecar records of these settings, short of the prompt: a clip whose sidecar
+    matches it is not made again by a launched rerun. The seed counts only where --seed gives it
+    (a fresh one differs on every run)."""
+    from ..precision import autocast_dtype, autocast_name
+
+    ran_in = autocast_name(autocast_dtype(request.settings.autocast, args.device))  # as the pipeline will resolve it
     made = {"negative_prompt": args.negative, "model": str(request.model), "dtype": args.dtype, "format": fmt,
-            **settings_record(request.settings, request.stages, args.scheduler, args.eta, "", request.output_size),
+            **settings_record(request.settings, request.stages, args.scheduler, args.eta, ran_in, request.output_size),
             "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
-    del made["autocast"]
+    if args.seconds is not None:  # a long clip's frame count is known once made; its length is in the media notes
+        del made["frames"]
     return {**made, "seed": seed} if args.seed is not None else made
 
 

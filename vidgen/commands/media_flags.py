@@ -43,6 +43,7 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
     if args.image is not None:
         picture = read_image(args.image)
         notes["image"] = f"{args.image}: " + check_fit(picture.shape[0], picture.shape[1], size, "--image")
+        notes["strength"] = args.strength if args.strength is not None else 1.0  # media.conditioning.IMAGE_STRENGTH
         given.update(image=picture, strength=args.strength)
     if args.video is not None:
         clip = read_clip(args.video, "--video")

@@ -61,13 +61,25 @@ def video_extension(extensions) -> str | None:
 
 
 def expand_shards(pattern: str) -> list[str]:
-    """The tar files a data.shards pattern names, each checked to exist."""
+    """The tar files a data.shards pattern names, each checked to exist and kept once (by its real path)."""
     from webdataset.shardlists import expand_urls
 
     if "://" in pattern:
         raise VidgenError(f"data.shards={pattern}: vidgen reads local shards; copy them to a local or mounted file "
                           f"system and give its path pattern, e.g. data.shards=corpus/{{00000..00127}}.tar")
-    paths = [os.path.expanduser(p) for p in expand_urls(pattern)]
+    try:
+        expanded = expand_urls(pattern)
+    except ValueError as exc:  # braceexpand's UnbalancedBracesError
+        raise VidgenError(f"data.shards={pattern}: the pattern cannot be expanded ({exc}); balance its braces, e.g. "
+                          f"data.shards=corpus/{{00000..00127}}.tar") from None
+    paths, seen = [], set()
+    for path in (os.path.expanduser(p) for p in expanded):
+        real = os.path.realpath(path)
+        if real in seen:  # a shard named twice would be read twice an epoch
+            logger.warning("data.shards=%s names %s more than once: it is read once", pattern, path)
+            continue
+        seen.add(real)
+        paths.append(path)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise VidgenError(f"data.shards={pattern}: {len(missing)} of its {len(paths)} shards do not exist (e.g. "

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+
 from ..errors import VidgenError
 
 PATH_COLUMNS = ("path", "videoid", "contentUrl")
@@ -45,9 +47,13 @@ def _load(manifest: Path):
 
 
 def _plain(value):
-    """A cell as a JSON value, or None where it is empty (NaN, None, '')."""
-    if hasattr(value, "item"):  # numpy scalars
+    """A cell as a JSON value, or None where it is empty (NaN, None, '') or not plain (a list, an array)."""
+    if hasattr(value, "item"):  # numpy scalars; an array (a parquet list column) is not a plain value
+        if np.ndim(value) != 0:
+            return None
         value = value.item()
+    elif isinstance(value, (list, tuple, dict)):
+        return None
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         return None
     return value if isinstance(value, (int, float, str, bool)) else None

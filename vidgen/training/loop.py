@@ -43,7 +43,7 @@ from .lock import run_lock
 from .resume import apply_changed_settings, check_resumable
 from .shard_loader import ShardLoader
 from .stages import build_stage
-from .unreadable import UnreadableClips
+from .unreadable import UnreadableClips, every_clip_skipped
 from .validate import check_run
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                 stop.check()  # between steps: the last one is whole (and saved where it was due)
                 micro += 1
                 unreadable.note(batch)
-                if not batch["path"]:  # every clip of the batch was skipped
+                if every_clip_skipped(accelerator, batch):  # on any rank: all ranks skip it together
                     continue
                 with accelerator.accumulate(model):
                     loss = stage.loss(model, batch, step_generator(cfg.train.seed, micro, accelerator.process_index))

@@ -29,6 +29,7 @@ class ShardLoader:
                                  worker_init_fn=worker_init_fn if num_workers else None)
         self.positions: dict[int, tuple] = {}  # reader -> (yielded, read, buffered) of the last batch consumed
         self.marked: dict[int, tuple] = {}
+        self.marked_epoch: int | None = None  # the epoch `marked` belongs to (the dataset's may move on before `state`)
         self.restored: dict | None = None
         self.clip_log = clip_log
 
@@ -55,13 +56,15 @@ class ShardLoader:
     def mark(self) -> None:
         """Note the positions as they are now: the loop calls this where it records its micro-step."""
         self.marked = dict(self.positions)
+        self.marked_epoch = self.dataset.epoch
 
     def state(self) -> dict:
         """The marked positions of every rank's readers (every rank calls this: it gathers)."""
         readers = {}
         for part in gather_object([self.marked]):
             readers.update(part)
-        return {"epoch": self.dataset.epoch, "readers": {str(k): list(v) for k, v in sorted(readers.items())},
+        epoch = self.dataset.epoch if self.marked_epoch is None else self.marked_epoch
+        return {"epoch": epoch, "readers": {str(k): list(v) for k, v in sorted(readers.items())},
                 "layout": [self.accelerator.num_processes, self.dataset.readers_per_rank, self.batch_size]}
 
     def restore(self, saved: dict | None) -> None:

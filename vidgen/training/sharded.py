@@ -79,8 +79,8 @@ def check_dcp_folder(folder: Path, refuse: Callable[[Path, str], Exception]) -> 
         layout = read_layout(layout_path)
         storage = layout.storage_data
         plain_values = [fqn for fqn, meta in layout.state_dict_metadata.items() if isinstance(meta, BytesStorageMetadata)]
-    except (pickle.UnpicklingError, AttributeError, EOFError, TypeError, ValueError) as exc:
-        raise refuse(layout_path, f"is not a sharded state's layout ({str(exc)[:160]})") from None
+    except Exception as exc:  # a crafted layout can raise anything on the way (KeyError, IndexError, ...)
+        raise refuse(layout_path, f"is not a sharded state's layout ({type(exc).__name__}: {str(exc)[:160]})") from None
     for index, where in storage.items():
         if index.fqn not in plain_values:
             continue

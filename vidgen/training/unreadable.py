@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import torch
+
 from ..errors import VidgenError
 
 logger = logging.getLogger("vidgen.training")
@@ -51,3 +53,13 @@ class UnreadableClips:
                            "; ".join(f"{n} x {reason}" for reason, n in self.reasons.most_common(SHOWN_REASONS)))
         self.readable_this_pass = 0
         self.skipped_this_pass = 0
+
+
+def every_clip_skipped(accelerator, batch) -> bool:
+    """Whether this batch is to be skipped: every clip of it was unreadable on some rank. Decided
+    by all ranks together, so that none leaves the step's collectives (the loss gather, DDP's
+    gradient all-reduce) while the others wait in them."""
+    empty = not batch["path"]
+    if accelerator.num_processes == 1:
+        return empty
+    return bool(accelerator.gather(torch.tensor([float(empty)], device=accelerator.device)).max().item())

@@ -128,6 +128,10 @@ def check_corpus_keys(cfg: RunConfig) -> None:
         if d.clip_log:
             raise VidgenError("data.clip_log records the clips a run streams from data.shards; a manifest run's clips "
                               "are its manifest's: leave it false")
+        from ..data.manifest import read_manifest
+
+        if os.path.isfile(d.manifest):  # (a missing one is refused by check_run, naming the key)
+            read_manifest(d.manifest)  # a table without a video column, an empty path cell, ...: before weights load
         return
     from ..data.shards import expand_shards
 
