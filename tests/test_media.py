@@ -188,3 +188,16 @@ def test_commands_refuse_with_one_line_and_exit_2(argv, reason, tmp_path, capsys
 def test_media_commands_are_listed_with_help(name, capsys):
     assert main(["--help"]) == 0 and name in capsys.readouterr().out
     assert main([name, "--help"]) == 0 and f"vidgen {name}" in capsys.readouterr().out
+
+
+def test_a_clip_of_another_shape_is_cropped_to_the_models_and_its_frames_kept_in_that_crop(pipe):
+    """A wide clip on a square model: interpolation and extension crop it to the model's aspect at
+    its own resolution, so the kept frames are the crop's exact pixels and the drawn ones the same
+    region (not a zoomed part of it)."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 255, (3, 32, 40, 3), dtype=np.uint8)  # (f h w 3), the model is 32x32
+    out = pipe.interpolate(wide, factor=2, fps=8, num_inference_steps=2, progress=False)
+    assert out.frames.shape[2:4] == (32, 32)
+    assert np.array_equal(out.frames[0, ::2], wide[:, :, 4:36])
+    longer = pipe.extend(wide, seconds=0.25, fps=8, num_inference_steps=2, progress=False)
+    assert longer.frames.shape[2:4] == (32, 32) and np.array_equal(longer.frames[0, :3], wide[:, :, 4:36])

@@ -15,7 +15,7 @@ from ..precision import autocast_dtype, autocast_name
 from ..sampling_call import Call, new_generator
 from .conditioning import video_clip
 from .frames import decode_frames, encode_frames, fill_timeline
-from .inputs import check_fit, fit_frames
+from .inputs import check_fit, crop_to_shape, fit_frames
 from .long_clips import dense_window, extend_clip
 
 
@@ -65,6 +65,7 @@ class MediaMethods:
                                               dict(settings, arrow_check=False, candidates=1), seed, generator,
                                               progress)
         check_fit(*clip.size, (call.settings.height, call.settings.width), "the clip")
+        clip = crop_to_shape(clip, (call.settings.height, call.settings.width))  # kept and new frames alike
         frames = extend_clip(self, call, clip, cond, uncond, seconds)
         return self._media_output(call, frames, clip.fps, ["base", "interp"] if "interp" in self.model.stages
                                   else ["base"])
@@ -85,6 +86,7 @@ class MediaMethods:
                                               progress)
         s = call.settings
         check_fit(*clip.size, (s.height, s.width), "the clip")
+        clip = crop_to_shape(clip, (s.height, s.width))  # kept and drawn frames show the same region
         if len(clip.frames) < 2:
             raise VidgenError("the clip has one frame: interpolation needs at least two")
         keys = encode_frames(self, fit_frames(clip.frames, (s.height, s.width)))  # (1 c f h w)

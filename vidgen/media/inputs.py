@@ -7,6 +7,7 @@ size, then crops the middle: the `note` says what was done, for the clip's sidec
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,18 @@ def check_fit(height: int, width: int, target: tuple[int, int], what: str) -> st
     if (height, width) == (th, tw):
         return f"{width}x{height}, used as it is"
     return f"{width}x{height} scaled by {scale:.3g} and center-cropped to {tw}x{th}"
+
+
+def crop_to_shape(clip: Clip, target: tuple[int, int]) -> Clip:
+    """The clip center-cropped to the target's aspect ratio at its own resolution, so that frames the
+    model draws (at the target size, scaled back) show the same region as the frames it keeps."""
+    th, tw = target
+    f, h, w, _ = clip.frames.shape
+    ch, cw = (h, max(1, round(h * tw / th))) if w * th > h * tw else (max(1, round(w * th / tw)), w)
+    if (ch, cw) == (h, w):
+        return clip
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return dataclasses.replace(clip, frames=clip.frames[:, top:top + ch, left:left + cw])
 
 
 def fit_frames(frames: np.ndarray, target: tuple[int, int]) -> np.ndarray:
