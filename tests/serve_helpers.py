@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from launch_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,12 +28,6 @@ def fast_model(image_model: Path, folder: Path) -> Path:
     defaults.num_inference_steps, defaults.height, defaults.width, defaults.guidance_scale = 2, 32, 32, 3.0
     pipe.save_pretrained(folder)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

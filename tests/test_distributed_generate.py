@@ -5,42 +5,16 @@ the one-process report. Three launches in all (they are the slow part)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch_helpers import launch_two
 
 from vidgen.cli import main
 from vidgen.distributed import already_written, clips_to_make, Processes
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLING = ["--steps", "2", "--frames", "4", "--seed", "3", "--no-progress"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true"}
-
-
-def launch_two(tmp_path: Path, *argv: str) -> str:
-    """`accelerate launch` 2 CPU processes of `vidgen ARGV`; returns their output."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "vidgen", *argv]
-    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +33,7 @@ def test_two_processes_write_each_prompt_line_once_and_a_rerun_writes_none(video
     out.parent.mkdir()
     argv = ["generate", "--model", str(video_model), "--prompts", str(tmp_path / "prompts.txt"), "-o", str(out),
             *SAMPLING]
-    printed = launch_two(tmp_path, *argv)
+    printed = launch_two(tmp_path, argv).stdout
     wrote = re.findall(r"^wrote (\S+) ", printed, flags=re.MULTILINE)
     expected = [str(out.with_name(f"clip_{i:03d}.gif")) for i in range(5)]  # named by non-empty line, as in one process
     assert sorted(wrote) == expected  # each exactly once, between the two processes
@@ -67,7 +41,7 @@ def test_two_processes_write_each_prompt_line_once_and_a_rerun_writes_none(video
     assert [s["prompt"] for s in sidecars] == [p for p in prompts if p]
     before = {p: Path(p).stat().st_mtime_ns for p in expected}
 
-    printed = launch_two(tmp_path, *argv)  # the rerun: everything is there with these settings
+    printed = launch_two(tmp_path, argv).stdout  # the rerun: everything is there with these settings
     assert "wrote" not in printed
     assert sum(map(int, re.findall(r"skipped (\d+) clip", printed))) == 5
     assert {p: Path(p).stat().st_mtime_ns for p in expected} == before
@@ -86,7 +60,7 @@ def test_two_process_eval_report_equals_the_one_process_report(video_model, tmp_
     argv = ["eval", "shapes", "--model", str(video_model), "--n", "3", "--heldout", "--batch-size", "2", *SAMPLING]
     assert main([*argv, "-o", str(tmp_path / "one.json")]) == 0
     one_printed = capsys.readouterr().out
-    printed = launch_two(tmp_path, *argv, "-o", str(tmp_path / "two.json"))
+    printed = launch_two(tmp_path, [*argv, "-o", tmp_path / "two.json"]).stdout
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert [c["index"] for c in two["clips"]] == list(range(6))  # 3 batches over 2 processes, gathered in order
     assert two == one

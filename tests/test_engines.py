@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,13 @@ import pytest
 import torch
 import yaml
 from accelerate.utils import DistributedType
+from launch_helpers import free_port
 
 from vidgen.errors import VidgenError
 from vidgen.training.checkpoints import UnsafeCheckpoint, check_checkpoint_files
 from vidgen.training.engines import check_engine
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))

@@ -5,8 +5,6 @@ rank 0 writes one index covering every clip once; it is the cache the training-t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ from vidgen.data.latent_cache import LatentCache, build_latent_cache, vae_finger
 from vidgen.data.manifest import read_manifest
 from vidgen.data.parallel_cache import load_vae
 
-from test_training import free_port, subprocess_env
+from launch_helpers import launch_two
 from video_factory import make_mp4
 
 
@@ -35,12 +33,7 @@ def test_two_processes_cache_every_clip_once_and_a_rerun_does_no_work(sd_image_m
     cache = tmp_path / "cache"
     argv = ["data", "cache", manifest, "--model", sd_image_model, "--size", 32, "-o", cache, "--part-size", 2,
             "--no-progress"]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "vidgen", *map(str, argv)]
-    done = subprocess.run(command, cwd=tmp_path, env={**subprocess_env(), "ACCELERATE_USE_CPU": "true"},
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = launch_two(tmp_path, argv)
     assert "7 encoded now by 2 processes, 0 parts already done" in done.stdout
 
     paths = [r["path"] for r in read_manifest(manifest)]

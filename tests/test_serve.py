@@ -12,7 +12,8 @@ import time
 
 import av
 import pytest
-from serve_helpers import fast_model, free_port
+from launch_helpers import free_port
+from serve_helpers import fast_model
 
 from vidgen import VideoPipeline
 from vidgen.cli import main

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -22,7 +20,8 @@ from vidgen.data.shard_dataset import ShardClipDataset
 from vidgen.data.shards import scan_shards
 from vidgen.errors import VidgenError
 
-from test_training import TINY, free_port, read_log, subprocess_env
+from launch_helpers import launch_two
+from test_training import TINY, read_log
 from video_factory import make_mp4
 
 CLIPS = 8
@@ -258,12 +257,7 @@ def test_two_processes_with_two_workers_train_on_shards_each_clip_once_per_epoch
         argv = ["train", "--no-progress", TINY / "video.yaml", f"data.shards={shard_set / PATTERN}",
                 f"model.pretrained={inflated}", f"train.output_dir={run}", f"train.max_steps={max_steps}",
                 "train.checkpoint_every=1", "train.ema_decay=0", "data.num_workers=2", "data.clip_log=true"]
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), "-m", "vidgen", *map(str, argv)]
-        done = subprocess.run(command, cwd=tmp_path, env={**subprocess_env(), "ACCELERATE_USE_CPU": "true"},
-                              capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        launch_two(tmp_path, argv)
 
     def clips_seen() -> dict[int, list[tuple[str, str]]]:  # rank -> [(epoch, clip)] in the order trained on
         return {rank: [tuple(line.split("\t")) for line in (run / f"rank-{rank}-clips.txt").read_text().splitlines()]

@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Callable
 
 import pytest
 import torch
+from launch_helpers import launch_two, subprocess_env
 from safetensors.torch import load_file
 
 from vidgen.cli import main
@@ -352,30 +352,11 @@ def test_three_steps_and_a_resume_for_three_more_equal_six_straight(chain, strai
 
 # --- two processes ---------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1"}
-
-
 def test_two_cpu_processes_end_with_identical_weights(chain, tmp_path):
     run = tmp_path / "ddp"
     argv = train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
                       "train.max_steps=3", "train.ema_decay=0", "train.write_rank_digests=true")
-    # The README's command. ACCELERATE_USE_CPU makes accelerate join the ranks over gloo: with accelerate 1.15,
-    # `accelerate launch --cpu --num_processes 2` starts one process (more need MPI and --mpirun_hostfile), and
-    # a launch without it on a machine without CUDA starts two that would each train alone (refused by the loop).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port()), "-m", "vidgen", *map(str, argv)]
-    done = subprocess.run(launch, cwd=tmp_path, env={**subprocess_env(), "ACCELERATE_USE_CPU": "true"},
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    launch_two(tmp_path, argv, timeout=180)  # the README's command
     digests = [(run / f"rank-{rank}.sha256").read_text().strip() for rank in (0, 1)]
     assert digests[0] == digests[1]
     # the digests are of the trained weights: those exported (no EMA), not the inflated ones

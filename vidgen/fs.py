@@ -11,6 +11,7 @@ Two rules hold for every command:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -138,6 +139,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_json_object(path: str | os.PathLike, unreadable: str = "") -> dict:
+    """A JSON file holding an object, or a VidgenError naming the file (`unreadable` prefixes the
+    message where it cannot be read, e.g. what the file belongs to)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VidgenError(f"{unreadable}cannot read {path} ({exc})") from None
+    if not isinstance(data, dict):
+        raise VidgenError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def nearest_existing(path: Path) -> Path:

@@ -9,7 +9,6 @@ commands call the same function, so a request is judged the same way everywhere.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import VidgenError
+from .fs import read_json_object
 
 GIB = 2**30
 
@@ -42,14 +42,7 @@ class ModelFacts:
         folder = Path(folder)
 
         def config(*parts: str) -> dict:
-            path = folder.joinpath(*parts)
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise VidgenError(f"{folder} is not a complete vidgen model folder: cannot read {path} ({exc})") from None
-            if not isinstance(data, dict):
-                raise VidgenError(f"{path} must hold a JSON object, got {type(data).__name__}")
-            return data
+            return read_json_object(folder.joinpath(*parts), f"{folder} is not a complete vidgen model folder: ")
 
         vae = config("vae", "config.json")
         critic = config(index.critic, "critic.json") if index.critic else {}

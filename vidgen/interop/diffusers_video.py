@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import weights
 from ..errors import VidgenError
-from ..models.hooks import ExtraInputHook, FpsHook, FrameContext
+from ..models.hooks import ExtraInputHook, FpsHook, FrameContext, extra_input_conv
 from ..models.inflate import TEMPORAL_CONFIG_NAME, InflationOptions, VideoUNet, _options
 from ..models.temporal import FpsEmbedding, check_num_frames
 from .folders import UNBOUNDED_FRAMES, VIDEO_UNETS, stage_max_frames, unet_class
@@ -66,12 +66,8 @@ class DiffusersVideoUNet(nn.Module):
             self._hooks.append(unet.time_embedding.register_forward_hook(
                 FpsHook(None, self.condition_embeddings, self._context)))
         if options.extra_in_channels:
-            conv_in = unet.conv_in
-            self.input_extension = nn.Conv2d(options.extra_in_channels, conv_in.out_channels, conv_in.kernel_size,
-                                             padding=conv_in.padding)
-            nn.init.zeros_(self.input_extension.weight)
-            nn.init.zeros_(self.input_extension.bias)
-            self._hooks.append(conv_in.register_forward_hook(ExtraInputHook(self.input_extension, self._context)))
+            self.input_extension = extra_input_conv(unet.conv_in, options.extra_in_channels)
+            self._hooks.append(unet.conv_in.register_forward_hook(ExtraInputHook(self.input_extension, self._context)))
         self.to(device=unet.device, dtype=unet.dtype)
 
     @property

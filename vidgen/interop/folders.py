@@ -10,11 +10,11 @@ diffusers draws it, diffusers' default guidance).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import VidgenError
+from ..fs import read_json_object
 
 # pipeline class -> its default guidance scale (the pipelines' own __call__ defaults)
 VIDEO_PIPELINES = {"TextToVideoSDPipeline": 9.0, "AnimateDiffPipeline": 7.5}
@@ -24,20 +24,10 @@ VIDEO_UNETS = ("UNet3DConditionModel", "UNetMotionModel")
 UNBOUNDED_FRAMES = 256
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VidgenError(f"cannot read {path} ({exc})") from None
-    if not isinstance(data, dict):
-        raise VidgenError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
 def pipeline_class(folder: str | os.PathLike) -> str | None:
     """The `_class_name` of folder/model_index.json, or None where there is none."""
     path = Path(folder) / "model_index.json"
-    return _json(path).get("_class_name") if path.is_file() else None
+    return read_json_object(path).get("_class_name") if path.is_file() else None
 
 
 def is_video_pipeline_folder(folder: str | os.PathLike) -> bool:
@@ -48,7 +38,7 @@ def unet_class(stage_folder: str | os.PathLike) -> str | None:
     """The diffusers class a stage folder's config.json names (None for a vidgen VideoUNet folder,
     whose config.json is the image U-Net's)."""
     path = Path(stage_folder) / "config.json"
-    name = _json(path).get("_class_name") if path.is_file() else None
+    name = read_json_object(path).get("_class_name") if path.is_file() else None
     return name if name in VIDEO_UNETS else None
 
 
@@ -57,8 +47,8 @@ def stage_max_frames(stage_folder: str | os.PathLike) -> int:
     diffusers U-Nets that vidgen saved), else the diffusers config's frame table."""
     folder = Path(stage_folder)
     if (folder / "temporal.json").is_file():
-        return int(_json(folder / "temporal.json").get("max_frames", 64))
-    config = _json(folder / "config.json")
+        return int(read_json_object(folder / "temporal.json").get("max_frames", 64))
+    config = read_json_object(folder / "config.json")
     if config.get("_class_name") == "UNetMotionModel":
         return int(config.get("motion_max_seq_length") or 32)
     if config.get("_class_name") == "UNet3DConditionModel":
@@ -82,7 +72,7 @@ def pipeline_index(folder: str | os.PathLike):
     if unet_class(folder / "unet") is None:
         raise VidgenError(f"{folder / 'unet'} does not hold a {' or '.join(VIDEO_UNETS)} (its config.json names "
                           f"another class)")
-    unet, vae = _json(folder / "unet" / "config.json"), _json(folder / "vae" / "config.json")
+    unet, vae = read_json_object(folder / "unet" / "config.json"), read_json_object(folder / "vae" / "config.json")
     factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
     size = unet.get("sample_size") or 32
     height, width = (size, size) if isinstance(size, int) else size

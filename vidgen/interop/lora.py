@@ -105,7 +105,9 @@ def parse_spec(spec: str) -> tuple[Path, float]:
 
 def check_file(path: Path, flag: str = "--lora") -> None:
     """Refuse, before any model loads, a path that is not a safetensors file of LoRA keys."""
-    if path.suffix != ".safetensors" or not path.is_file():
+    if path.suffix == ".safetensors" and not path.is_file():
+        raise VidgenError(f"{flag} {path} does not exist: give the path of a LoRA .safetensors file")
+    if path.suffix != ".safetensors":
         raise VidgenError(f"{flag} {path}: not a .safetensors file (LoRA weights in the diffusers/PEFT format; "
                           f"pickled .bin/.ckpt files are not read)")
     try:

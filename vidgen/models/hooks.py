@@ -102,6 +102,15 @@ class FpsHook:
         return output + repeat(sum(added), "b d -> (b f) d", f=frames).to(output.dtype)
 
 
+def extra_input_conv(conv_in: nn.Conv2d, channels: int) -> nn.Conv2d:
+    """A convolution of `channels` extra input channels shaped like `conv_in`, zero-initialised, so
+    that the network with it starts as the network without it (ExtraInputHook adds it)."""
+    conv = nn.Conv2d(channels, conv_in.out_channels, conv_in.kernel_size, padding=conv_in.padding)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ExtraInputHook:
     """Forward hook on `unet.conv_in`: add the convolution of the extra input channels.
 

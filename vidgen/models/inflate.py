@@ -46,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import weights
 from ..interop import sdxl
 from ..errors import VidgenError
-from .hooks import ExtraInputHook, FpsHook, FrameContext, TemporalHook, module_key
+from .hooks import ExtraInputHook, FpsHook, FrameContext, TemporalHook, extra_input_conv, module_key
 from .temporal import FpsEmbedding, TemporalAttention, TemporalConv, TextEmbedding, check_num_frames
 
 CONFIG_NAME = "config.json"  # the image U-Net's diffusers config
@@ -113,12 +113,8 @@ class VideoUNet(nn.Module):
                                                           self.text_embedding))
         self.input_extension = None
         if options.extra_in_channels:
-            conv_in = unet.conv_in
-            self.input_extension = nn.Conv2d(options.extra_in_channels, conv_in.out_channels, conv_in.kernel_size,
-                                             padding=conv_in.padding)
-            nn.init.zeros_(self.input_extension.weight)
-            nn.init.zeros_(self.input_extension.bias)
-            conv_in.register_forward_hook(ExtraInputHook(self.input_extension, self._context))
+            self.input_extension = extra_input_conv(unet.conv_in, options.extra_in_channels)
+            unet.conv_in.register_forward_hook(ExtraInputHook(self.input_extension, self._context))
 
     # --- running -----------------------------------------------------------------------------
 
