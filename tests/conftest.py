@@ -94,6 +94,18 @@ def sd_image_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def video_model(sd_image_model, tmp_path_factory) -> Path:
+    """sd_image_model inflated by `vidgen inflate` (position table of 8 frames, 4 by default); one
+    per test module, so no module sees another's changes to it."""
+    from vidgen.cli import main
+
+    out = tmp_path_factory.mktemp("video") / "tiny-video"
+    assert main(["inflate", "--image-model", str(sd_image_model), "--out", str(out), "--max-frames", "8",
+                 "--frames", "4"]) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def bert_text_model(tmp_path_factory) -> Path:
     """A tiny encoder-only text model folder: random BertModel + the real BERT tokenizer shipped locally."""

@@ -8,21 +8,12 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from launch_helpers import launch_two
 
 from vidgen.cli import main
 from vidgen.distributed import already_written, clips_to_make, Processes
 
 SAMPLING = ["--steps", "2", "--frames", "4", "--seed", "3", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def video_model(sd_image_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("video") / "tiny-video"
-    assert main(["inflate", "--image-model", str(sd_image_model), "--out", str(out), "--max-frames", "8",
-                 "--frames", "4"]) == 0
-    return out
 
 
 def test_two_processes_write_each_prompt_line_once_and_a_rerun_writes_none(video_model, tmp_path):

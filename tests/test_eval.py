@@ -177,14 +177,6 @@ def test_summarize_and_generate_fn_mistakes():
 
 # --- the CLI ------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def video_model(sd_image_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("video") / "tiny-video"
-    assert main(["inflate", "--image-model", str(sd_image_model), "--out", str(out), "--max-frames", "8",
-                 "--frames", "4"]) == 0
-    return out
-
-
 def test_eval_shapes_end_to_end_on_a_tiny_random_model(video_model, tmp_path, capsys):
     out = tmp_path / "report.json"
     assert main(["eval", "shapes", "--model", str(video_model), "--n", "2", "--heldout", "--steps", "2",

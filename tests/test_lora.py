@@ -24,13 +24,6 @@ def vidgen(*argv) -> None:
 
 
 @pytest.fixture(scope="module")
-def video_model(sd_image_model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lora") / "video"
-    vidgen("inflate", "--image-model", sd_image_model, "--out", out, "--max-frames", "8", "--frames", "4")
-    return out
-
-
-@pytest.fixture(scope="module")
 def temporal_lora(video_model, tmp_path_factory) -> Path:
     """A rank-4 LoRA on the temporal attention, 3 video-stage steps on a 2-clip shapes corpus."""
     root = tmp_path_factory.mktemp("lora-run")

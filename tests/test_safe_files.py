@@ -21,14 +21,6 @@ from vidgen.video_io import save_video
 FRAMES = np.zeros((3, 8, 8, 3), np.uint8)  # (f h w c)
 
 
-@pytest.fixture(scope="module")
-def video_model(sd_image_model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("safe") / "tiny-video"
-    assert main(["inflate", "--image-model", str(sd_image_model), "--out", str(out), "--max-frames", "8",
-                 "--frames", "4"]) == 0
-    return out
-
-
 def generate(model: Path, *args: str) -> int:
     return main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--no-progress", *args])
 

@@ -44,6 +44,7 @@ from .resume import apply_changed_settings, check_resumable
 from .shard_loader import ShardLoader
 from .stages import build_stage
 from .unreadable import UnreadableClips, every_clip_skipped
+from .worker_signals import batches_with_signals_held, leave_stop_signals_to_the_main_process
 from .validate import check_run
 
 logger = logging.getLogger(__name__)
@@ -160,14 +161,6 @@ class RunLog:
                 self.tensorboard.close()
 
 
-def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader workers ignore Ctrl-C and SIGTERM: a terminal's Ctrl-C (sent to the whole process
-    group) or `pkill` would otherwise kill a worker, and the main process would die of the broken
-    loader instead of saving a checkpoint. Workers still end with the main process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def _make_accelerator(cfg: RunConfig) -> Accelerator:
     return Accelerator(
         mixed_precision=cfg.train.mixed_precision,
@@ -242,12 +235,12 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
     shards = None  # with data.shards each rank reads its own, not through accelerate (vidgen.training.shard_loader)
     if cfg.data.shards:
         shards = loader = ShardLoader(dataset, accelerator, cfg.train.batch_size, cfg.data.num_workers,
-                                      _leave_stop_signals_to_the_main_process,
+                                      leave_stop_signals_to_the_main_process,
                                       out / f"rank-{accelerator.process_index}-clips.txt" if cfg.data.clip_log else None)
     else:
         loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
                             drop_last=len(dataset) >= cfg.train.batch_size, num_workers=cfg.data.num_workers,
-                            collate_fn=collate_clips, worker_init_fn=_leave_stop_signals_to_the_main_process)
+                            collate_fn=collate_clips, worker_init_fn=leave_stop_signals_to_the_main_process)
     params = [p for p in stage.model.parameters() if p.requires_grad]
     if not params:
         raise VidgenError(f"the {cfg.stage} stage has nothing to train: every parameter is frozen")
@@ -313,7 +306,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
             epoch_loader = loader if not into_epoch else (shards.skip_first_batches(into_epoch) if shards is not None
                                                           else accelerator.skip_first_batches(loader, into_epoch))
             finished_pass = True
-            for batch in epoch_loader:
+            for batch in batches_with_signals_held(epoch_loader):
                 stop.check()  # between steps: the last one is whole (and saved where it was due)
                 micro += 1
                 unreadable.note(batch)
