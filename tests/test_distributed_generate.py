@@ -25,9 +25,9 @@ def test_two_processes_write_each_prompt_line_once_and_a_rerun_writes_none(video
     argv = ["generate", "--model", str(video_model), "--prompts", str(tmp_path / "prompts.txt"), "-o", str(out),
             *SAMPLING]
     printed = launch_two(tmp_path, argv).stdout
-    wrote = re.findall(r"^wrote (\S+) ", printed, flags=re.MULTILINE)
+    wrote = re.findall(r"^wrote (\S+) ", printed, flags=re.MULTILINE)  # one write per line (distributed.say)
     expected = [str(out.with_name(f"clip_{i:03d}.gif")) for i in range(5)]  # named by non-empty line, as in one process
-    assert sorted(wrote) == expected  # each exactly once, between the two processes
+    assert sorted(wrote) == expected, printed  # each exactly once, between the two processes
     sidecars = [json.loads(Path(p + ".json").read_text()) for p in expected]
     assert [s["prompt"] for s in sidecars] == [p for p in prompts if p]
     before = {p: Path(p).stat().st_mtime_ns for p in expected}

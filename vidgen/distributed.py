@@ -14,6 +14,7 @@ identity: one process does all the work, as before.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence, TypeVar
 
@@ -26,6 +27,13 @@ T = TypeVar("T")
 def launched() -> bool:
     """Whether a launcher (accelerate launch, torchrun) started this process as one of a group."""
     return "WORLD_SIZE" in os.environ
+
+
+def say(line: str) -> None:
+    """Print one line in a single write: launched processes share one stdout pipe, and `print`
+    writes the text and its newline separately, so two ranks' lines could run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 class Processes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..destinations import FORMATS, check_clip_destination
-from ..distributed import Processes, clips_to_make
+from ..distributed import Processes, clips_to_make, say
 from ..errors import VidgenError
 from . import arguments as types
 from ..request import check_prompt, settings_record
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     seed = processes.agree(args.seed if args.seed is not None else fresh_seed())
     jobs, skipped = clips_to_make(jobs, {**_made_with(args, request, seed, fmt), **media_notes}, processes)
     if skipped:
-        print(f"skipped {skipped} clip(s) already written with these settings (process {processes.rank})")
+        say(f"skipped {skipped} clip(s) already written with these settings (process {processes.rank})")
     if not jobs:
         return 0
 
@@ -139,5 +139,5 @@ def run(args: argparse.Namespace) -> int:
                                     args.dtype, (frames_out, height_out, width_out, fps_out)),
                     **media_notes, "lora": [[str(path), scale] for path, scale in lora_specs(args)]}
         save_video(frames, path, fps=fps_out, fmt=args.format, metadata=metadata, overwrite=args.overwrite)
-        print(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
+        say(f"wrote {path} ({frames_out} frames at {fps_out:g} fps, {width_out}x{height_out}, seed {seed})")
     return 0
