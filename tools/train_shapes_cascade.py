@@ -132,7 +132,41 @@ def steps(work: Path, comparison: bool = False) -> list[tuple[str, Path, list[st
         # choosing candidates by the arrow logit (defaults.choose_by=arrow), which now reads the axis.
         train("critic", f"model.pretrained={work / 'critic' / 'model'}", cache, "model.critic_swap_slots=[direction]",
               "train.max_steps=1000", "train.lr=5e-4", "train.warmup_steps=50", name="critic-swap"),
+        *reflow_phases(work, vidgen),
         *unlabeled,  # last: the shipped cascade does not need it
+    ]
+
+
+# What the video-gpu-2 cascade shipped with (the model before the reflow phases), and what ships now.
+GPU_2_SETTINGS = ["defaults.arrow_check=true", "defaults.candidates=4", "defaults.choose_by=arrow",
+                  "defaults.autocast=auto", "defaults.num_inference_steps=13", "interp.num_inference_steps=10",
+                  "interp.strength=0.4", "sr.num_inference_steps=10", "sr.strength=0.5"]
+REFLOW_SETTINGS = ["defaults.autocast=auto", "interp.num_inference_steps=10", "interp.strength=0.4",
+                   "sr.num_inference_steps=10", "sr.strength=0.5"]
+PAIR_CLIPS = 1024
+
+
+def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[str]]]:
+    """Issue 38: the base stage follows the words by itself. The cascade as shipped with the
+    video-gpu-2 base (git tag default-model-gpu-2) samples its own (noise, clip) pairs, which the
+    shapes judge captions (`vidgen data pairs`); the base stage is retrained on them
+    (configs/shapes/reflow.yaml) and packaged with one candidate, no arrow check, few steps."""
+    shipped = work / "shipped-gpu-2"
+    package = [sys.executable, str(ROOT / "tools" / "package_default_model.py")]
+    reflow = work / "reflow"
+    return [
+        ("shipped-gpu-2", shipped / "vidgen.json",
+         [*package, str(work / "sr" / "model"), "--base", str(work / "video-gpu-2" / "video-gpu" / "model"),
+          "--critic", str(work / "critic-swap" / "model"), *GPU_2_SETTINGS, "--out", str(shipped)]),
+        ("pairs", work / "pairs" / f"pairs-{PAIR_CLIPS // 16 - 1:05d}.safetensors",
+         [*vidgen, "data", "pairs", "--model", str(shipped), "--out", str(work / "pairs"), "--clips", str(PAIR_CLIPS),
+          "--batch-size", "16", "--seed", "1", "--autocast", "bfloat16", "--no-progress"]),
+        ("reflow", reflow / "model",
+         [*vidgen, "train", str(CONFIGS / "reflow.yaml"), f"data.pairs={work / 'pairs'}",
+          f"model.pretrained={shipped}", f"train.output_dir={reflow}", "--no-progress"]),
+        ("package-reflow", work / "shipped-reflow" / "vidgen.json",
+         [*package, str(shipped), "--base", str(reflow / "model"), *REFLOW_SETTINGS,
+          "--out", str(work / "shipped-reflow")]),
     ]
 
 
@@ -144,6 +178,24 @@ def archive_image_unet(work: Path) -> None:
     unet = UNet2DConditionModel.from_pretrained(work / "image" / "model" / "unet", torch_dtype=torch.float16)
     unet.save_pretrained(IMAGE_ARCHIVE)
     print(f"archived the image U-Net to {IMAGE_ARCHIVE}")
+
+
+def restore_shipped_gpu_2(work: Path) -> None:
+    """Rebuild WORK/shipped-gpu-2 (the default model before the reflow phases) from git's tag."""
+    import io
+    import tarfile
+
+    from vidgen.fs import atomic_dir
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "default-model-gpu-2", "vidgen/default_model"],
+                             check=True, capture_output=True).stdout
+    with atomic_dir(work / "shipped-gpu-2") as tmp, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                target = tmp / Path(member.name).relative_to("vidgen/default_model")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+    print(f"shipped-gpu-2: rebuilt {work / 'shipped-gpu-2'} from git tag default-model-gpu-2")
 
 
 def restore_vae_model(work: Path) -> None:
@@ -178,7 +230,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
@@ -192,6 +244,9 @@ def main() -> None:
         restore_vae_model(work)
     if not (work / "image" / "model").exists() and IMAGE_ARCHIVE.is_dir() and args.only in (None, "image"):
         restore_image_model(work)
+    if not (work / "shipped-gpu-2").exists() and not (work / "critic-swap" / "model").exists() and \
+            args.only in (None, "shipped-gpu-2"):
+        restore_shipped_gpu_2(work)
     for name, made, cmd in steps(work, comparison=args.comparison):
         if args.only and name != args.only:
             continue

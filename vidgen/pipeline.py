@@ -41,7 +41,7 @@ from .request import ModelFacts, check_settings, output_size
 from .sampling_call import Call as _Call, as_list as _as_list, new_generator as _generator
 from .video_io import to_uint8_frames
 
-OUTPUT_TYPES = ("np", "pt")
+OUTPUT_TYPES = ("np", "pt", "latent")
 # callback(part, steps done, steps it runs) after every denoising step of every sampled part:
 # "anchor frame", "base stage", "interp stage", "sr stage". What it raises ends the call (how a
 # caller such as `vidgen serve` cancels a clip between steps).
@@ -52,7 +52,8 @@ StepCallback = Callable[[str, int, int], None]
 class VideoOutput:
     """What one call made, and how."""
 
-    frames: np.ndarray | torch.Tensor  # uint8 (b f h w 3) for output_type "np"; float (b 3 f h w) in [-1, 1] for "pt"
+    frames: np.ndarray | torch.Tensor  # uint8 (b f h w 3) for output_type "np"; float (b 3 f h w) in [-1, 1] for
+    # "pt"; for "latent" the last stage's latents (b c f h w), float32 on the CPU, not decoded
     fps: float  # of the frames (frame interpolation multiplies the keyframes' rate)
     settings: GenerationDefaults  # every value the call used: its own, else the model's defaults
     stages: list[str]  # the stages run, in order
@@ -137,6 +138,7 @@ class VideoPipeline(MediaMethods):
         video=None,
         strength: float | None = None,
         seconds: float | None = None,
+        latents: torch.Tensor | None = None,
     ) -> VideoOutput:
         """Generate one clip per prompt.
 
@@ -189,7 +191,13 @@ class VideoPipeline(MediaMethods):
             cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)  # (b*n n d)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
-        latents = self._initial_noise(call, len(cond))  # (b c f h w)
+        drawn = self._initial_noise(call, len(cond))  # (b c f h w)
+        if latents is not None:
+            if latents.shape != drawn.shape:
+                raise VidgenError(f"latents of shape {tuple(latents.shape)} given where the base stage starts from "
+                                  f"{tuple(drawn.shape)}: (prompts x candidates, channels, frames, height, width)")
+            drawn = latents.to(device=device, dtype=drawn.dtype)
+        latents = drawn
 
         # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
         #    same guidance and steps (Emu Video's first step, section 3.1).
@@ -250,6 +258,9 @@ class VideoPipeline(MediaMethods):
                 latents = self._super_resolve(call, latents, fps, cond, uncond)  # (b c f h*s w*s)
 
         # 8. Latents -> frames, a chunk of frames at a time.
+        if output_type == "latent":
+            return VideoOutput(frames=latents.float().cpu(), fps=fps, settings=s, stages=run, timings=call.timings,
+                               reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
         with call.timed("decode"):
             video = decode_latents(self.model.vae, latents, self.model.index.vae_chunk_size)  # (b c f h w)
             video = video.float().cpu()

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..data.manifest import VIDEO_SUFFIXES
 from ..destinations import check_file_destination
 from . import arguments as types
+from .pairs import add_pairs_parser
 
 
 def add_parser(subparsers):
@@ -50,6 +51,7 @@ def add_parser(subparsers):
     shapes.add_argument("--no-progress", action="store_true", help="no progress bar")
     shapes.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     shapes.set_defaults(run=run_shapes)
+    add_pairs_parser(sub)
 
     shard = sub.add_parser("shard", help="Write a folder or manifest as WebDataset shards (tar files) for data.shards",
                            description="Write the videos of SRC (a folder, scanned as `data index` does, or a manifest: "

@@ -143,7 +143,7 @@ def collate_clips(items: list) -> dict:
     skipped = [item for item in items if isinstance(item, SkippedSample)]
     batch = {
         key: torch.stack([item[key] for item in good]) if good and key in good[0] else None  # (b c f h w)
-        for key in ("video", "latent_mean", "latent_std", "low_latent_mean", "low_latent_std")
+        for key in ("video", "latent_mean", "latent_std", "low_latent_mean", "low_latent_std", "noise")
     }
     batch.update({
         "fps": torch.tensor([item["fps"] for item in good], dtype=torch.float32),

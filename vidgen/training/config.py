@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("vae", "image", "video", "interp", "sr", "critic", "preference", "distill")
+STAGES = ("vae", "image", "video", "interp", "sr", "critic", "preference", "distill", "reflow")
 # ModelConfig switches for layers the video stage adds to the video U-Net: each is the
 # InflationOptions field of the same name (vidgen.models.inflate, where it is described); the
 # interp and sr stages inherit it from their model.pretrained.
@@ -55,6 +55,8 @@ class DataConfig:
     # two in it, one per size): built on first use, rebuilt when the VAE or size changes. ""
     # encodes every step.
     latent_cache: str = ""
+    # reflow: the folder of (noise, sample) pairs written by `vidgen data pairs` (vidgen.training.reflow_pairs)
+    pairs: str = ""
 
 
 @dataclass
@@ -103,6 +105,8 @@ class ModelConfig:
     # distill: progressive step distillation of the base stage, guidance folded in (vidgen.training.distill)
     distill_steps: int = 0  # the student's DDIM steps (the teacher takes twice as many)
     distill_guidance: float = 0.0  # the teacher's guidance scale (0: the model's default; 1: none)
+    # reflow: the base stage retrained on its own judged (noise, sample) pairs (vidgen.training.stages.reflow)
+    reflow_steps: int = 4  # the exported model's DDIM steps (guidance 1: folded into the weights)
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

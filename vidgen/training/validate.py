@@ -119,6 +119,11 @@ def check_model_keys(cfg: RunConfig) -> None:
 def check_corpus_keys(cfg: RunConfig) -> None:
     """Exactly one corpus: a manifest, or shards (and what only a manifest can give is not asked of shards)."""
     d = cfg.data
+    if cfg.stage == "reflow" or d.pairs:
+        if cfg.stage != "reflow" or d.manifest or d.shards or not Path(d.pairs or ".").is_dir() or not d.pairs:
+            raise VidgenError(f"data.pairs={d.pairs!r}: the reflow stage, and only it, trains on a folder of pairs "
+                              f"from `vidgen data pairs` (and no manifest or shards); give an existing folder")
+        return
     if bool(d.manifest) == bool(d.shards):
         given = "both are set" if d.manifest else "neither is set"
         raise VidgenError(f"give exactly one of data.manifest and data.shards ({given}): e.g. "

@@ -16,6 +16,8 @@ only through its `forward`, so data-parallel training (DDP) sees every call.
 - preference: the base stage fine-tuned with Diffusion-DPO on (clip, clip played backwards)
           pairs under the clip's caption (preference.py).
 - distill: the base stage distilled to half the steps, guidance folded in (distill.py).
+- reflow: the base stage retrained on its own (noise, sample) pairs, captioned by the shapes judge,
+          to follow the words in a few unguided steps (reflow.py).
 
 What they share (the corpus, the frozen VAE and text encoder, the model folder of the video
 stages) is in base.py.
@@ -34,24 +36,25 @@ from .distill import DistillStage
 from .image import ImageStage, save_text_to_image_folder
 from .interp import InterpolationStage
 from .preference import PreferenceStage
+from .reflow import ReflowStage
 from .sr import SuperResolutionStage
 from .vae import AutoencoderWithKL, VaeStage
 from .video import VideoStage
 
 __all__ = ["NOISE_SCHEDULE", "STAGE_CLASSES", "AutoencoderWithKL", "CascadeStage", "CriticStage", "DiffusionStage",
-           "DistillStage", "ImageStage", "InterpolationStage", "PreferenceStage", "Stage", "SuperResolutionStage", "VaeStage", "VideoStage",
+           "DistillStage", "ImageStage", "InterpolationStage", "PreferenceStage", "ReflowStage", "Stage", "SuperResolutionStage", "VaeStage", "VideoStage",
            "build_stage", "drop_captions", "repeat_captioned", "save_text_to_image_folder", "swap_groups",
            "withhold_captions"]
 
 STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "interp": InterpolationStage,
                  "sr": SuperResolutionStage, "critic": CriticStage, "preference": PreferenceStage,
-                 "distill": DistillStage}
+                 "distill": DistillStage, "reflow": ReflowStage}
 
 
 def build_stage(cfg: RunConfig, device: torch.device) -> Stage:
     if cfg.stage not in STAGES:
         raise VidgenError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
-    if not cfg.data.manifest and not cfg.data.shards:
+    if not cfg.data.manifest and not cfg.data.shards and not (cfg.stage == "reflow" and cfg.data.pairs):
         raise VidgenError("data.manifest is not set: give the manifest of a corpus (from `vidgen data index` or "
                           "`vidgen data shapes`), e.g. data.manifest=corpus/manifest.jsonl, or data.shards")
     return STAGE_CLASSES[cfg.stage](cfg, device)
