@@ -60,6 +60,8 @@ def test_data_pairs_writes_a_shard_per_batch_and_a_rerun_resumes(video_model, tm
     shards[1].unlink()
     assert main(argv) == 0  # only the missing shard is sampled again
     assert shards[0].stat().st_mtime_ns == before[0] and shards[1].exists()
+    assert main([*argv[:-1], "--seed", "4", "--no-progress"]) == 2  # other settings would mix two draws
+    assert "other settings (seed: 0)" in capsys.readouterr().err
     (out / "notes.txt").write_text("mine")
     assert main(argv) == 2
     assert "not pairs shards" in capsys.readouterr().err

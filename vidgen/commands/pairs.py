@@ -4,10 +4,12 @@ each sample captioned with what the shapes judge saw in it (vidgen.training.refl
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from ..errors import VidgenError
+from ..fs import read_json_object, write_text_atomic
 from . import arguments as types
 
 
@@ -42,13 +44,26 @@ def run_pairs(args: argparse.Namespace) -> int:
         raise VidgenError(f"--model {model} is not a folder: give a vidgen shapes model folder, or leave --model out")
     read_model_index(model)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(p for p in out.iterdir() if not p.name.startswith("pairs-"))):
+    if out.exists() and not out.is_dir():
+        raise VidgenError(f"--out {out} is a file: give a folder for the pairs shards")
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith("pairs")):
         raise VidgenError(f"--out {out} holds files that are not pairs shards: give a new or empty folder, or one "
                           f"this command wrote")
+    made_with = {"model": str(model.resolve()), "seed": args.seed, "batch_size": args.batch_size, "steps": args.steps,
+                 "guidance": args.guidance, "autocast": args.autocast}
+    record = out / "pairs.json"
+    if record.is_file():
+        before = read_json_object(record)
+        changed = sorted(k for k in made_with if before.get(k) != made_with[k])
+        if changed:
+            raise VidgenError(f"--out {out} holds pairs made with other settings ({', '.join(changed)}: "
+                              f"{', '.join(f'{before.get(k)!r}' for k in changed)}): rerun with those, or give a new folder")
 
     from ..pipeline import VideoPipeline
     from ..training.reflow_pairs import write_pairs
 
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(record, json.dumps(made_with, indent=2) + "\n")  # what a resumed run must repeat
     started = time.perf_counter()
     pipe = VideoPipeline.from_pretrained(model)
     given = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "autocast": args.autocast}

@@ -20,7 +20,8 @@ stays near chance"). Pairs whose caption is a held-out triple are left out.
 The folder holds one safetensors shard per batch of prompts, pairs-NNNNN.safetensors: "noise"
 and "latents" (n c f h w) float32 and, in its metadata, "captions" (a JSON list), "fps", and how
 many prompts were drawn and kept. Shard i depends only on (seed, i): an interrupted run resumes
-at the first missing shard.
+at the first missing shard (`vidgen data pairs` keeps its settings in pairs.json and refuses to
+resume with others).
 """
 
 from __future__ import annotations
@@ -113,16 +114,18 @@ def _write_shard(pipe, path: Path, prompts: list[str], generator: torch.Generato
     with torch.no_grad():
         video = decode_latents(vae, latents.to(pipe.model.device, pipe.model.dtype), pipe.model.index.vae_chunk_size)
     keyframes = [to_uint8_frames(clip.float().cpu()) for clip in video]  # (f h w 3) each
-    noises, targets, captions = [], [], []
+    noises, targets, captions, kept = [], [], [], 0
     for z, x, frames, prompt in zip(noise, latents, keyframes, prompts):
-        for text, backwards in label(frames, prompt):
+        labels = label(frames, prompt)
+        kept += bool(labels)
+        for text, backwards in labels:
             noises.append(z)
             targets.append(x.flip(1) if backwards else x)  # (c f h w): time is dim 1
             captions.append(text)
     empty = torch.zeros((0, *shape[1:]))
     save_tensors({"noise": torch.stack(noises) if noises else empty, "latents": torch.stack(targets) if targets else empty},
                  path, metadata={"captions": json.dumps(captions), "fps": str(s.fps), "drawn": str(len(prompts)),
-                                 "kept": str(len({id(z) for z in noises}))})
+                                 "kept": str(kept)})
 
 
 def pipe_settings(s) -> dict:
