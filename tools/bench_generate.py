@@ -74,7 +74,7 @@ def time_parts(prompt: str, model: str | None, seeds: list[int], extra: list[str
     settings = pipe.settings(stages, num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                              num_inference_steps=args.steps, guidance_scale=args.guidance,
                              motion_guidance=args.motion_guidance, arrow_check=args.arrow_check,
-                             candidates=args.candidates, choose_by=args.choose_by,
+                             candidates=args.candidates, choose_by=args.choose_by, choose_at_step=args.choose_at_step,
                              autocast=args.autocast)
     for seed in seeds:
         clip = pipe(prompt, **dataclasses.asdict(settings), seed=seed, progress=False, stages=stages)

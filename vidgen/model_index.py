@@ -49,6 +49,9 @@ class GenerationDefaults:
     # log-probability of the prompt against its swapped captions (a critic trained with
     # model.critic_swap_slots, whose `swap_words` name the groups).
     choose_by: str = "arrow"
+    # Where candidates > 1: the critic chooses after this many base-stage steps, reading the clean
+    # clips those steps predict, and only the kept candidate is finished (0: after the last step).
+    choose_at_step: int = 0
     # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
     # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively
     # (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere

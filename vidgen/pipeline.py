@@ -126,6 +126,7 @@ class VideoPipeline(MediaMethods):
         arrow_check: bool | None = None,
         candidates: int | None = None,
         choose_by: str | None = None,
+        choose_at_step: int | None = None,
         autocast: str | None = None,
         eta: float = 0.0,
         seed: int | None = None,
@@ -150,7 +151,8 @@ class VideoPipeline(MediaMethods):
         base-stage clips drawn per prompt, of which the arrow critic keeps the one it reads as
         running the prompt's way most clearly. choose_by: what it keeps one by, "arrow" (the
         arrow logit) or "swaps" (the prompt against its swapped captions, for a critic trained on
-        them). autocast: the precision of the U-Nets' matrix products, "off" (float32),
+        them); choose_at_step: choose after that many base-stage steps, from the clips they predict,
+        and finish only the kept one (0: after the last step). autocast: the precision of the U-Nets' matrix products, "off" (float32),
         "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
@@ -169,7 +171,8 @@ class VideoPipeline(MediaMethods):
         s, run = self._checked(dict(num_frames=num_frames, height=height, width=width, fps=fps,
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
-                                    choose_by=choose_by, autocast=autocast), stages, batch=len(prompts))
+                                    choose_by=choose_by, choose_at_step=choose_at_step, autocast=autocast), stages,
+                                   batch=len(prompts))
         if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
         s, given = conditioning.prepare(self, s, image, video, strength)  # the user's picture or clip, encoded
@@ -199,6 +202,13 @@ class VideoPipeline(MediaMethods):
             drawn = latents.to(device=device, dtype=drawn.dtype)
         latents = drawn
 
+        early = None
+        if n > 1 and s.choose_at_step:  # 5c made part-way: only the kept candidates are finished
+            if self.model.image_unet is not None:
+                raise VidgenError("choose_at_step is for base stages without an anchor frame: leave it at 0")
+            early = critic_choice.EarlyChoice(self.model.critic, cond, prompts, n, s.choose_by, s.arrow_check,
+                                              self.encode_prompts)
+
         # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
         #    same guidance and steps (Emu Video's first step, section 3.1).
         anchor = None
@@ -210,13 +220,17 @@ class VideoPipeline(MediaMethods):
         #    steered by the arrow critic where motion guidance is on.
         with call.timed("base"):
             latents = self._base_stage(call, latents, cond, uncond, anchor,
-                                       **(given.base_options(len(cond)) if given else {}))  # (b c f h w)
+                                       **(given.base_options(len(cond)) if given else {}),
+                                       **({"prune": (s.choose_at_step, early)} if early else {}))  # (b c f h w)
             latents = given.keep(latents) if given else latents
+        kept = [0] * len(prompts)  # per prompt: the candidate the critic kept
+        if early is not None:
+            cond, uncond, kept, n = cond[::n], uncond[::n], early.kept, 1
         fps = s.fps
 
         # 5b. Arrow check: in a world symmetric in time the critic's reading of the finished
         #     keyframes (t = 0, where it is surest) decides which way each clip is played.
-        reversed_, kept = [False] * len(cond), [0] * len(prompts)
+        reversed_ = [False] * len(cond)
         if s.arrow_check or n > 1:
             with call.timed("arrow_check"):
                 if s.arrow_check:

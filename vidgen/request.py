@@ -116,6 +116,12 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if s.candidates < 1 or (s.candidates > 1 and not facts.has_critic):
         raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
                           f"them), got {s.candidates}" + ("" if facts.has_critic else " and this model has no critic"))
+    if not 0 <= s.choose_at_step < s.num_inference_steps:
+        raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a step before the last "
+                          f"({s.num_inference_steps - 1} at most with {s.num_inference_steps} steps), got {s.choose_at_step}")
+    if s.choose_at_step and s.candidates > 1 and s.motion_guidance:
+        raise VidgenError("choose_at_step and motion guidance do not go together (the guide reads every candidate): "
+                          "set one of them to 0")
     if s.choose_by == "swaps" and not facts.critic_swaps:
         which = "critic learned no swaps (its swap_words are empty)" if facts.has_critic else "has no critic"
         raise VidgenError(f"choose_by 'swaps' needs an arrow critic trained on swapped captions, and this model "
@@ -223,5 +229,6 @@ def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autoca
     frames, height, width, fps = size
     return {"stages": list(stages), "scheduler": scheduler, "steps": s.num_inference_steps,
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check,
-            "candidates": s.candidates, "choose_by": s.choose_by, "autocast": autocast, "eta": eta,
+            "candidates": s.candidates, "choose_by": s.choose_by, "choose_at_step": s.choose_at_step,
+            "autocast": autocast, "eta": eta,
             "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

@@ -24,6 +24,7 @@ from ..errors import VidgenError
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step index, timestep, latents)
 Guide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> grad of log p(y | x_t) w.r.t. x_t
+Prune = tuple[int, Callable[[torch.Tensor], torch.Tensor]]  # (after k steps, select(x0 estimate) -> rows kept)
 
 
 def classifier_guidance(scheduler, prediction: torch.Tensor, gradient: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -86,6 +87,7 @@ def sample(
     strength: float = 1.0,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     guide: Guide | None = None,
+    prune: Prune | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -103,6 +105,9 @@ def sample(
     section 3.1); the last step's output keeps what the network made of them.
     guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
     the guided prediction at every step (`classifier_guidance`).
+    prune: (k, select): after k steps, select(x0) gets the clean samples those steps predict (the
+    scheduler's pred_original_sample, batch first) and returns the rows to go on with; the other
+    rows' remaining steps are not run, and the result holds the kept rows in that order.
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -135,7 +140,24 @@ def sample(
         if guide is not None:
             gradient = guide(scheduler.scale_model_input(latents, t), t)  # at the input the model reads
             prediction = classifier_guidance(scheduler, prediction, gradient, t)
-        latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
+        stepped = scheduler.step(prediction, t, latents, **step_kwargs)
+        latents = stepped.prev_sample
+        if prune is not None and i + 1 == prune[0]:
+            rows = _kept_rows(prune[1], stepped, scheduler)
+            batch = latents.shape[0]
+            latents, noise, cond = latents[rows], noise[rows], cond[rows]
+            uncond = uncond[rows] if uncond is not None else None
+            if known is not None:  # (values, mask): per row where they have the batch's rows
+                known = tuple(k[rows] if k.shape[0] == batch else k for k in known)
+            both = torch.cat([uncond, cond]) if guided else cond
         if callback is not None:
             callback(i, t, latents)
     return latents
+
+
+def _kept_rows(select: Callable[[torch.Tensor], torch.Tensor], stepped, scheduler) -> torch.Tensor:
+    x0 = getattr(stepped, "pred_original_sample", None)
+    if x0 is None:
+        raise VidgenError(f"{type(scheduler).__name__} does not report the clean sample its step predicts, which a "
+                          f"choice during sampling reads: use the DDIM scheduler, or choose after the last step")
+    return select(x0)

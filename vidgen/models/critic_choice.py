@@ -10,7 +10,9 @@ tensors that the pipeline calls at its step:
   with d < 0 played backwards (d(reverse x) = -d(x), so every clip then reads as forward);
 - `candidate_scores`: of several base-stage clips drawn per prompt, a score to keep the best by,
   the arrow logit or, for a critic trained on swapped captions, the prompt's probability
-  against its swaps.
+  against its swaps; `EarlyChoice` applies it part-way through sampling, to the clean clips the
+  first steps predict, so that only the kept candidate is finished (the layout and the
+  direction are set in the first steps).
 """
 
 from __future__ import annotations
@@ -82,3 +84,22 @@ def candidate_scores(critic: ArrowCritic, latents: torch.Tensor, cond: torch.Ten
                              swapped.expand(n, *swapped.shape))  # (n 1+k)
             scores[i] = torch.log_softmax(read.float(), dim=1)[:, 0]
     return scores
+
+
+class EarlyChoice:
+    """select(x0) for the sampler's `prune`: the candidate of each prompt the critic would keep,
+    judged on the clean clips (b c f h w; n per prompt, prompt-major) the first steps predict, as
+    the finished ones are judged (after the arrow check where that is on). `kept` holds the choice."""
+
+    def __init__(self, critic: ArrowCritic, cond: torch.Tensor, prompts: list[str], n: int, choose_by: str,
+                 check_arrow: bool, encode: Callable[[list[str]], torch.Tensor]):
+        self.critic, self.cond, self.prompts, self.n = critic, cond, prompts, n
+        self.choose_by, self.check_arrow, self.encode = choose_by, check_arrow, encode
+        self.kept: list[int] = []
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.check_arrow:
+            x0, _ = arrow_check(self.critic, x0, self.cond)
+        scores = candidate_scores(self.critic, x0, self.cond, self.prompts, self.n, self.choose_by, self.encode)
+        self.kept = scores.argmax(dim=1).tolist()  # (prompts,)
+        return torch.tensor([i * self.n + j for i, j in enumerate(self.kept)], device=x0.device)
