@@ -167,6 +167,10 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
         ("package-reflow", work / "shipped-reflow" / "vidgen.json",
          [*package, str(shipped), "--base", str(reflow / "model"), *REFLOW_SETTINGS,
           "--out", str(work / "shipped-reflow")]),
+        # Shipped: the video-gpu-2 cascade, its critic choosing among the four candidates after 4 of
+        # their 13 steps, so that only the kept one is finished (the weights are the same).
+        ("package-early", work / "shipped-early" / "vidgen.json",
+         [*package, str(shipped), "defaults.choose_at_step=4", "--out", str(work / "shipped-early")]),
     ]
 
 
@@ -230,7 +234,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
