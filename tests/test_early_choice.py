@@ -52,7 +52,10 @@ def test_the_kept_candidate_is_finished_as_it_would_be_among_all_and_the_others_
 
 def test_choose_at_step_is_checked_before_sampling(pipe, video_model, capsys):
     with pytest.raises(VidgenError, match="choose_at_step must be 0"):
-        pipe(PROMPTS, num_inference_steps=4, candidates=2, choose_at_step=4, progress=False)
+        pipe(PROMPTS, num_inference_steps=4, candidates=2, choose_at_step=-1, progress=False)
+    late = pipe(PROMPTS, num_inference_steps=2, seed=1, candidates=2, choose_at_step=5, progress=False)
+    last = pipe(PROMPTS, num_inference_steps=2, seed=1, candidates=2, progress=False)
+    assert (late.frames == last.frames).all()  # past the last step: the choice after it, as with 0
     with pytest.raises(VidgenError, match="do not go together"):
         pipe(PROMPTS, num_inference_steps=4, candidates=2, choose_at_step=1, motion_guidance=1.0, progress=False)
     one = pipe(PROMPTS[:1], num_inference_steps=2, seed=1, choose_at_step=1, progress=False, output_type="pt")

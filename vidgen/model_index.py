@@ -50,7 +50,8 @@ class GenerationDefaults:
     # model.critic_swap_slots, whose `swap_words` name the groups).
     choose_by: str = "arrow"
     # Where candidates > 1: the critic chooses after this many base-stage steps, reading the clean
-    # clips those steps predict, and only the kept candidate is finished (0: after the last step).
+    # clips those steps predict, and only the kept candidate is finished (0, or as many steps as
+    # the call runs or more: after the last step).
     choose_at_step: int = 0
     # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
     # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively

@@ -152,7 +152,7 @@ class VideoPipeline(MediaMethods):
         running the prompt's way most clearly. choose_by: what it keeps one by, "arrow" (the
         arrow logit) or "swaps" (the prompt against its swapped captions, for a critic trained on
         them); choose_at_step: choose after that many base-stage steps, from the clips they predict,
-        and finish only the kept one (0: after the last step). autocast: the precision of the U-Nets' matrix products, "off" (float32),
+        and finish only the kept one (0, or the number of steps or more: after the last step). autocast: the precision of the U-Nets' matrix products, "off" (float32),
         "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
@@ -203,7 +203,7 @@ class VideoPipeline(MediaMethods):
         latents = drawn
 
         early = None
-        if n > 1 and s.choose_at_step:  # 5c made part-way: only the kept candidates are finished
+        if n > 1 and 0 < s.choose_at_step < s.num_inference_steps:  # 5c part-way: only the kept ones are finished
             if self.model.image_unet is not None:
                 raise VidgenError("choose_at_step is for base stages without an anchor frame: leave it at 0")
             early = critic_choice.EarlyChoice(self.model.critic, cond, prompts, n, s.choose_by, s.arrow_check,

@@ -116,10 +116,10 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if s.candidates < 1 or (s.candidates > 1 and not facts.has_critic):
         raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
                           f"them), got {s.candidates}" + ("" if facts.has_critic else " and this model has no critic"))
-    if not 0 <= s.choose_at_step < s.num_inference_steps:
-        raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a step before the last "
-                          f"({s.num_inference_steps - 1} at most with {s.num_inference_steps} steps), got {s.choose_at_step}")
-    if s.choose_at_step and s.candidates > 1 and s.motion_guidance:
+    if s.choose_at_step < 0:
+        raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a number of steps, got "
+                          f"{s.choose_at_step}")
+    if 0 < s.choose_at_step < s.num_inference_steps and s.candidates > 1 and s.motion_guidance:
         raise VidgenError("choose_at_step and motion guidance do not go together (the guide reads every candidate): "
                           "set one of them to 0")
     if s.choose_by == "swaps" and not facts.critic_swaps:
