@@ -20,12 +20,18 @@ at batch 128 on clips 0-11999) and video-gpu-2 (1851 steps on clips 12000-23999)
 corpus included (research/gpu_train_base.py); at this CPU's 3.3 clips/s each would take about 20 hours.
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase and the
-arrow critic of the critic-swap phase:
+arrow critic of the critic-swap phase (step shipped-gpu-2), then its critic choosing among the
+candidates after 4 of their 13 steps (step package-early; the same weights):
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu-2/video-gpu/model \
         --critic runs/shapes/critic-swap/model defaults.arrow_check=true defaults.candidates=4 \
         defaults.choose_by=arrow defaults.autocast=auto defaults.num_inference_steps=13 \
-        interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5
+        interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5 \
+        defaults.choose_at_step=4
+
+The issue-38 phases (pairs, reflow, package-reflow) retrain the base stage on its own judged
+samples; that model was not shipped (docs/experiments.md). pairs took 44.5 min and reflow 2.45 s a
+step (956 steps run) on a 2-core CPU with AVX512-BF16.
 
 Finished early stages are kept in git in half precision: the VAE as shipped
 (vidgen/default_model/vae/) and the image U-Net (tools/shapes_stages/image-unet/, written with
