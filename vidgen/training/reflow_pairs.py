@@ -26,6 +26,7 @@ resume with others).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
@@ -109,7 +110,7 @@ def _write_shard(pipe, path: Path, prompts: list[str], generator: torch.Generato
     shape = (len(prompts), vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
     noise = frame_noise(shape, generator, pipe.model.index.frame_noise_correlation)  # (b c f h w)
     out = pipe(prompts, stages=["base"], latents=noise, output_type="latent", progress=False,
-               **{**pipe_settings(s), "candidates": 1, "arrow_check": False})
+               **dataclasses.asdict(s))
     latents = out.frames  # (b c f h w)
     with torch.no_grad():
         video = decode_latents(vae, latents.to(pipe.model.device, pipe.model.dtype), pipe.model.index.vae_chunk_size)
@@ -126,12 +127,6 @@ def _write_shard(pipe, path: Path, prompts: list[str], generator: torch.Generato
     save_tensors({"noise": torch.stack(noises) if noises else empty, "latents": torch.stack(targets) if targets else empty},
                  path, metadata={"captions": json.dumps(captions), "fps": str(s.fps), "drawn": str(len(prompts)),
                                  "kept": str(kept)})
-
-
-def pipe_settings(s) -> dict:
-    """The sampling settings a pipeline call takes, from resolved GenerationDefaults."""
-    return dict(num_frames=s.num_frames, height=s.height, width=s.width, fps=s.fps,
-                num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, autocast=s.autocast)
 
 
 def pair_totals(folder: str | Path) -> dict:
