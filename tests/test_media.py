@@ -57,6 +57,36 @@ def test_image_to_video_starts_from_the_picture_fitted_to_the_models_size(pipe):
     assert not np.array_equal(other.frames, out.frames)  # the picture reaches the frames after it
 
 
+def test_reconstruction_guidance_steers_the_frames_drawn_and_keeps_the_picture(sd_image_model):
+    pipe = VideoPipeline.from_image_model(sd_image_model)
+    base = pipe.model.stages["base"]
+    with torch.no_grad():  # temporal layers that mix frames (an inflated network starts without)
+        g = torch.Generator().manual_seed(0)
+        for name, p in base.named_parameters():
+            if "temporal" in name:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    picture = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    calls = []
+    hook = base.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        plain = pipe("a red circle", image=picture, stages=["base"], seed=3, output_type="latent", **RUN)
+        plain_calls, calls[:] = list(calls), []
+        steered = pipe("a red circle", image=picture, stages=["base"], seed=3, reconstruction_guidance=50.0,
+                       output_type="latent", **RUN)
+        without_image = pipe("a red circle", stages=["base"], seed=3, reconstruction_guidance=50.0,
+                             output_type="latent", **RUN)
+    finally:
+        hook.remove()
+    # one more (conditional) network call per step, and the picture is still the first frame
+    assert plain_calls == [2, 2] and calls[:3] == [2, 1, 2]
+    assert steered.settings.reconstruction_guidance == 50.0
+    assert torch.equal(steered.frames[:, :, :1], plain.frames[:, :, :1])  # (b c f h w) latents
+    assert not torch.allclose(steered.frames[:, :, 1:], plain.frames[:, :, 1:], atol=1e-4)
+    assert without_image.frames.shape == plain.frames.shape  # nothing given: nothing to steer toward
+    with pytest.raises(VidgenError, match="reconstruction guidance must be 0"):
+        pipe("a red circle", image=picture, reconstruction_guidance=-1.0, **RUN)
+
+
 def test_video_to_video_redraws_the_clips_keyframes_by_strength(pipe):
     clip = clip_frames(9)  # 9 frames at 24 fps: keyframes 0, 3, 6 at 8 fps
     light = pipe("a red circle", video=clip, strength=0.1, stages=["base"], seed=0, **dict(RUN, fps=8))
@@ -147,9 +177,11 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     from vidgen.media.inputs import read_clip
 
     assert np.array_equal(read_clip(tmp_path / "x3").frames[::3], clip)
-    assert main(["extend", str(tmp_path / "in"), "-o", str(tmp_path / "ext"), "--seconds", "0.5", *common]) == 0
+    assert main(["extend", str(tmp_path / "in"), "-o", str(tmp_path / "ext"), "--seconds", "0.5",
+                 "--reconstruction-guidance", "5", *common]) == 0
     extended = read_clip(tmp_path / "ext")
     assert len(extended.frames) == 8 and np.array_equal(extended.frames[:4], clip)
+    assert json.loads(sidecar_path(tmp_path / "ext").read_text())["reconstruction_guidance"] == 5
     assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "up.mp4"), *common]) == 0
     assert json.loads(sidecar_path(tmp_path / "up.mp4").read_text())["width"] == 32
     picture = tmp_path / "pic.png"
@@ -167,6 +199,7 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     (["upscale", "{good}", "-o", "{good}"], "the clip itself"),
     (["generate", "a red circle", "--image", "{bad}", "-o", "{out}"], "cannot be read as a picture"),
     (["generate", "a red circle", "--strength", "0.5", "-o", "{out}"], "--strength goes with --video or --image"),
+    (["extend", "{good}", "-o", "{out}", "--reconstruction-guidance", "-1"], "-1"),
     (["upscale", "{frames}", "-o", "{out}"], "00001.png cannot be read as a frame"),
     (["generate", "a red circle", "--lora", "{lora}", "-o", "{out}"], "not a readable safetensors file"),
 ])

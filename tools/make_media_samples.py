@@ -22,7 +22,6 @@ PICTURE_PROMPT = "a large yellow square moving right on a gray background"
 RED_PROMPT = "a large red circle moving down on a black background"
 COMMANDS = {  # name -> (input shown beside it, vidgen arguments)
     "image-to-video": ("in-picture.png", ["generate", PICTURE_PROMPT, "--image", "in-picture.png", "--seed", "0",
-                                          "--candidates", "1",
                                           "-o", "image-to-video.mp4"]),
     "video-to-video": ("in-red-2s.mp4", ["generate", RED_PROMPT.replace("red", "blue"), "--video", "in-red-2s.mp4",
                                          "--strength", "0.6", "--seed", "0", "--candidates", "1", "-o",

@@ -21,13 +21,14 @@ corpus included (research/gpu_train_base.py); at this CPU's 3.3 clips/s each wou
 
 The shipped folder is the sr run's cascade with the base stage of the last video phase and the
 arrow critic of the critic-swap phase (step shipped-gpu-2), then its critic choosing among the
-candidates after 4 of their 13 steps (step package-early; the same weights):
+candidates after 4 of their 13 steps, and given frames steering the rest by reconstruction
+guidance (step package-early; the same weights):
 
     python tools/package_default_model.py runs/shapes/sr/model --base runs/shapes/video-gpu-2/video-gpu/model \
         --critic runs/shapes/critic-swap/model defaults.arrow_check=true defaults.candidates=4 \
         defaults.choose_by=arrow defaults.autocast=auto defaults.num_inference_steps=13 \
         interp.num_inference_steps=10 interp.strength=0.4 sr.num_inference_steps=10 sr.strength=0.5 \
-        defaults.choose_at_step=4
+        defaults.choose_at_step=4 defaults.reconstruction_guidance=10
 
 The issue-38 phases (pairs, reflow, package-reflow) retrain the base stage on its own judged
 samples; that model was not shipped (docs/experiments.md). pairs took 44.5 min and reflow 2.45 s a
@@ -174,9 +175,12 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
          [*package, str(shipped), "--base", str(reflow / "model"), *REFLOW_SETTINGS,
           "--out", str(work / "shipped-reflow")]),
         # Shipped: the video-gpu-2 cascade, its critic choosing among the four candidates after 4 of
-        # their 13 steps, so that only the kept one is finished (the weights are the same).
+        # their 13 steps, so that only the kept one is finished, and frames given to the base stage
+        # (a picture, a clip to extend) steering the others by reconstruction guidance (w_r = 10).
+        # The weights are the same.
         ("package-early", work / "shipped-early" / "vidgen.json",
-         [*package, str(shipped), "defaults.choose_at_step=4", "--out", str(work / "shipped-early")]),
+         [*package, str(shipped), "defaults.choose_at_step=4", "defaults.reconstruction_guidance=10",
+          "--out", str(work / "shipped-early")]),
     ]
 
 

@@ -127,6 +127,7 @@ class VideoPipeline(MediaMethods):
         candidates: int | None = None,
         choose_by: str | None = None,
         choose_at_step: int | None = None,
+        reconstruction_guidance: float | None = None,
         autocast: str | None = None,
         eta: float = 0.0,
         seed: int | None = None,
@@ -152,7 +153,9 @@ class VideoPipeline(MediaMethods):
         running the prompt's way most clearly. choose_by: what it keeps one by, "arrow" (the
         arrow logit) or "swaps" (the prompt against its swapped captions, for a critic trained on
         them); choose_at_step: choose after that many base-stage steps, from the clips they predict,
-        and finish only the kept one (0, or the number of steps or more: after the last step). autocast: the precision of the U-Nets' matrix products, "off" (float32),
+        and finish only the kept one (0, or the number of steps or more: after the last step).
+        reconstruction_guidance: its weight toward frames given to the base stage (image, seconds;
+        0: replacement alone). autocast: the precision of the U-Nets' matrix products, "off" (float32),
         "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
@@ -171,7 +174,8 @@ class VideoPipeline(MediaMethods):
         s, run = self._checked(dict(num_frames=num_frames, height=height, width=width, fps=fps,
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
-                                    choose_by=choose_by, choose_at_step=choose_at_step, autocast=autocast), stages,
+                                    choose_by=choose_by, choose_at_step=choose_at_step,
+                                    reconstruction_guidance=reconstruction_guidance, autocast=autocast), stages,
                                    batch=len(prompts))
         if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
@@ -351,6 +355,8 @@ class VideoPipeline(MediaMethods):
             return self.predict(base, x, t, c, call.precision, fps=s.fps)
 
         guide = critic_choice.arrow_guide(self.model.critic, cond, s.motion_guidance) if s.motion_guidance else None
+        if "known" in options:  # frames given (a picture, a clip's end): steer the others toward them
+            options["reconstruction"] = s.reconstruction_guidance
         return self._sample(call, denoise, noise, cond, uncond, s.guidance_scale, s.num_inference_steps,
                             "base stage", guide=guide, **options)
 

@@ -116,6 +116,8 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if s.candidates < 1 or (s.candidates > 1 and not facts.has_critic):
         raise VidgenError(f"candidates must be 1, or more for a model with an arrow critic (which chooses among "
                           f"them), got {s.candidates}" + ("" if facts.has_critic else " and this model has no critic"))
+    if not math.isfinite(s.reconstruction_guidance) or s.reconstruction_guidance < 0:
+        raise VidgenError(f"reconstruction guidance must be 0 (off) or positive, got {s.reconstruction_guidance}")
     if s.choose_at_step < 0:
         raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a number of steps, got "
                           f"{s.choose_at_step}")
@@ -230,5 +232,5 @@ def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autoca
     return {"stages": list(stages), "scheduler": scheduler, "steps": s.num_inference_steps,
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check,
             "candidates": s.candidates, "choose_by": s.choose_by, "choose_at_step": s.choose_at_step,
-            "autocast": autocast, "eta": eta,
+            "reconstruction_guidance": s.reconstruction_guidance, "autocast": autocast, "eta": eta,
             "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

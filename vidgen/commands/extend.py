@@ -16,6 +16,9 @@ def add_parser(subparsers):
         "last frames, so the continuation joins without a seam.")
     add_clip_arguments(parser)
     parser.add_argument("--seconds", type=types.positive, default=1.0, help="seconds to add (default 1)")
+    parser.add_argument("--reconstruction-guidance", type=types.non_negative, metavar="W",
+                        help="weight of the base stage's reconstruction guidance toward the clip's last keyframes, "
+                        ">= 0 (0: replacement alone; default: the model's)")
     parser.set_defaults(run=run)
     return parser
 
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     seed = seed_of(args)
     pipe = load_pipeline(args, model)
     out = pipe.extend(clip, prompt=args.prompt, seconds=args.seconds, seed=seed, progress=not args.no_progress,
-                      num_inference_steps=args.steps)
+                      num_inference_steps=args.steps, reconstruction_guidance=args.reconstruction_guidance)
     write(args, out, clip, model, seed, {"input": note, "kept_frames": f"0-{len(clip.frames) - 1} (the clip's own)",
-                                        "added_seconds": args.seconds})
+                                        "added_seconds": args.seconds,
+                                        "reconstruction_guidance": out.settings.reconstruction_guidance})
     return 0

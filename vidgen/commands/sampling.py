@@ -52,12 +52,16 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     critic.add_argument("--choose-at-step", type=types.integer(0, None, "step"), metavar="K",
                         help="with --candidates over 1: choose after K base-stage steps, from the clips they "
                         "predict, and finish only the kept one (0: after the last step; default: the model's)")
+    parser.add_argument("--reconstruction-guidance", type=types.non_negative, metavar="W",
+                        help="where the base stage is given frames (--image, --seconds, extend): the weight of "
+                        "reconstruction guidance toward them, >= 0 (0: replacement alone; one more network call "
+                        "and backward pass per step; default: the model's)")
     critic.add_argument("--motion-guidance", type=types.non_negative, metavar="S",
                         help="strength of the critic's guidance of the motion, >= 0 (0: off; default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
-                        "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, autocast); the flags above win over it")
+                        "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(parser)
 
@@ -67,7 +71,8 @@ def requested(args: argparse.Namespace) -> dict:
     return dict(num_frames=args.frames, height=getattr(args, "height", None), width=getattr(args, "width", None),
                 fps=getattr(args, "fps", None), num_inference_steps=args.steps, guidance_scale=args.guidance,
                 motion_guidance=args.motion_guidance, arrow_check=args.arrow_check, candidates=args.candidates,
-                choose_by=args.choose_by, choose_at_step=args.choose_at_step, autocast=args.autocast)
+                choose_by=args.choose_by, choose_at_step=args.choose_at_step,
+                reconstruction_guidance=args.reconstruction_guidance, autocast=args.autocast)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,36 @@ def classifier_guidance(scheduler, prediction: torch.Tensor, gradient: torch.Ten
     raise VidgenError(f"classifier guidance does not know the prediction type {kind!r}")
 
 
+def predicted_clean(scheduler, prediction: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean sample x0 a prediction of the scheduler's type implies at x_t, timestep t."""
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(x_t.device, x_t.dtype)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (x_t - (1 - alpha_bar) ** 0.5 * prediction) / alpha_bar ** 0.5
+    if kind == "v_prediction":
+        return alpha_bar ** 0.5 * x_t - (1 - alpha_bar) ** 0.5 * prediction
+    if kind == "sample":
+        return prediction
+    raise VidgenError(f"the clean sample of prediction type {kind!r} is not known")
+
+
+def reconstruction_gradient(denoise: Denoiser, scheduler, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                            known: tuple[torch.Tensor, torch.Tensor], weight: float) -> torch.Tensor:
+    """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7) as a classifier
+    gradient for `classifier_guidance`: grad log p(x^a | x_t), with p(x^a | x_t) taken as a normal
+    around the network's clean estimate of the known part, variance (1 - alpha_bar) / alpha_bar,
+    sharpened by `weight` (their w_r). Only the unknown entries get it (the known ones are replaced).
+    x_t: the latents the network reads (b ...); known: (values, mask) broadcast to them."""
+    values, mask = known
+    alpha_bar = float(scheduler.alphas_cumprod[int(t)])
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x_t.clone().requires_grad_()
+        x0 = predicted_clean(scheduler, denoise(scheduler.scale_model_input(x, t), t, cond.clone()), x, t)
+        error = (mask.clone() * (x0 - values.clone())).square().sum()
+        gradient, = torch.autograd.grad(error, x)
+    return (-weight * alpha_bar / (2 * (1 - alpha_bar))) * (1 - mask) * gradient
+
+
 def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
     """The extra arguments `scheduler.step` takes: eta (DDIM) and a generator (stochastic samplers)."""
     accepted = inspect.signature(scheduler.step).parameters
@@ -88,6 +118,7 @@ def sample(
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     guide: Guide | None = None,
     prune: Prune | None = None,
+    reconstruction: float = 0.0,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -102,7 +133,10 @@ def sample(
     latents' shape). Before every step those entries are set to `values` noised with `noise` to
     that step's level, so the network sees the known part as it saw it in training and fills in
     the rest to agree with it (the replacement method, Ho et al. 2022, "Video Diffusion Models",
-    section 3.1); the last step's output keeps what the network made of them.
+    section 3.1); the last step's output keeps what the network made of them. reconstruction > 0
+    also steers the unknown part by the gradient of the known part's reconstruction error
+    (`reconstruction_gradient`, their eq. 7, w_r = reconstruction): one more network call with its
+    backward pass per step.
     guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
     the guided prediction at every step (`classifier_guidance`).
     prune: (k, select): after k steps, select(x0) gets the clean samples those steps predict (the
@@ -139,6 +173,9 @@ def sample(
             prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
         if guide is not None:
             gradient = guide(scheduler.scale_model_input(latents, t), t)  # at the input the model reads
+            prediction = classifier_guidance(scheduler, prediction, gradient, t)
+        if reconstruction > 0 and known is not None:
+            gradient = reconstruction_gradient(denoise, scheduler, latents, t, cond, known, reconstruction)
             prediction = classifier_guidance(scheduler, prediction, gradient, t)
         stepped = scheduler.step(prediction, t, latents, **step_kwargs)
         latents = stepped.prev_sample
