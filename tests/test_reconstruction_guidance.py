@@ -1,6 +1,7 @@
 """Reconstruction guidance (Ho et al. 2022, eq. 7): the frames drawn are steered by the gradient of
 the given frames' reconstruction error, through the network."""
 
+import pytest
 import torch
 from diffusers import DDIMScheduler
 
@@ -54,6 +55,19 @@ def test_sampling_with_it_draws_frames_that_agree_more_with_the_given_one():
                       reconstruction=w) for w in (0.0, 1.0)}
     gap = {w: (out[:, :, 1:] - values[:, :, 1:]).abs().mean() for w, out in runs.items()}
     assert gap[1.0] < 0.5 * gap[0.0]
+
+
+def test_a_scheduler_whose_latents_are_scaled_otherwise_is_refused_before_any_network_call():
+    from diffusers import EulerDiscreteScheduler
+
+    from vidgen.errors import VidgenError
+
+    noise, known, cond = setting()
+    calls = []
+    with pytest.raises(VidgenError, match="--reconstruction-guidance 0"):
+        sample(lambda x, t, c: calls.append(1) or x, EulerDiscreteScheduler(), noise, cond, num_inference_steps=2,
+               known=known, reconstruction=10.0)
+    assert calls == []
 
 
 def test_clean_estimates_of_each_prediction_type_agree():

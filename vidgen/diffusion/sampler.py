@@ -147,6 +147,10 @@ def sample(
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     if strength < 1.0 and start is None:
         raise ValueError("a strength below 1 needs the `start` latents to noise")
+    if reconstruction > 0 and known is not None and float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0:
+        raise VidgenError(f"reconstruction guidance reads latents as sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise, "
+                          f"and {type(scheduler).__name__} scales them otherwise: use --scheduler ddim (or dpm++, "
+                          f"unipc, pndm, ddpm), or --reconstruction-guidance 0")
     guided = uncond is not None and guidance_scale != 1.0
     if guided and uncond.shape != cond.shape:
         raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have the same shape")
