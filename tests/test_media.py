@@ -77,8 +77,9 @@ def test_reconstruction_guidance_steers_the_frames_drawn_and_keeps_the_picture(s
                              output_type="latent", **RUN)
     finally:
         hook.remove()
-    # one more (conditional) network call per step, and the picture is still the first frame
-    assert plain_calls == [2, 2] and calls[:3] == [2, 1, 2]
+    # per step, the conditional branch (read with its gradient) and then the unconditional one: the same rows as
+    # without the guidance, none computed twice; and the picture is still the first frame
+    assert plain_calls == [2, 2] and calls[:4] == [1, 1, 1, 1]
     assert steered.settings.reconstruction_guidance == 50.0
     assert torch.equal(steered.frames[:, :, :1], plain.frames[:, :, :1])  # (b c f h w) latents
     assert not torch.allclose(steered.frames[:, :, 1:], plain.frames[:, :, 1:], atol=1e-4)

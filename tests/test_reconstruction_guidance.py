@@ -36,7 +36,8 @@ def test_the_gradient_reaches_only_the_frames_drawn_and_pulls_the_estimate_towar
     noise, known, cond = setting()
     t = scheduler.timesteps[2]
     denoise = clip_mean_model(scheduler)
-    g = reconstruction_gradient(denoise, scheduler, noise, t, cond, known, weight=1.0)
+    prediction, g = reconstruction_gradient(denoise, scheduler, noise, t, cond, known, weight=1.0)
+    assert torch.allclose(prediction, denoise(noise, t, cond))  # the step's conditional branch, read once
     assert torch.all(g[:, :, 0] == 0) and g[:, :, 1:].abs().sum() > 0
     # a small step up this gradient (it is grad log p) lowers the given frame's reconstruction error
     values, mask = known

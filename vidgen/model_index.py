@@ -56,7 +56,7 @@ class GenerationDefaults:
     # Where the base stage is given frames (a picture to animate, a clip to extend, the last
     # window of a long clip): the weight w_r of reconstruction guidance (Ho et al. 2022, "Video
     # Diffusion Models", eq. 7), which steers the frames drawn toward agreeing with the given ones
-    # at one more network call and backward pass per step; 0: replacement alone.
+    # at one backward pass of the network per step; 0: replacement alone.
     reconstruction_guidance: float = 0.0
     # Precision of the U-Nets' matrix products while sampling (float32 weights kept): "off"
     # (float32), "bfloat16", "float16", or "auto": bfloat16 where the device computes it natively

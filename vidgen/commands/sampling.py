@@ -54,14 +54,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "predict, and finish only the kept one (0: after the last step; default: the model's)")
     parser.add_argument("--reconstruction-guidance", type=types.non_negative, metavar="W",
                         help="where the base stage is given frames (--image, --seconds, extend): the weight of "
-                        "reconstruction guidance toward them, >= 0 (0: replacement alone; one more network call "
-                        "and backward pass per step; default: the model's)")
+                        "reconstruction guidance toward them, >= 0 (0: replacement alone; a backward pass of the "
+                        "network per step; default: the model's)")
     critic.add_argument("--motion-guidance", type=types.non_negative, metavar="S",
                         help="strength of the critic's guidance of the motion, >= 0 (0: off; default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
-                        "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, autocast); the flags above win over it")
+                        "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, "
+                        "autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(parser)
 

@@ -65,20 +65,23 @@ def predicted_clean(scheduler, prediction: torch.Tensor, x_t: torch.Tensor, t: t
 
 
 def reconstruction_gradient(denoise: Denoiser, scheduler, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                            known: tuple[torch.Tensor, torch.Tensor], weight: float) -> torch.Tensor:
+                            known: tuple[torch.Tensor, torch.Tensor],
+                            weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7) as a classifier
     gradient for `classifier_guidance`: grad log p(x^a | x_t), with p(x^a | x_t) taken as a normal
     around the network's clean estimate of the known part, variance (1 - alpha_bar) / alpha_bar,
     sharpened by `weight` (their w_r). Only the unknown entries get it (the known ones are replaced).
-    x_t: the latents the network reads (b ...); known: (values, mask) broadcast to them."""
+    x_t: the latents the network reads (b ...); known: (values, mask) broadcast to them.
+    Returns (the conditional prediction it was read from, the gradient): the sampler uses the
+    prediction as the step's conditional branch instead of computing it again."""
     values, mask = known
     alpha_bar = float(scheduler.alphas_cumprod[int(t)])
     with torch.inference_mode(False), torch.enable_grad():
         x = x_t.clone().requires_grad_()
-        x0 = predicted_clean(scheduler, denoise(scheduler.scale_model_input(x, t), t, cond.clone()), x, t)
-        error = (mask.clone() * (x0 - values.clone())).square().sum()
+        prediction = denoise(scheduler.scale_model_input(x, t), t, cond.clone())
+        error = (mask.clone() * (predicted_clean(scheduler, prediction, x, t) - values.clone())).square().sum()
         gradient, = torch.autograd.grad(error, x)
-    return (-weight * alpha_bar / (2 * (1 - alpha_bar))) * (1 - mask) * gradient
+    return prediction.detach(), (-weight * alpha_bar / (2 * (1 - alpha_bar))) * (1 - mask) * gradient
 
 
 def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
@@ -135,8 +138,8 @@ def sample(
     the rest to agree with it (the replacement method, Ho et al. 2022, "Video Diffusion Models",
     section 3.1); the last step's output keeps what the network made of them. reconstruction > 0
     also steers the unknown part by the gradient of the known part's reconstruction error
-    (`reconstruction_gradient`, their eq. 7, w_r = reconstruction): one more network call with its
-    backward pass per step.
+    (`reconstruction_gradient`, their eq. 7, w_r = reconstruction): the conditional branch then
+    runs apart from the unconditional one, with a backward pass.
     guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
     the guided prediction at every step (`classifier_guidance`).
     prune: (k, select): after k steps, select(x0) gets the clean samples those steps predict (the
@@ -170,17 +173,20 @@ def sample(
             values, mask = known
             noised = scheduler.add_noise(values.expand_as(latents), noise, t.expand(noise.shape[0]))
             latents = mask * noised + (1 - mask) * latents
-        x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
-        prediction = denoise(scheduler.scale_model_input(x, t), t, both)
-        if guided:
-            pred_uncond, pred_cond = prediction.chunk(2)
-            prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+        steering = None
+        if reconstruction > 0 and known is not None:  # its pass with the gradient is the conditional branch
+            pred_cond, steering = reconstruction_gradient(denoise, scheduler, latents, t, cond, known, reconstruction)
+            pred_uncond = denoise(scheduler.scale_model_input(latents, t), t, uncond) if guided else None
+        else:
+            x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
+            prediction = denoise(scheduler.scale_model_input(x, t), t, both)
+            pred_uncond, pred_cond = prediction.chunk(2) if guided else (None, prediction)
+        prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond) if guided else pred_cond
         if guide is not None:
             gradient = guide(scheduler.scale_model_input(latents, t), t)  # at the input the model reads
             prediction = classifier_guidance(scheduler, prediction, gradient, t)
-        if reconstruction > 0 and known is not None:
-            gradient = reconstruction_gradient(denoise, scheduler, latents, t, cond, known, reconstruction)
-            prediction = classifier_guidance(scheduler, prediction, gradient, t)
+        if steering is not None:
+            prediction = classifier_guidance(scheduler, prediction, steering, t)
         stepped = scheduler.step(prediction, t, latents, **step_kwargs)
         latents = stepped.prev_sample
         if prune is not None and i + 1 == prune[0]:
