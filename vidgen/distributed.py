@@ -99,6 +99,22 @@ class Processes:
         if self.count > 1:
             self.state.wait_for_everyone()
 
+    def __enter__(self) -> "Processes":
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        """Leave the group together: the ranks wait for each other (unless this one failed), then the
+        group is taken down. Left to the interpreter's exit, gloo's threads can abort a rank that
+        finished first ("terminate called without an active exception", SIGABRT). The rank and
+        count stay readable afterwards; no collective may follow."""
+        if self.count > 1:
+            if error_type is None:
+                self.wait()
+            import torch.distributed
+
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
 
 def already_written(path: str | os.PathLike, expected: dict) -> bool:
     """Whether `path` holds a clip vidgen wrote (its sidecar is complete: the clip was moved in

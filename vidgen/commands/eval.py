@@ -67,15 +67,16 @@ def run_shapes(args: argparse.Namespace) -> int:
 
     transformers_logging.disable_progress_bar()  # its weight-loading bars; vidgen shows its own
     started = time.perf_counter()
-    processes = Processes()  # under `accelerate launch`: a share of the batches each, one report on rank 0
-    args.device = processes.device(args.device)  # `cuda`: this process's own GPU
-    pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)), scheduler=args.scheduler)
-    apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
-    report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
-                            batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
-                            model_path=request.model, stages=request.stages, clip_dir=args.save_clips,
-                            progress=not args.no_progress and processes.is_main, overwrite=args.overwrite,
-                            processes=processes)
+    with Processes() as processes:  # under `accelerate launch`: a share of the batches each, one report on rank 0
+        args.device = processes.device(args.device)  # `cuda`: this process's own GPU
+        pipe = VideoPipeline.from_pretrained(request.model, device=torch.device(load_device(args)),
+                                             scheduler=args.scheduler)
+        apply_model_options(pipe, args)  # --lora, --offload, --attention-chunk, --decode-chunk
+        report = evaluate_model(pipe, request.settings, n=args.n, seed=args.seed, heldout=args.heldout,
+                                batch_size=args.batch_size, eta=args.eta, scheduler=args.scheduler,
+                                model_path=request.model, stages=request.stages, clip_dir=args.save_clips,
+                                progress=not args.no_progress and processes.is_main, overwrite=args.overwrite,
+                                processes=processes)
     if not processes.is_main:
         return 0
     write_text_atomic(args.output, json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -108,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
     fmt = [check_clip_destination(path, args.format, overwrite=args.overwrite) for _, path in jobs][0]
     request = plan(args)
     media, media_notes = media_request(args, request)
-    processes = Processes()  # under `accelerate launch`: this process's share of the prompts (vidgen.distributed)
-    seed = processes.agree(args.seed if args.seed is not None else fresh_seed())
-    jobs, skipped = clips_to_make(jobs, {**_made_with(args, request, seed, fmt), **media_notes}, processes)
+    # Under `accelerate launch`: this process's share of the prompts. No collective follows, so the
+    # ranks leave their group here (vidgen.distributed).
+    with Processes() as processes:
+        seed = processes.agree(args.seed if args.seed is not None else fresh_seed())
+        jobs, skipped = clips_to_make(jobs, {**_made_with(args, request, seed, fmt), **media_notes}, processes)
     if skipped:
         say(f"skipped {skipped} clip(s) already written with these settings (process {processes.rank})")
     if not jobs:
