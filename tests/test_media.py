@@ -191,7 +191,8 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(picture)
     assert main(["generate", "a red circle", "--image", str(picture), "-o", str(tmp_path / "anim.gif"),
                  "--candidates", "1", *common]) == 0
-    assert "scaled" in json.loads(sidecar_path(tmp_path / "anim.gif").read_text())["image"]
+    animated = json.loads(sidecar_path(tmp_path / "anim.gif").read_text())
+    assert "scaled" in animated["image"] and animated["image_base_stage"] is False  # this model has no image base
 
 
 @pytest.mark.parametrize("argv, reason", [

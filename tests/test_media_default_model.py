@@ -28,6 +28,7 @@ def test_each_media_command_runs_on_the_default_model(tmp_path):
 
     assert main(["generate", prompt, "--image", str(tmp_path / "first.png"), "-o", str(tmp_path / "i2v"), *SMALL]) == 0
     assert (written("i2v")["frames"], written("i2v")["width"]) == (6, 128)
+    assert written("i2v")["image_base_stage"] is True  # the shipped image-to-video base stage ran
     assert main(["generate", "a blue circle moving left", "--video", str(tmp_path / "in"), "--strength", "0.6",
                  "-o", str(tmp_path / "v2v.mp4"), *SMALL]) == 0
     assert written("v2v.mp4")["frames"] == 6 and written("v2v.mp4")["strength"] == 0.6

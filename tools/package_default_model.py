@@ -7,6 +7,8 @@
                                             # the base stage from a later video-stage run
     python tools/package_default_model.py runs/shapes/sr/model --critic runs/shapes/critic/model ...
                                             # with the arrow critic of a critic-stage run
+    python tools/package_default_model.py vidgen/default_model --image-base runs/shapes/image-base/model ...
+                                            # with a base stage for image-to-video (anchored at frame 0)
 
 Weights go in half precision and the text encoder is named ("minilm", the packaged
 all-MiniLM-L6-v2, hash-checked when loaded) rather than copied, which keeps the folder small.
@@ -31,6 +33,9 @@ def main() -> None:
                         help="take the base stage from this vidgen video model (a later video-stage run) instead")
     parser.add_argument("--critic", metavar="DIR",
                         help="add the arrow critic of this vidgen model folder (a critic-stage run's model/)")
+    parser.add_argument("--image-base", metavar="DIR",
+                        help="add the base stage of this vidgen video model (trained with model.image_conditioning=true "
+                             "model.anchor_position=0) for image-to-video")
     parser.add_argument("--out", default=str(DEFAULT_MODEL), help=f"where to write it (default {DEFAULT_MODEL})")
     args = parser.parse_intermixed_args()  # --base may come after the settings
     settings: dict[str, dict] = {}
@@ -47,7 +52,8 @@ def main() -> None:
         except ValueError:  # a word, e.g. defaults.autocast=auto; package_model checks each setting's type
             settings.setdefault(section, {})[name] = value
     try:
-        folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic)
+        folder = package_model(args.model, args.out, settings=settings, base=args.base, critic=args.critic,
+                               image_base=args.image_base)
     except VidgenError as exc:
         sys.exit(f"error: {exc}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

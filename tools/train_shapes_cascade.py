@@ -181,6 +181,17 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
         ("package-early", work / "shipped-early" / "vidgen.json",
          [*package, str(shipped), "defaults.choose_at_step=4", "defaults.reconstruction_guidance=10",
           "--out", str(work / "shipped-early")]),
+        # Issue 37: a second base stage for image-to-video, made around each clip's first frame
+        # (Emu Video's image-and-text-to-video step), trained from the shipped base on corpus64.
+        ("image-base", work / "image-base" / "model",
+         [*vidgen, "train", str(CONFIGS / "video.yaml"), f"data.manifest={work / 'corpus64' / 'manifest.jsonl'}",
+          f"data.latent_cache={work / 'latents64'}", f"model.pretrained={work / 'shipped-early'}",
+          "model.image_conditioning=true", "model.anchor_position=0.0", "train.lr_multipliers={input_extension: 5}",
+          "model.freeze_spatial=false", "data.captioned_repeat=6", "train.lr=1e-4", "train.warmup_steps=50",
+          "train.max_steps=2000", f"train.output_dir={work / 'image-base'}", "--no-progress"]),
+        ("package-image-base", work / "shipped-image-base" / "vidgen.json",
+         [*package, str(work / "shipped-early"), "--image-base", str(work / "image-base" / "model"),
+          "--out", str(work / "shipped-image-base")]),
     ]
 
 
@@ -244,7 +255,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")

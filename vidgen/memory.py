@@ -29,7 +29,8 @@ def offload_order(model) -> list[torch.nn.Module]:
     text = model.text_encoder
     encoders = [text.model, *([text.model_2] if hasattr(text, "model_2") else [])]
     anchor = [model.image_unet] if model.image_unet is not None else []
-    return [*encoders, *anchor, *model.stages.values(), model.vae]
+    image_base = [model.image_base] if model.image_base is not None else []  # image-to-video's base stage
+    return [*encoders, *anchor, *image_base, *model.stages.values(), model.vae]
 
 
 def enable_model_offload(model, execution_device: str | torch.device = "cpu") -> list:
@@ -54,7 +55,7 @@ def set_attention_chunk(model, sequences: int) -> None:
     """Every stage's temporal attention over `sequences` sequences at a time, feed-forwards per image."""
     if sequences < 1:
         raise VidgenError(f"--attention-chunk must be a positive number, got {sequences}")
-    for unet in model.stages.values():
+    for unet in [*model.stages.values(), *([model.image_base] if model.image_base is not None else [])]:
         unet.set_chunk_size(temporal=sequences, feed_forward=1)
 
 

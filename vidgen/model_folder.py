@@ -17,7 +17,9 @@ diffusers' own video U-Nets (ModelScope / zeroscope, AnimateDiff; vidgen.interop
 text-to-video pipeline folder loads as it is, without a vidgen.json (docs/interop.md). A base stage that takes an anchor
 frame has the diffusers UNet2DConditionModel that draws it in the folder `anchor.image_model`
 names, and a model with an arrow critic (vidgen.models.critic) has it in the folder `critic`
-names. Weights are safetensors, loaded strictly (vidgen.weights). Sampling is vidgen.pipeline's.
+names. A model may have a second base stage for image-to-video, made around its first frame (the
+user's picture), in the folder `image_base` names. Weights are safetensors, loaded strictly
+(vidgen.weights). Sampling is vidgen.pipeline's.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ class VideoModel:
     contents (stage folders, VAE chunk size, sampling settings). image_unet: the text-to-image
     U-Net that draws the base stage's anchor frame, where the base stage takes one
     (index.anchor.image_model names its folder). critic: the arrow critic of the base stage's
-    motion (index.critic names its folder), or None.
+    motion (index.critic names its folder), or None. image_base: the base stage image-to-video
+    runs, made around its first frame (index.image_base names its folder), or None.
     """
 
     def __init__(self, stages: dict[str, VideoUNet], vae: AutoencoderKL, text_encoder: TextEncoder,
                  scheduler: SchedulerMixin, index: ModelIndex, image_unet: UNet2DConditionModel | None = None,
-                 critic: ArrowCritic | None = None):
+                 critic: ArrowCritic | None = None, image_base: VideoUNet | None = None):
         if list(stages) != list(index.stages):
             raise ValueError(f"stages {list(stages)} and index.stages {list(index.stages)} must name the same stages")
         if list(stages)[:1] != ["base"] or any(name not in STAGES for name in stages) or \
@@ -82,12 +85,14 @@ class VideoModel:
         self.set_anchor(image_unet, index.anchor.position)
         self.critic: ArrowCritic | None = None
         self.set_critic(critic)
+        self.image_base: VideoUNet | None = None
+        self.set_image_base(image_base)
         for module in self.modules():
             module.eval()
 
     def modules(self) -> list[torch.nn.Module]:
-        return [*self.stages.values(), *([self.image_unet] if self.image_unet is not None else []),
-                *([self.critic] if self.critic is not None else []), self.vae, self.text_encoder]
+        extra = [m for m in (self.image_unet, self.critic, self.image_base) if m is not None]
+        return [*self.stages.values(), *extra, self.vae, self.text_encoder]
 
     # --- loading and saving --------------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class VideoModel:
         if index.anchor.image_model:
             image_unet = load_diffusers(UNet2DConditionModel, folder / index.anchor.image_model, dtype)
         critic = ArrowCritic.from_pretrained(folder / index.critic, dtype) if index.critic else None
+        image_base = load_stage(folder / index.image_base, dtype) if index.image_base else None
         vae = load_diffusers(AutoencoderKL, folder / "vae", dtype)
         if index.text_encoder:
             text_encoder = TextEncoder.from_pretrained(resolve_text_encoder(index.text_encoder), dtype,
@@ -110,7 +116,7 @@ class VideoModel:
         else:
             text_encoder = TextEncoder.from_pretrained(folder, dtype)
         model = cls(stages, vae, text_encoder, load_scheduler(scheduler, folder / "scheduler"), index, image_unet,
-                    critic)
+                    critic, image_base)
         return model.to(device or "cpu")
 
     @classmethod
@@ -150,6 +156,8 @@ class VideoModel:
                 self.image_unet.save_pretrained(tmp / self.index.anchor.image_model)
             if self.critic is not None:
                 self.critic.save_pretrained(tmp / self.index.critic)
+            if self.image_base is not None:
+                self.image_base.save_pretrained(tmp / self.index.image_base)
             self.vae.save_pretrained(tmp / "vae")
             if not self.index.text_encoder:  # else a packaged encoder, named in vidgen.json
                 self.text_encoder.save_pretrained(tmp)
@@ -203,6 +211,25 @@ class VideoModel:
         self.image_unet = image_unet.eval()
         self.index.anchor.image_model = self.index.anchor.image_model or "anchor"
         self.index.anchor.position = float(position)
+
+    def set_image_base(self, unet: VideoUNet | None) -> None:
+        """Run image-to-video with `unet`, a base stage trained around its first frame (an anchored
+        one, anchor position 0), saved in the folder index.image_base names; None: with the base stage."""
+        if unet is None:
+            self.image_base, self.index.image_base = None, ""
+            return
+        base = self.stages["base"]
+        if unet.options.extra_in_channels != unet.unet.config.in_channels + 1:
+            raise CheckpointError(f"the image-to-video base stage must read an anchor frame (an anchored base stage, "
+                                  f"{unet.unet.config.in_channels + 1} extra input channels), this one has "
+                                  f"{unet.options.extra_in_channels}: train it with model.image_conditioning=true "
+                                  f"model.anchor_position=0")
+        if unet.unet.config.in_channels != base.unet.config.in_channels or \
+                unet.unet.config.cross_attention_dim != self.text_encoder.hidden_size:
+            raise CheckpointError("the image-to-video base stage makes other latents or reads other text than this "
+                                  "model's base stage: train it from this model")
+        self.image_base = unet.eval()
+        self.index.image_base = self.index.image_base or "image_base"
 
     def set_critic(self, critic: ArrowCritic | None) -> None:
         """Guide and check the base stage with `critic` (None: no critic), saved in the folder

@@ -1,10 +1,11 @@
 """vidgen.json: what a model folder holds and how it samples, as typed dataclasses.
 
 `ModelIndex` names the folder's stages in run order (Make-A-Video section 3: the base stage,
-frame interpolation 3.3, super-resolution 3.4), the anchor image model and the arrow critic
-where the model has them, and the settings each stage samples with; `GenerationDefaults` are
-what `vidgen generate` uses where the command line does not say. The index is read and written
-here, every value checked on the way in and out; vidgen.model_folder loads the weights it names.
+frame interpolation 3.3, super-resolution 3.4), the anchor image model, the arrow critic and
+the image-to-video base stage where the model has them, and the settings each stage samples
+with; `GenerationDefaults` are what `vidgen generate` uses where the command line does not say.
+The index is read and written here, every value checked on the way in and out;
+vidgen.model_folder loads the weights it names.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ class ModelIndex:
     sr: SuperResolutionSettings = field(default_factory=SuperResolutionSettings)  # used when stages has "sr"
     anchor: AnchorSettings = field(default_factory=AnchorSettings)  # used when anchor.image_model is set
     critic: str = ""  # folder of the base stage's arrow critic (vidgen.models.critic); "": none
+    # Folder of a second base stage, trained with each clip's first frame as its anchor
+    # (model.image_conditioning, anchor_position 0), that image-to-video runs with the user's
+    # picture as that anchor (vidgen.media.conditioning); "": image-to-video steers the base stage.
+    image_base: str = ""
 
 
 # --- the model folder --------------------------------------------------------------------------

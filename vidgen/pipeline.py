@@ -223,14 +223,16 @@ class VideoPipeline(MediaMethods):
         # 5. Base stage: noise -> keyframe latents (around the anchor frame, which every frame reads),
         #    steered by the arrow critic where motion guidance is on.
         with call.timed("base"):
-            latents = self._base_stage(call, latents, cond, uncond, anchor,
-                                       **(given.base_options(len(cond)) if given else {}),
+            latents = self._base_stage(call, latents, cond, uncond, anchor, given,
                                        **({"prune": (s.choose_at_step, early)} if early else {}))  # (b c f h w)
             latents = given.keep(latents) if given else latents
-        kept = [0] * len(prompts)  # per prompt: the candidate the critic kept
+        kept, fps = [0] * len(prompts), s.fps  # per prompt: the candidate the critic kept
         if early is not None:
             cond, uncond, kept, n = cond[::n], uncond[::n], early.kept, 1
-        fps = s.fps
+
+        def made(frames, fps) -> VideoOutput:
+            return VideoOutput(frames=frames, fps=fps, settings=s, stages=run, timings=call.timings,
+                               reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
 
         # 5b. Arrow check: in a world symmetric in time the critic's reading of the finished
         #     keyframes (t = 0, where it is surest) decides which way each clip is played.
@@ -260,8 +262,7 @@ class VideoPipeline(MediaMethods):
                 latents = long_clips.continue_keyframes(self, call, latents, cond, uncond,
                                                         -(-frames_out // per_keyframe))
             frames, fps = long_clips.render(self, call, latents, cond, uncond, run, (height, width), frames_out)
-            return VideoOutput(frames=frames, fps=fps, settings=s, stages=run, timings=call.timings,
-                               reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
+            return made(frames, fps)
 
         # 6. Frame interpolation: keyframes every `factor` frames, the frames between (and after the
         #    last keyframe) sampled by masked frame interpolation (Make-A-Video section 3.3).
@@ -277,14 +278,12 @@ class VideoPipeline(MediaMethods):
 
         # 8. Latents -> frames, a chunk of frames at a time.
         if output_type == "latent":
-            return VideoOutput(frames=latents.float().cpu(), fps=fps, settings=s, stages=run, timings=call.timings,
-                               reversed=reversed_, kept_candidates=kept, autocast=autocast_name(call.precision))
+            return made(latents.float().cpu(), fps)
         with call.timed("decode"):
             video = decode_latents(self.model.vae, latents, self.model.index.vae_chunk_size)  # (b c f h w)
             video = video.float().cpu()
         frames = video if output_type == "pt" else np.stack([to_uint8_frames(clip) for clip in video])  # (b f h w 3)
-        return VideoOutput(frames=frames, fps=fps, settings=s, stages=run, timings=call.timings, reversed=reversed_,
-                           kept_candidates=kept, autocast=autocast_name(call.precision))
+        return made(frames, fps)
 
     # --- the steps -----------------------------------------------------------------------------
 
@@ -343,11 +342,16 @@ class VideoPipeline(MediaMethods):
         return self._sample(call, denoise, noise, cond, uncond, s.guidance_scale, s.num_inference_steps,
                             "anchor frame")
 
-    def _base_stage(self, call: _Call, noise, cond, uncond, anchor: torch.Tensor | None, **options) -> torch.Tensor:
-        """(b c f h w) noise -> keyframe latents; with an anchor (b c h w), every frame reads it.
-        options: the sampler's known frames or start latents (vidgen.media)."""
-        s, base = call.settings, self.model.stages["base"]
-        index = cascade.anchor_index(s.num_frames, self.model.index.anchor.position) if anchor is not None else None
+    def _base_stage(self, call: _Call, noise, cond, uncond, anchor: torch.Tensor | None, given=None,
+                    **options) -> torch.Tensor:
+        """(b c f h w) noise -> keyframe latents; with an anchor (b c h w), every frame reads it. given:
+        the user's picture or clip (vidgen.media.conditioning), the image-to-video base's anchor."""
+        s, base, position = call.settings, self.model.stages["base"], self.model.index.anchor.position
+        if given is not None:
+            options.update(given.base_options(len(cond)))
+            if given.anchor is not None:  # the picture is the first frame of image_base's clip
+                base, anchor, position = self.model.image_base, given.anchor, 0.0
+        index = cascade.anchor_index(s.num_frames, position) if anchor is not None else None
 
         def denoise(x, t, c):
             if anchor is not None:

@@ -22,7 +22,7 @@ from .packaged import MINILM_NAME
 
 def package_model(source: str | Path, destination: str | Path, text_encoder: str = MINILM_NAME,
                   settings: dict[str, dict] | None = None, base: str | Path | None = None,
-                  critic: str | Path | None = None) -> Path:
+                  critic: str | Path | None = None, image_base: str | Path | None = None) -> Path:
     """Write `source` (a trained vidgen model folder) to `destination` for shipping: every weight in
     half precision, and the text encoder named (`text_encoder`, e.g. the packaged MiniLM, checked by
     hash when loaded) instead of copied. Loading converts back to the dtype asked for.
@@ -30,7 +30,10 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
     {"defaults": {"num_inference_steps": 25}, "interp": {"num_inference_steps": 10}}.
     `base`, a vidgen video model folder (a later run of the video stage), replaces `source`'s base
     stage, with the anchor image model it has (or none); both must sample the same frame-noise prior.
-    `critic`, a vidgen model folder with an arrow critic (a critic-stage run), adds that critic."""
+    `critic`, a vidgen model folder with an arrow critic (a critic-stage run), adds that critic.
+    `image_base`, a vidgen video model folder whose base stage was trained around each clip's first
+    frame (model.image_conditioning=true model.anchor_position=0), adds that base stage for
+    image-to-video; its anchor image model is left behind (the user's picture takes its place)."""
     model = VideoModel.from_pretrained(source, dtype=torch.float16)
     if base is not None:
         base_model = VideoModel.from_pretrained(base, dtype=torch.float16)
@@ -49,6 +52,8 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
             raise VidgenError(f"the critic in {critic} was trained on another VAE or prompt length than {source} has: "
                               f"train the critic stage from this model (model.pretrained={source})")
         model.set_critic(critic_model.critic)
+    if image_base is not None:
+        add_image_base(model, VideoModel.from_pretrained(image_base, dtype=torch.float16), image_base)
     for section, values in (settings or {}).items():
         target = getattr(model.index, section, None)
         if section not in ("defaults", "interp", "sr") or target is None:
@@ -83,3 +88,17 @@ def package_model(source: str | Path, destination: str | Path, text_encoder: str
         if entries.pop("_name_or_path", None) is not None:
             write_text_atomic(config, json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+def add_image_base(model: VideoModel, source: VideoModel, name: str | Path) -> None:
+    """Give `model` the base stage of `source` (an anchored video-stage run, anchor at the first
+    frame) as its image-to-video base stage, refused where the two cannot work together."""
+    if source.image_unet is None or source.index.anchor.position != 0.0:
+        raise VidgenError(f"{name} has no base stage made around its first frame (anchor.position "
+                          f"{source.index.anchor.position}, anchor image model {source.index.anchor.image_model or 'none'}): "
+                          f"train one with model.image_conditioning=true model.anchor_position=0")
+    if source.index.frame_noise_correlation != model.index.frame_noise_correlation or \
+            vae_fingerprint(source.vae, 0) != vae_fingerprint(model.vae, 0):
+        raise VidgenError(f"the image-to-video base stage in {name} was trained on another VAE or frame-noise prior "
+                          f"than the model has: train it from this model (model.pretrained=...)")
+    model.set_image_base(source.stages["base"])

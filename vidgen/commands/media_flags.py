@@ -33,10 +33,12 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
                           "is redrawn)")
     if args.seconds is not None and (args.image is not None or args.video is not None):
         raise VidgenError("--seconds makes a clip from the prompt alone: to lengthen a clip use `vidgen extend`")
+    index = None
     if args.image is not None or args.video is not None:
         from ..model_index import read_model_index
 
-        if read_model_index(plan.model).anchor.image_model:  # as vidgen.media.conditioning.prepare refuses it
+        index = read_model_index(plan.model)
+        if index.anchor.image_model:  # as vidgen.media.conditioning.prepare refuses it
             raise VidgenError(f"{plan.model}'s base stage draws its own anchor frame: --image and --video need a model "
                               f"whose base stage has none")
     size, given, notes = (plan.settings.height, plan.settings.width), {}, {}
@@ -44,6 +46,7 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
         picture = read_image(args.image)
         notes["image"] = f"{args.image}: " + check_fit(picture.shape[0], picture.shape[1], size, "--image")
         notes["strength"] = args.strength if args.strength is not None else 1.0  # media.conditioning.IMAGE_STRENGTH
+        notes["image_base_stage"] = bool(index.image_base)  # the model's image-to-video base stage ran, around it
         given.update(image=picture, strength=args.strength)
     if args.video is not None:
         clip = read_clip(args.video, "--video")

@@ -4,6 +4,9 @@
   to that step's level (the replacement method of Ho et al. 2022, "Video Diffusion Models",
   section 3.1, the same masked conditioning the interpolation stage uses); the base stage draws
   the rest of the clip around it as its prompt says, and the first frame keeps the picture.
+  Where the model has an image-to-video base stage (`image_base`, trained around each clip's
+  first frame), that stage runs instead and reads the picture at every frame as its anchor
+  (Emu Video's image-and-text-to-video step, Girdhar et al. 2023, section 3.1).
 - Video: the clip's frames at the keyframe rate, encoded, noised part-way and denoised under the
   prompt (SDEdit, Meng et al. 2022): at moderate strength the layout and motion stay and the
   appearance follows the prompt.
@@ -36,6 +39,7 @@ class Given:
     known: tuple[torch.Tensor, torch.Tensor] | None = None  # (values (1 c f h w), mask (1 1 f 1 1))
     start: torch.Tensor | None = None  # (1 c f h w) latents to start part-way from
     strength: float = 1.0
+    anchor: torch.Tensor | None = None  # (1 c h w): the picture, for a base stage made around its first frame
     notes: dict = field(default_factory=dict)  # what was done to the inputs, for the sidecar
 
     def base_options(self, batch: int) -> dict:
@@ -112,8 +116,10 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
         mask = torch.zeros(1, 1, s.num_frames, 1, 1, device=values.device)
         mask[:, :, 0] = 1
         start = first.expand(-1, -1, s.num_frames, -1, -1) if strength < 1 else None  # the picture held still
+        anchor = first[:, :, 0] if pipe.model.image_base is not None else None  # (1 c h w)
+        notes = {"image": note, "strength": strength, "image_base_stage": anchor is not None}
         return (dataclasses.replace(s, arrow_check=False),
-                Given(known=(values, mask), start=start, strength=strength, notes={"image": note, "strength": strength}))
+                Given(known=(values, mask), start=start, strength=strength, anchor=anchor, notes=notes))
     strength = DEFAULT_STRENGTH if strength is None else float(strength)
     if not 0.0 < strength <= 1.0:
         raise VidgenError(f"strength must be in (0, 1] (how much of the clip is redrawn), got {strength}")
