@@ -169,6 +169,45 @@ def swap_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return losses[has_swaps].mean()
 
 
+def motion_loss(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, captions: list[str],
+                embed, swap_weight: float = 1.0) -> torch.Tensor:
+    """What the critic's training minimises, and a reward's negative for a generator: the arrow
+    loss of clips x (b c f h w) at timestep t under their captions' tokens (b n d), plus, where the
+    critic learned swaps (`CriticConfig.swap_words`), swap_weight x the swap loss. embed: captions
+    -> (k n d) tokens."""
+    groups = critic.config.swap_words
+    alternatives = [swaps(caption, groups) for caption in captions]
+    k = max(map(len, alternatives), default=0)
+    if not k:
+        return arrow_loss(critic(x, t, tokens))
+    # Every clip gets k swapped captions, its own caption filling the places it has no swap for.
+    swapped = torch.stack([embed(alt + [caption] * (k - len(alt)))
+                           for caption, alt in zip(captions, alternatives)])  # (b k n d)
+    valid = torch.tensor([[True] + [j < len(alt) for j in range(k)] for alt in alternatives], device=x.device)
+    d, scores = critic(x, t, tokens, swapped.to(tokens))
+    return arrow_loss(d) + swap_weight * swap_loss(scores, valid)
+
+
+def motion_margin(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, captions: list[str],
+                  embed) -> torch.Tensor:
+    """(b,) how surely clips x (b c f h w) show their captions' motion, linear in the critic's
+    scores: the arrow logit d, plus, where the critic learned swaps, the caption's score minus the
+    mean of its swaps' scores. Unlike `motion_loss` (logistic), a clip that does not move (about 0)
+    is worth the mean of one that moves the asked way and one that moves the opposite way, so a
+    generator rewarded by it gains nothing by hedging between directions."""
+    groups = critic.config.swap_words
+    alternatives = [swaps(caption, groups) for caption in captions]
+    k = max(map(len, alternatives), default=0)
+    if not k:
+        return critic(x, t, tokens)
+    swapped = torch.stack([embed(alt + [caption] * (k - len(alt)))
+                           for caption, alt in zip(captions, alternatives)])  # (b k n d)
+    valid = torch.tensor([[j < len(alt) for j in range(k)] for alt in alternatives], device=x.device)  # (b k)
+    d, scores = critic(x, t, tokens, swapped.to(tokens))
+    others = (scores[:, 1:] * valid).sum(1) / valid.sum(1).clamp_min(1)
+    return d + torch.where(valid.any(1), scores[:, 0] - others, torch.zeros_like(d))
+
+
 def swaps(caption: str, groups: dict[str, list[str]]) -> list[str]:
     """The caption with each word it holds of a group replaced, in turn, by every other word of that
     group (whole words, read without case and trailing punctuation; a caption without any such word

@@ -115,8 +115,8 @@ class RunLog:
 
     FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped_clips", "elapsed_s")
 
-    def __init__(self, output_dir: Path, enabled: bool, resumed_step: int = 0):
-        self.enabled = enabled
+    def __init__(self, output_dir: Path, enabled: bool, resumed_step: int = 0, extra_fields: tuple[str, ...] = ()):
+        self.enabled, self.fields = enabled, self.FIELDS + tuple(extra_fields)  # extra: the stage's own figures
         self.path = output_dir / "log.csv"
         self.tensorboard = None
         if not enabled:
@@ -125,7 +125,7 @@ class RunLog:
             self._drop_rows_after(resumed_step)
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="", encoding="utf-8")
-        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields)
         if new:
             self.writer.writeheader()
         try:
@@ -141,7 +141,7 @@ class RunLog:
         kept = [row for row in rows if float(row["step"]) <= step]
         if len(kept) != len(rows):
             with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+                writer = csv.DictWriter(f, fieldnames=self.fields)
                 writer.writeheader()
                 writer.writerows(kept)
 
@@ -286,7 +286,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
         position = {"shards": shards.state()} if shards is not None else {}
         save_checkpoint(accelerator, out, at, {**state, **position, "finite": True}, cfg.train.keep_checkpoints, ema)
 
-    log = RunLog(out, enabled=accelerator.is_main_process, resumed_step=step)
+    log = RunLog(out, enabled=accelerator.is_main_process, resumed_step=step, extra_fields=stage.log_fields)
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.stage}", unit="step",
                disable=not (progress and accelerator.is_main_process))
     state = {"stage": cfg.stage, "config": asdict(cfg), "micro_step": 0}
@@ -336,7 +336,7 @@ def _train(cfg: RunConfig, out: Path, accelerator: Accelerator, progress: bool) 
                     now = time.perf_counter()
                     row = {"step": step, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                            "samples_per_s": window_samples / max(now - window_start, 1e-9),
-                           "skipped_clips": unreadable.total, "elapsed_s": now - started}
+                           "skipped_clips": unreadable.total, "elapsed_s": now - started, **stage.log_values()}
                     log.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}")
                     losses, window_samples, window_start = [], 0, now

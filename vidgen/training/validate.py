@@ -96,9 +96,18 @@ def check_model_keys(cfg: RunConfig) -> None:
         raise VidgenError("model.lora_rank trains an adapter on the existing temporal layers, and "
                           "model.image_conditioning / model.text_embedding add new layers that would stay untrained: "
                           "train those first without model.lora_rank")
-    if m.image_conditioning and cfg.stage != "video":
+    if m.image_conditioning and cfg.stage not in ("video", "reward"):
         raise VidgenError(f"model.image_conditioning gives the video stage its anchor frame, not the {cfg.stage} stage "
                           f"(interp and sr keep the base stage their model.pretrained has): remove it")
+    _at_least("model.reward_steps", m.reward_steps, 1)
+    _at_least("model.reward_sampling_steps", m.reward_sampling_steps, 0)
+    if m.reward_reads not in ("early", "finished"):
+        raise VidgenError(f"model.reward_reads must be early or finished, got {m.reward_reads!r}")
+    if m.reward_form not in ("logistic", "linear"):
+        raise VidgenError(f"model.reward_form must be logistic or linear, got {m.reward_form!r}")
+    if not m.reward_weight > 0:
+        raise VidgenError(f"model.reward_weight weighs the critic's loss in the reward stage and must be > 0, "
+                          f"got {m.reward_weight}")
     if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
         raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
                           f"leave it empty here")

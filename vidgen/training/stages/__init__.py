@@ -18,6 +18,8 @@ only through its `forward`, so data-parallel training (DDP) sees every call.
 - distill: the base stage distilled to half the steps, guidance folded in (distill.py).
 - reflow: the base stage retrained on its own (noise, sample) pairs, captioned by the shapes judge,
           to follow the words in a few unguided steps (reflow.py).
+- reward: the base stage fine-tuned by the arrow critic's reading of the clips it starts to draw,
+          backpropagated through one early sampling step (reward.py).
 
 What they share (the corpus, the frozen VAE and text encoder, the model folder of the video
 stages) is in base.py.
@@ -37,18 +39,20 @@ from .image import ImageStage, save_text_to_image_folder
 from .interp import InterpolationStage
 from .preference import PreferenceStage
 from .reflow import ReflowStage
+from .reward import RewardStage
 from .sr import SuperResolutionStage
 from .vae import AutoencoderWithKL, VaeStage
 from .video import VideoStage
 
 __all__ = ["NOISE_SCHEDULE", "STAGE_CLASSES", "AutoencoderWithKL", "CascadeStage", "CriticStage", "DiffusionStage",
-           "DistillStage", "ImageStage", "InterpolationStage", "PreferenceStage", "ReflowStage", "Stage", "SuperResolutionStage", "VaeStage", "VideoStage",
+           "DistillStage", "ImageStage", "InterpolationStage", "PreferenceStage", "ReflowStage", "RewardStage", "Stage", "SuperResolutionStage", "VaeStage", "VideoStage",
            "build_stage", "drop_captions", "repeat_captioned", "save_text_to_image_folder", "swap_groups",
            "withhold_captions"]
 
 STAGE_CLASSES = {"vae": VaeStage, "image": ImageStage, "video": VideoStage, "interp": InterpolationStage,
                  "sr": SuperResolutionStage, "critic": CriticStage, "preference": PreferenceStage,
-                 "distill": DistillStage, "reflow": ReflowStage}
+                 "distill": DistillStage, "reflow": ReflowStage,
+                 "reward": RewardStage}
 
 
 def build_stage(cfg: RunConfig, device: torch.device) -> Stage:

@@ -91,6 +91,12 @@ class Stage:
     def export(self, model: nn.Module, folder: Path) -> None:
         raise NotImplementedError
 
+    log_fields: tuple[str, ...] = ()  # the columns `log_values` fills in the run's log.csv
+
+    def log_values(self) -> dict[str, float]:
+        """Figures of the steps since the last log line, beside the loss (stages that have any override this)."""
+        return {}
+
 
 class DiffusionStage(Stage):
     """Frozen VAE and text encoder; text embeddings cached per caption (corpora repeat captions)."""

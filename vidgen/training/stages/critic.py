@@ -11,7 +11,7 @@ from ...data.manifest import read_manifest
 from ...diffusion.losses import add_noise
 from ...errors import VidgenError
 from ...model_folder import VideoModel
-from ...models.critic import ArrowCritic, CriticConfig, arrow_loss, swap_loss, swaps
+from ...models.critic import ArrowCritic, CriticConfig, motion_loss
 from .base import DiffusionStage
 
 
@@ -81,17 +81,7 @@ class CriticStage(DiffusionStage):
         tokens = self.embed(batch["caption"])  # every clip keeps its caption: the arrow is read from it
         x_t, _, t = add_noise(self.noise_schedule, x0, generator,
                               correlation=self.video_model.index.frame_noise_correlation)
-        groups = self.model.config.swap_words
-        alternatives = [swaps(caption, groups) for caption in batch["caption"]]
-        k = max(map(len, alternatives), default=0)
-        if not k:
-            return arrow_loss(model(x_t, t, tokens))
-        # Every clip gets k swapped captions, its own caption filling the places it has no swap for.
-        swapped = torch.stack([self.embed(alt + [caption] * (k - len(alt)))
-                               for caption, alt in zip(batch["caption"], alternatives)])  # (b k n d)
-        valid = torch.tensor([[True] + [j < len(alt) for j in range(k)] for alt in alternatives], device=x0.device)
-        d, scores = model(x_t, t, tokens, swapped.to(tokens))
-        return arrow_loss(d) + self.cfg.model.critic_swap_weight * swap_loss(scores, valid)
+        return motion_loss(model, x_t, t, tokens, batch["caption"], self.embed, self.cfg.model.critic_swap_weight)
 
     def export(self, model, folder):
         self.video_model.set_critic(copy.deepcopy(model).cpu())

@@ -76,7 +76,10 @@ class VideoStage(CascadeStage):
         return cascade.anchor_input(x_t, x0[:, :, index], index)
 
     def loss(self, model, batch, generator):
-        x0 = self.latents(batch, generator)  # (b c f h w)
+        return self.denoising_loss(model, batch, self.latents(batch, generator), generator)
+
+    def denoising_loss(self, model, batch, x0, generator):
+        """The plain objective on the batch's clean latents x0 (b c f h w), captions dropped as data.caption_dropout says."""
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
         return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
