@@ -67,6 +67,44 @@ def test_image_to_video_runs_the_image_base_around_the_picture(pipe):
     assert text_only.shape == out.frames.shape
 
 
+def test_a_base_anchored_at_its_first_frame_takes_the_picture_as_its_anchor(pipe, tmp_path):
+    """A picture-first model (its base anchored at frame 0, the anchor drawn by an image U-Net): with
+    --image the picture is the anchor and the image U-Net does not run; a base anchored elsewhere,
+    or a clip to start from, is refused with the reason."""
+    from vidgen.media.inputs import Clip
+
+    model = VideoModel.from_pretrained(pipe.save_pretrained(tmp_path / "plain"))
+    image_unet = model.stages["base"].unet
+    model.set_stage("base", anchored(model.stages["base"]))
+    model.set_anchor(image_unet, 0.0)
+    first = VideoPipeline(model)
+    picture = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    other = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    drawn = []
+    hook = image_unet.register_forward_hook(lambda m, args, output: drawn.append(1))
+    try:
+        out = first("a red circle", image=picture, seed=3, output_type="latent", **RUN)
+        from_other = first("a red circle", image=other, seed=3, output_type="latent", **RUN).frames
+        assert drawn == []  # no anchor drawn: the picture is it
+        first("a red circle", seed=3, output_type="latent", **RUN)
+        assert drawn  # text alone: the image U-Net draws the anchor as before
+    finally:
+        hook.remove()
+    assert not torch.allclose(out.frames[:, :, 1:], from_other[:, :, 1:], atol=1e-4)  # every frame reads the picture
+    clip = Clip(np.zeros((4, 16, 16, 3), dtype=np.uint8), 8.0, "clip.mp4", {})
+    with pytest.raises(VidgenError, match="starting from a video needs a base stage without one"):
+        first("a red circle", video=clip, seed=3, **RUN)
+    with pytest.raises(VidgenError, match="starting from a clip to extend needs a base stage without one"):
+        first.extend(clip, seconds=1.0, progress=False)
+    with pytest.raises(VidgenError, match="leave seconds out"):
+        first("a red circle", seconds=4.0, **RUN)
+    assert first.supports_input("image") and not first.supports_input("video")
+    model.index.anchor.position = 0.5
+    with pytest.raises(VidgenError, match="at 0.5 of the clip, not at its start"):
+        first("a red circle", image=picture, seed=3, **RUN)
+    assert not first.supports_input("image")
+
+
 def test_the_image_base_is_saved_and_loaded_with_the_model(pipe, tmp_path):
     pipe.model.set_image_base(anchored(pipe.model.stages["base"], seed=1))
     try:

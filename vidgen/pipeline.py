@@ -182,6 +182,9 @@ class VideoPipeline(MediaMethods):
         s, given = conditioning.prepare(self, s, image, video, strength)  # the user's picture or clip, encoded
         if seconds is not None and not seconds > 0:
             raise VidgenError(f"seconds must be positive, got {seconds}")
+        if seconds is not None and self.model.image_unet is not None:
+            raise VidgenError("this model's base stage draws its own anchor frame, which the windows of a longer clip "
+                              "do not carry on: leave seconds out, or use a model whose base stage has no anchor")
         device = self.model.device
         call = _Call(s, eta, _generator(seed, generator), progress, autocast_dtype(s.autocast, device), device,
                      callback)
@@ -208,7 +211,7 @@ class VideoPipeline(MediaMethods):
 
         early = None
         if n > 1 and 0 < s.choose_at_step < s.num_inference_steps:  # 5c part-way: only the kept ones are finished
-            if self.model.image_unet is not None:
+            if self.model.image_unet is not None and given is None:  # (a picture's anchor is one for every row)
                 raise VidgenError("choose_at_step is for base stages without an anchor frame: leave it at 0")
             early = critic_choice.EarlyChoice(self.model.critic, cond, prompts, n, s.choose_by, s.arrow_check,
                                               self.encode_prompts)
@@ -349,8 +352,8 @@ class VideoPipeline(MediaMethods):
         s, base, position = call.settings, self.model.stages["base"], self.model.index.anchor.position
         if given is not None:
             options.update(given.base_options(len(cond)))
-            if given.anchor is not None:  # the picture is the first frame of image_base's clip
-                base, anchor, position = self.model.image_base, given.anchor, 0.0
+            if given.anchor is not None:  # the picture is the first frame of image_base's (or the base's own) clip
+                base, anchor, position = self.model.image_base or base, given.anchor, 0.0
         index = cascade.anchor_index(s.num_frames, position) if anchor is not None else None
 
         def denoise(x, t, c):

@@ -24,7 +24,7 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
 
 def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
     """(the pipeline's media arguments, notes for the sidecar), refused before the model loads."""
-    from ..media.inputs import check_fit, read_clip, read_image
+    from ..media.inputs import check_fit, own_anchor_refusal, read_clip, read_image
 
     if args.image is not None and args.video is not None:
         raise VidgenError("give --image or --video, not both")
@@ -38,15 +38,16 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
         from ..model_index import read_model_index
 
         index = read_model_index(plan.model)
-        if index.anchor.image_model:  # as vidgen.media.conditioning.prepare refuses it
-            raise VidgenError(f"{plan.model}'s base stage draws its own anchor frame: --image and --video need a model "
-                              f"whose base stage has none")
+        if index.anchor.image_model and (args.video is not None or index.anchor.position != 0):  # as prepare refuses it
+            raise VidgenError(f"{plan.model}: " + own_anchor_refusal(index.anchor.position,
+                                                                     "--video" if args.video is not None else "a picture"))
     size, given, notes = (plan.settings.height, plan.settings.width), {}, {}
     if args.image is not None:
         picture = read_image(args.image)
         notes["image"] = f"{args.image}: " + check_fit(picture.shape[0], picture.shape[1], size, "--image")
         notes["strength"] = args.strength if args.strength is not None else 1.0  # media.conditioning.IMAGE_STRENGTH
         notes["image_base_stage"] = bool(index.image_base)  # the model's image-to-video base stage ran, around it
+        notes["picture_as_anchor"] = bool(index.image_base or index.anchor.image_model)  # a base read it at every frame
         given.update(image=picture, strength=args.strength)
     if args.video is not None:
         clip = read_clip(args.video, "--video")

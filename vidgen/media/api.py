@@ -15,7 +15,7 @@ from ..precision import autocast_dtype, autocast_name
 from ..sampling_call import Call, new_generator
 from .conditioning import video_clip
 from .frames import decode_frames, encode_frames, fill_timeline
-from .inputs import check_fit, crop_to_shape, fit_frames
+from .inputs import check_fit, crop_to_shape, fit_frames, own_anchor_refusal
 from .long_clips import dense_window, extend_clip
 
 
@@ -24,8 +24,10 @@ class MediaMethods:
 
     def supports_input(self, kind: str) -> bool:
         """Whether this model's generation can start from a user's `kind` ("image" or "video"): a base
-        stage that draws its own anchor frame cannot (vidgen.media.conditioning.prepare refuses it)."""
-        return kind in ("image", "video") and self.model.image_unet is None
+        stage that draws its own anchor frame cannot, but for a picture where that anchor is the first
+        frame (vidgen.media.conditioning.prepare refuses the rest)."""
+        own = self.model.image_unet is not None
+        return (kind == "image" and (not own or self.model.index.anchor.position == 0)) or (kind == "video" and not own)
 
     def _media_call(self, needs: str | None, prompt, settings: dict, seed, generator, progress, eta=0.0):
         """(call, cond, uncond) for one clip, refused where the model lacks the stage `needs`."""
@@ -61,6 +63,8 @@ class MediaMethods:
         clip = video_clip(video, fps or self.model.index.defaults.fps)
         if not seconds > 0:
             raise VidgenError(f"seconds must be positive, got {seconds}")
+        if self.model.image_unet is not None:
+            raise VidgenError(own_anchor_refusal(self.model.index.anchor.position, "a clip to extend"))
         call, cond, uncond = self._media_call(None, self._prompt_of(clip, prompt),
                                               dict(settings, arrow_check=False, candidates=1), seed, generator,
                                               progress)

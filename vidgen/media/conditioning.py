@@ -26,7 +26,7 @@ import torch
 
 from ..errors import VidgenError
 from .frames import encode_frames
-from .inputs import Clip, check_fit, fit_frames, read_clip, read_image
+from .inputs import Clip, check_fit, fit_frames, own_anchor_refusal, read_clip, read_image
 
 DEFAULT_STRENGTH = 0.6
 IMAGE_STRENGTH = 1.0  # from noise; below 1 the keyframes start from the picture held still (SDEdit)
@@ -100,9 +100,9 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
         return s, None
     if image is not None and video is not None:
         raise VidgenError("give an image or a video to start from, not both")
-    if pipe.model.image_unet is not None:
-        raise VidgenError("this model's base stage draws its own anchor frame: starting from a picture or clip "
-                          "needs a base stage without one")
+    picture_is_anchor = pipe.model.image_unet is not None  # the base reads a first frame: the picture takes its place
+    if picture_is_anchor and (video is not None or pipe.model.index.anchor.position != 0):
+        raise VidgenError(own_anchor_refusal(pipe.model.index.anchor.position, "a video" if video is not None else "a picture"))
     size = (s.height, s.width)
     if image is not None:
         strength = IMAGE_STRENGTH if strength is None else float(strength)
@@ -116,8 +116,9 @@ def prepare(pipe, s, image=None, video=None, strength: float | None = None):
         mask = torch.zeros(1, 1, s.num_frames, 1, 1, device=values.device)
         mask[:, :, 0] = 1
         start = first.expand(-1, -1, s.num_frames, -1, -1) if strength < 1 else None  # the picture held still
-        anchor = first[:, :, 0] if pipe.model.image_base is not None else None  # (1 c h w)
-        notes = {"image": note, "strength": strength, "image_base_stage": anchor is not None}
+        anchor = first[:, :, 0] if pipe.model.image_base is not None or picture_is_anchor else None  # (1 c h w)
+        notes = {"image": note, "strength": strength, "image_base_stage": pipe.model.image_base is not None,
+                 "picture_as_anchor": anchor is not None}
         return (dataclasses.replace(s, arrow_check=False),
                 Given(known=(values, mask), start=start, strength=strength, anchor=anchor, notes=notes))
     strength = DEFAULT_STRENGTH if strength is None else float(strength)

@@ -142,3 +142,12 @@ def read_clip(path: str | os.PathLike, option: str = "CLIP") -> Clip:
         raise VidgenError(f"{option} {path} holds no frames")
     fps = float(metadata.get("fps") or info.fps or 8.0)
     return Clip(frames, fps, str(path), metadata if isinstance(metadata, dict) else {})
+
+
+def own_anchor_refusal(position: float, given: str) -> str:
+    """Why a model whose base stage draws its own anchor frame (at `position`) cannot start from `given`."""
+    if given == "a picture" and position != 0:
+        return (f"this model's base stage draws its own anchor frame at {position} of the clip, not at its start: "
+                f"a picture can take the place only of a first-frame anchor (anchor.position 0)")
+    return (f"this model's base stage draws its own anchor frame: starting from {given} needs a base stage without "
+            f"one (a picture, with --image, can take the place of a first-frame anchor)")

@@ -103,8 +103,8 @@ def check_model_keys(cfg: RunConfig) -> None:
     _at_least("model.reward_sampling_steps", m.reward_sampling_steps, 0)
     if m.reward_reads not in ("early", "finished"):
         raise VidgenError(f"model.reward_reads must be early or finished, got {m.reward_reads!r}")
-    if m.reward_form not in ("logistic", "linear"):
-        raise VidgenError(f"model.reward_form must be logistic or linear, got {m.reward_form!r}")
+    if m.reward_form not in ("logistic", "linear", "positive"):
+        raise VidgenError(f"model.reward_form must be logistic, linear or positive, got {m.reward_form!r}")
     if not m.reward_weight > 0:
         raise VidgenError(f"model.reward_weight weighs the critic's loss in the reward stage and must be > 0, "
                           f"got {m.reward_weight}")

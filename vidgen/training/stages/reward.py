@@ -84,9 +84,10 @@ class RewardStage(VideoStage):
                                         m.reward_sampling_steps or defaults.num_inference_steps, step,
                                         finish=m.reward_reads == "finished")  # (r c f h w)
         zero = torch.zeros(1, dtype=torch.long, device=x0.device)
-        if m.reward_form == "linear":  # no gain in hedging: a still clip is worth a coin toss of directions
+        if m.reward_form in ("linear", "positive"):  # no gain in hedging: a still clip is worth a coin toss
             margin = motion_margin(self.critic, predicted.float(), zero, cond.float(), captions, self.embed)
-            critic_loss = -margin.clamp(max=m.reward_cap).mean()
+            low = 0.0 if m.reward_form == "positive" else None  # positive: only clips read as right are pushed
+            critic_loss = -margin.clamp(min=low, max=m.reward_cap).mean()
         else:
             critic_loss = motion_loss(self.critic, predicted.float(), zero, cond.float(), captions, self.embed)
         self.rewarded.append(float(critic_loss.detach()))
