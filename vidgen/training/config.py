@@ -107,18 +107,11 @@ class ModelConfig:
     distill_guidance: float = 0.0  # the teacher's guidance scale (0: the model's default; 1: none)
     # reflow: the base stage retrained on its own judged (noise, sample) pairs (vidgen.training.stages.reflow)
     reflow_steps: int = 4  # the exported model's DDIM steps (guidance 1: folded into the weights)
-    # reward: the critic's reading of the clips the base starts to draw, backpropagated (vidgen.training.stages.reward)
-    reward_weight: float = 0.1  # the critic's loss against the denoising loss (weight 1)
-    reward_steps: int = 4  # the gradient enters through one of the first this-many sampling steps
-    reward_sampling_steps: int = 0  # DDIM steps of the reward's samples (0: the starting model's)
-    # What the critic reads: "early", the clean clip that step predicts; "finished", the finished
-    # sample, the gradient passed straight through to that step (vidgen.diffusion.reward)
-    reward_reads: str = "finished"
-    # The critic's reading as a loss: "logistic" (its training loss; a still clip costs less than a
-    # coin toss of directions, so the base learned to stop moving) or "linear" (minus its margin,
-    # capped at reward_cap, where no more is asked)
-    reward_form: str = "linear"
-    reward_cap: float = 20.0
+    # reward: the critic's reading of the base stage's own clips, backpropagated (vidgen.training.stages.reward)
+    reward_weight: float = 0.05  # the reward against the denoising loss (weight 1)
+    reward_steps: int = 2  # the gradient enters through one of the first this-many sampling steps
+    reward_sampling_steps: int = 7  # DDIM steps of the reward's samples (0: the starting model's)
+    reward_cap: float = 10.0  # the critic's margin counts up to this (no more is asked of a clip)
     kl_weight: float = 1e-6  # vae stage: weight of the KL term
     interp_factor: int = 4  # interp stage: largest frame skip between known frames
     sr_scale: int = 2  # sr stage: low-resolution side = data.size / sr_scale

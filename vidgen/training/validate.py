@@ -101,13 +101,9 @@ def check_model_keys(cfg: RunConfig) -> None:
                           f"(interp and sr keep the base stage their model.pretrained has): remove it")
     _at_least("model.reward_steps", m.reward_steps, 1)
     _at_least("model.reward_sampling_steps", m.reward_sampling_steps, 0)
-    if m.reward_reads not in ("early", "finished"):
-        raise VidgenError(f"model.reward_reads must be early or finished, got {m.reward_reads!r}")
-    if m.reward_form not in ("logistic", "linear", "positive"):
-        raise VidgenError(f"model.reward_form must be logistic, linear or positive, got {m.reward_form!r}")
-    if not m.reward_weight > 0:
-        raise VidgenError(f"model.reward_weight weighs the critic's loss in the reward stage and must be > 0, "
-                          f"got {m.reward_weight}")
+    if not m.reward_weight > 0 or not m.reward_cap > 0:
+        raise VidgenError(f"model.reward_weight (the reward's weight) and model.reward_cap (the critic's margin that "
+                          f"counts) must be > 0, got {m.reward_weight} and {m.reward_cap}")
     if cfg.data.time_reverse and cfg.stage in ("vae", "image"):
         raise VidgenError(f"data.time_reverse plays clips backwards, and the {cfg.stage} stage trains on single frames: "
                           f"leave it empty here")

@@ -3,20 +3,21 @@ prompt says, as the arrow critic reads them.
 
 Every captioned clip whose caption names a motion the critic reads gives a prompt (its caption)
 and, for an anchored base, an anchor (its frame at the anchor's place). The base samples from
-fresh noise under that prompt with guided DDIM, and the critic (frozen) reads the clip at t = 0;
-its loss (arrow, plus swaps where it learned them) is backpropagated through one network call,
-that of step k, drawn from [0, model.reward_steps): the first steps, where the motion is decided
-(vidgen.diffusion.reward, after DRaFT, Clark et al. 2023, whose truncated backpropagation runs
-through the last steps instead). `model.reward_reads` says what the critic reads: the finished
-sample, the gradient passed straight through to step k's clean prediction ("finished"), or that
-prediction itself ("early"; the model learned to please the critic there with clips that barely
-move, docs/experiments.md). Beside it, the plain denoising loss on the whole batch (captions
-dropped and withheld as in the video stage) holds the model to the data.
+fresh noise under that prompt with guided DDIM, and the frozen critic reads the finished clip at
+t = 0. The reward is the critic's margin (`motion_margin`: the arrow logit plus the caption's
+score over its swaps'), counted only where it is positive and up to `model.reward_cap`: a clip the
+critic reads as moving the asked way is pushed further that way, one it reads as wrong or still is
+left alone (pushing those made every clip stop moving, docs/experiments.md). The gradient enters
+through one network call, that of step k, drawn from the first `model.reward_steps` steps, where
+the motion is decided, and is passed straight through from the finished clip to that step's
+clean prediction (vidgen.diffusion.reward; after DRaFT, Clark et al. 2023, whose truncated
+backpropagation runs through the last steps instead). Beside it, the plain denoising loss on the
+whole batch (captions dropped and withheld as in the video stage) holds the model to the data.
 
-Config (`stage: reward`, configs/shapes/reward.yaml): `model.reward_weight` (the critic's loss
-against the denoising loss, which has weight 1), `model.reward_steps`, `model.reward_reads`,
-`model.reward_sampling_steps` (0: the starting model's steps); the guidance is the starting
-model's (vidgen.json), with which it will be sampled.
+Config (`stage: reward`, configs/shapes/reward.yaml): `model.reward_weight` (the reward against
+the denoising loss, which has weight 1), `model.reward_steps`, `model.reward_sampling_steps` (0:
+the starting model's steps), `model.reward_cap`; the guidance is the starting model's
+(vidgen.json), with which it will be sampled.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import torch
 from ...diffusion.noise import frame_noise
 from ...diffusion.reward import early_prediction
 from ...errors import VidgenError
-from ...models.critic import motion_loss, motion_margin, swaps
+from ...models.critic import motion_margin, swaps
 from .video import VideoStage
 
 
 class RewardStage(VideoStage):
     """See the module docstring."""
 
-    log_fields = ("critic_loss",)
+    log_fields = ("reward",)
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
@@ -56,7 +57,7 @@ class RewardStage(VideoStage):
         self.critic = copy.deepcopy(critic).float().requires_grad_(False).to(device).eval()
         self.sampler = copy.deepcopy(self.video_model.scheduler)
         self.groups = critic.config.swap_words
-        self.rewarded: list[float] = []  # critic losses since the last log line
+        self.rewarded: list[float] = []  # rewards (mean counted margin) since the last log line
 
     def _rewarded_rows(self, captions: list[str]) -> list[int]:
         """Clips whose caption the critic can read a motion from (a swap word, or any caption for an arrow-only critic)."""
@@ -80,19 +81,15 @@ class RewardStage(VideoStage):
         def denoise(x, t, c):
             return model(self.unet_input(x, clean), t, c, fps=fps)
 
-        predicted, _ = early_prediction(denoise, self.sampler, noise, cond, uncond, defaults.guidance_scale,
-                                        m.reward_sampling_steps or defaults.num_inference_steps, step,
-                                        finish=m.reward_reads == "finished")  # (r c f h w)
+        finished, _ = early_prediction(denoise, self.sampler, noise, cond, uncond, defaults.guidance_scale,
+                                       m.reward_sampling_steps or defaults.num_inference_steps, step,
+                                       finish=True)  # (r c f h w), the gradient through step `step`
         zero = torch.zeros(1, dtype=torch.long, device=x0.device)
-        if m.reward_form in ("linear", "positive"):  # no gain in hedging: a still clip is worth a coin toss
-            margin = motion_margin(self.critic, predicted.float(), zero, cond.float(), captions, self.embed)
-            low = 0.0 if m.reward_form == "positive" else None  # positive: only clips read as right are pushed
-            critic_loss = -margin.clamp(min=low, max=m.reward_cap).mean()
-        else:
-            critic_loss = motion_loss(self.critic, predicted.float(), zero, cond.float(), captions, self.embed)
-        self.rewarded.append(float(critic_loss.detach()))
-        return total + m.reward_weight * critic_loss
+        margin = motion_margin(self.critic, finished.float(), zero, cond.float(), captions, self.embed)  # (r,)
+        reward = margin.clamp(0.0, m.reward_cap).mean()  # clips read as wrong or still: no push
+        self.rewarded.append(float(reward.detach()))
+        return total - m.reward_weight * reward
 
     def log_values(self):
         values, self.rewarded = self.rewarded, []
-        return {"critic_loss": float(np.mean(values))} if values else {}
+        return {"reward": float(np.mean(values))} if values else {}
