@@ -80,17 +80,28 @@ def test_a_base_anchored_at_its_first_frame_takes_the_picture_as_its_anchor(pipe
     first = VideoPipeline(model)
     picture = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     other = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    drawn = []
+    drawn, anchors = [], []
     hook = image_unet.register_forward_hook(lambda m, args, output: drawn.append(1))
+    plain_anchor_input = cascade.anchor_input
+
+    def anchor_input(latents, anchor, index):
+        anchors.append(anchor.clone())
+        return plain_anchor_input(latents, anchor, index)
+
+    cascade.anchor_input = anchor_input
     try:
         out = first("a red circle", image=picture, seed=3, output_type="latent", **RUN)
+        read, anchors[:] = list(anchors), []
         from_other = first("a red circle", image=other, seed=3, output_type="latent", **RUN).frames
         assert drawn == []  # no anchor drawn: the picture is it
+        # every step read one anchor per row, the same all along, and another picture's is another
+        assert read and all(torch.equal(a[0], read[0][0]) for a in read) and not torch.equal(anchors[0][0], read[0][0])
         first("a red circle", seed=3, output_type="latent", **RUN)
         assert drawn  # text alone: the image U-Net draws the anchor as before
     finally:
         hook.remove()
-    assert not torch.allclose(out.frames[:, :, 1:], from_other[:, :, 1:], atol=1e-4)  # every frame reads the picture
+        cascade.anchor_input = plain_anchor_input
+    assert not torch.allclose(out.frames[:, :, 1:], from_other[:, :, 1:], atol=1e-4)
     clip = Clip(np.zeros((4, 16, 16, 3), dtype=np.uint8), 8.0, "clip.mp4", {})
     with pytest.raises(VidgenError, match="starting from a video needs a base stage without one"):
         first("a red circle", video=clip, seed=3, **RUN)

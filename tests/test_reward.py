@@ -114,9 +114,6 @@ def test_the_reward_stage_trains_logs_its_reward_and_raises_it(tiny_world_with_c
     assert len(logged) == 4 and all(v >= 0 for v in logged)
     before, after = load_file(model / "unet" / "model.safetensors"), load_file(run / "model" / "unet" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    critic_before = load_file(model / "critic" / "critic.safetensors")
-    critic_after = load_file(run / "model" / "critic" / "critic.safetensors")
-    assert all(torch.equal(critic_before[k], critic_after[k]) for k in critic_before)  # the critic stays frozen
 
     # Followed on one batch and draw (the denoising loss off), the reward of the finished clips rises.
     stage = build_stage(load_config(RunConfig, TINY / "reward.yaml", overrides), torch.device("cpu"))
@@ -124,6 +121,7 @@ def test_the_reward_stage_trains_logs_its_reward_and_raises_it(tiny_world_with_c
     data = stage.dataset()
     batch = collate_clips([data[i] for i in range(4)])
     optimizer = torch.optim.Adam([p for p in stage.model.parameters() if p.requires_grad], lr=1e-3)
+    critic = {k: v.clone() for k, v in stage.critic.state_dict().items()}
     values = []
     for _ in range(8):
         loss = stage.loss(stage.model, batch, torch.Generator().manual_seed(0))
@@ -132,6 +130,22 @@ def test_the_reward_stage_trains_logs_its_reward_and_raises_it(tiny_world_with_c
         loss.backward()
         optimizer.step()
     assert values[0] > 0 and values[-1] > 1.5 * values[0]
+    assert all(p.grad is None for p in stage.critic.parameters())  # the critic is read, never trained
+    assert all(torch.equal(v, critic[k]) for k, v in stage.critic.state_dict().items())
+
+
+def test_a_resumed_log_keeps_the_columns_of_both_runs(tmp_path):
+    from vidgen.training.loop import RunLog
+
+    (tmp_path / "log.csv").write_text("step,loss,lr,samples_per_s,skipped_clips,elapsed_s,critic_loss\n"
+                                      "1,0.5,0.1,1.0,0,1.0,-3.0\n2,0.4,0.1,1.0,0,2.0,-4.0\n")
+    log = RunLog(tmp_path, enabled=True, resumed_step=1, extra_fields=("reward",))
+    log.write({"step": 2, "loss": 0.3, "lr": 0.1, "samples_per_s": 1.0, "skipped_clips": 0, "elapsed_s": 2.0,
+               "reward": 5.0})
+    log.close()
+    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["critic_loss"], r["reward"]) for r in rows] == [("1", "-3.0", ""), ("2", "", "5.0")]
 
 
 def test_the_reward_stage_needs_a_critic(tiny_world_with_critic, sd_image_model, tmp_path, capsys):

@@ -34,6 +34,12 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
     if args.seconds is not None and (args.image is not None or args.video is not None):
         raise VidgenError("--seconds makes a clip from the prompt alone: to lengthen a clip use `vidgen extend`")
     index = None
+    if args.seconds is not None:
+        from ..model_index import read_model_index
+
+        if read_model_index(plan.model).anchor.image_model:  # as VideoPipeline.__call__ refuses it
+            raise VidgenError(f"{plan.model}'s base stage draws its own anchor frame, which the windows of a longer "
+                              f"clip do not carry on: leave --seconds out, or use a model whose base stage has none")
     if args.image is not None or args.video is not None:
         from ..model_index import read_model_index
 

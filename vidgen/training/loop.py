@@ -125,7 +125,7 @@ class RunLog:
             self._drop_rows_after(resumed_step)
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="", encoding="utf-8")
-        self.writer = csv.DictWriter(self.file, fieldnames=self.fields)
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields, restval="")
         if new:
             self.writer.writeheader()
         try:
@@ -136,12 +136,17 @@ class RunLog:
             pass
 
     def _drop_rows_after(self, step: int) -> None:
+        """Drop the rows past `step`; a header with other columns (a run resumed under another
+        version or stage) is rewritten as the union of both, so that every row keeps its columns."""
         with open(self.path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows, header = list(reader), tuple(reader.fieldnames or ())
         kept = [row for row in rows if float(row["step"]) <= step]
-        if len(kept) != len(rows):
+        if header != self.fields:
+            self.fields = self.fields + tuple(c for c in header if c not in self.fields)
+        if len(kept) != len(rows) or header != self.fields:
             with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
                 writer.writeheader()
                 writer.writerows(kept)
 
@@ -151,8 +156,9 @@ class RunLog:
         self.writer.writerow(row)
         self.file.flush()
         if self.tensorboard is not None:
-            for key in ("loss", "lr", "samples_per_s"):
-                self.tensorboard.add_scalar(key, row[key], row["step"])
+            for key in ("loss", "lr", "samples_per_s", *self.fields[len(self.FIELDS):]):
+                if isinstance(row.get(key), (int, float)):  # the stage's own figures where this row has them
+                    self.tensorboard.add_scalar(key, row[key], row["step"])
 
     def close(self) -> None:
         if self.enabled:

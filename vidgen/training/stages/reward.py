@@ -40,6 +40,12 @@ class RewardStage(VideoStage):
     log_fields = ("reward",)
 
     def __init__(self, cfg, device):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # A process whose batch has no caption to reward skips the sampling, so the processes'
+            # network calls would differ (a hang where weights are gathered per call).
+            raise VidgenError("the reward stage trains on one process: launch it without --processes / accelerate")
         super().__init__(cfg, device)
         critic, m = self.video_model.critic, cfg.model
         if critic is None:
@@ -58,6 +64,16 @@ class RewardStage(VideoStage):
         self.sampler = copy.deepcopy(self.video_model.scheduler)
         self.groups = critic.config.swap_words
         self.rewarded: list[float] = []  # rewards (mean counted margin) since the last log line
+
+    def build_unet(self, base):
+        """The base as it is: the reward stage adds no layer, and reads the anchor where the model has it."""
+        m, index = self.cfg.model, self.video_model.index
+        has_anchor = self.video_model.image_unet is not None
+        if m.image_conditioning != has_anchor or (has_anchor and m.anchor_position != index.anchor.position):
+            where = f"model.image_conditioning=true model.anchor_position={index.anchor.position}" if has_anchor \
+                else "model.image_conditioning=false"
+            raise VidgenError(f"the reward stage goes on training {m.pretrained}'s base stage as it is: set {where}")
+        return super().build_unet(base)
 
     def _rewarded_rows(self, captions: list[str]) -> list[int]:
         """Clips whose caption the critic can read a motion from (a swap word, or any caption for an arrow-only critic)."""
