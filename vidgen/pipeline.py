@@ -31,6 +31,7 @@ from .diffusion.sampler import sample, steps_run
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER
 from .errors import VidgenError
 from .media import conditioning, long_clips
+from .media.inputs import own_anchor_refusal
 from .media.api import MediaMethods
 from .model_folder import VideoModel
 from .model_index import GenerationDefaults
@@ -183,8 +184,7 @@ class VideoPipeline(MediaMethods):
         if seconds is not None and not seconds > 0:
             raise VidgenError(f"seconds must be positive, got {seconds}")
         if seconds is not None and self.model.image_unet is not None:
-            raise VidgenError("this model's base stage draws its own anchor frame, which the windows of a longer clip "
-                              "do not carry on: leave seconds out, or use a model whose base stage has no anchor")
+            raise VidgenError(own_anchor_refusal(self.model.index.anchor.position, "a longer clip"))
         device = self.model.device
         call = _Call(s, eta, _generator(seed, generator), progress, autocast_dtype(s.autocast, device), device,
                      callback)

@@ -38,8 +38,7 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
         from ..model_index import read_model_index
 
         if read_model_index(plan.model).anchor.image_model:  # as VideoPipeline.__call__ refuses it
-            raise VidgenError(f"{plan.model}'s base stage draws its own anchor frame, which the windows of a longer "
-                              f"clip do not carry on: leave --seconds out, or use a model whose base stage has none")
+            raise VidgenError(f"{plan.model}: " + own_anchor_refusal(0.0, "a longer clip"))
     if args.image is not None or args.video is not None:
         from ..model_index import read_model_index
 

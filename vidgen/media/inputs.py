@@ -146,6 +146,9 @@ def read_clip(path: str | os.PathLike, option: str = "CLIP") -> Clip:
 
 def own_anchor_refusal(position: float, given: str) -> str:
     """Why a model whose base stage draws its own anchor frame (at `position`) cannot start from `given`."""
+    if given == "a longer clip":
+        return ("this model's base stage draws its own anchor frame, which the windows of a longer clip do not carry "
+                "on: leave seconds out (--seconds), or use a model whose base stage has none")
     if given == "a picture" and position != 0:
         return (f"this model's base stage draws its own anchor frame at {position} of the clip, not at its start: "
                 f"a picture can take the place only of a first-frame anchor (anchor.position 0)")

@@ -169,23 +169,30 @@ def swap_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return losses[has_swaps].mean()
 
 
-def motion_loss(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, captions: list[str],
-                embed, swap_weight: float = 1.0) -> torch.Tensor:
-    """What the critic's training minimises, and a reward's negative for a generator: the arrow
-    loss of clips x (b c f h w) at timestep t under their captions' tokens (b n d), plus, where the
-    critic learned swaps (`CriticConfig.swap_words`), swap_weight x the swap loss. embed: captions
-    -> (k n d) tokens."""
-    groups = critic.config.swap_words
-    alternatives = [swaps(caption, groups) for caption in captions]
+def _swapped_captions(critic: ArrowCritic, captions: list[str], embed,
+                      device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(b k n d) tokens of each caption's k swaps (`CriticConfig.swap_words`), its own caption filling
+    the places it has no swap for, and (b k) which are real; None where no caption has a swap."""
+    alternatives = [swaps(caption, critic.config.swap_words) for caption in captions]
     k = max(map(len, alternatives), default=0)
     if not k:
+        return None
+    swapped = torch.stack([embed(alt + [caption] * (k - len(alt))) for caption, alt in zip(captions, alternatives)])
+    return swapped, torch.tensor([[j < len(alt) for j in range(k)] for alt in alternatives], device=device)
+
+
+def motion_loss(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, captions: list[str],
+                embed, swap_weight: float = 1.0) -> torch.Tensor:
+    """What the critic's training minimises: the arrow loss of clips x (b c f h w) at timestep t
+    under their captions' tokens (b n d), plus, where the critic learned swaps, swap_weight x the
+    swap loss. embed: captions -> (k n d) tokens."""
+    found = _swapped_captions(critic, captions, embed, x.device)
+    if found is None:
         return arrow_loss(critic(x, t, tokens))
-    # Every clip gets k swapped captions, its own caption filling the places it has no swap for.
-    swapped = torch.stack([embed(alt + [caption] * (k - len(alt)))
-                           for caption, alt in zip(captions, alternatives)])  # (b k n d)
-    valid = torch.tensor([[True] + [j < len(alt) for j in range(k)] for alt in alternatives], device=x.device)
+    swapped, valid = found
     d, scores = critic(x, t, tokens, swapped.to(tokens))
-    return arrow_loss(d) + swap_weight * swap_loss(scores, valid)
+    own = torch.ones_like(valid[:, :1])
+    return arrow_loss(d) + swap_weight * swap_loss(scores, torch.cat([own, valid], dim=1))
 
 
 def motion_margin(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, captions: list[str],
@@ -195,14 +202,10 @@ def motion_margin(critic: ArrowCritic, x: torch.Tensor, t: torch.Tensor, tokens:
     mean of its swaps' scores. Unlike `motion_loss` (logistic), a clip that does not move (about 0)
     is worth the mean of one that moves the asked way and one that moves the opposite way, so a
     generator rewarded by it gains nothing by hedging between directions."""
-    groups = critic.config.swap_words
-    alternatives = [swaps(caption, groups) for caption in captions]
-    k = max(map(len, alternatives), default=0)
-    if not k:
+    found = _swapped_captions(critic, captions, embed, x.device)
+    if found is None:
         return critic(x, t, tokens)
-    swapped = torch.stack([embed(alt + [caption] * (k - len(alt)))
-                           for caption, alt in zip(captions, alternatives)])  # (b k n d)
-    valid = torch.tensor([[j < len(alt) for j in range(k)] for alt in alternatives], device=x.device)  # (b k)
+    swapped, valid = found
     d, scores = critic(x, t, tokens, swapped.to(tokens))
     others = (scores[:, 1:] * valid).sum(1) / valid.sum(1).clamp_min(1)
     return d + torch.where(valid.any(1), scores[:, 0] - others, torch.zeros_like(d))
