@@ -5,7 +5,7 @@
     python research/image_to_video_settings.py --n 8 --rule consistent
     python research/image_to_video_settings.py --n 24 --model /tmp/with-image-base --no-replace
 
-Each picture is the first frame of scene i of seed 0, animated under its full caption with seed i
+Each picture is the first frame of scene i of seed --seed (0 by default), animated under its full caption with seed i
 and judged as `tools/eval_media.py --parts image` judges it (all slots, steady, first frame within
 5 % of the side). --settings: pipeline keywords over the model's defaults. --rule consistent:
 the early choice keeps, among the candidates the critic reads as running the asked way (logit >
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model()))
     parser.add_argument("--start", type=int, default=0, help="first picture")
     parser.add_argument("--no-replace", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed of the pictures")
     args = parser.parse_args()
     if args.no_replace:
         plain_options = conditioning.Given.base_options
@@ -86,10 +87,10 @@ def main() -> None:
 
     passes = 0
     for i in range(args.start, args.start + args.n):
-        _, _, record = eval_media.part_image(WithSettings(), i, 0, None)
+        _, _, record = eval_media.part_image(WithSettings(), i, args.seed, None)
         passes += record["passes"]
         print(i, record["prompt"], record["passes"], round(record["travel"], 3), record["failures"][:2], flush=True)
-    print(settings, args.rule, "passes", passes, "/", args.n)
+    print(settings, args.rule, "scene seed", args.seed, "passes", passes, "/", args.n)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,33 @@ def test_a_base_anchored_at_its_first_frame_takes_the_picture_as_its_anchor(pipe
     assert not first.supports_input("image")
 
 
+@pytest.mark.parametrize("argv, reason", [
+    (["extend", "{clip}", "-o", "{out}"], "starting from a clip to extend needs a base stage without one"),
+    (["generate", "a red circle", "--seconds", "4", "-o", "{out}"], "leave seconds out"),
+    (["generate", "a red circle", "--video", "{clip}", "-o", "{out}"], "starting from --video"),
+])
+def test_a_picture_first_model_refuses_clips_before_it_loads(pipe, tmp_path, monkeypatch, capsys, argv, reason):
+    from vidgen.cli import main
+    from vidgen.video_io import save_video
+
+    model = VideoModel.from_pretrained(pipe.save_pretrained(tmp_path / "plain"))
+    image_unet = model.stages["base"].unet
+    model.set_stage("base", anchored(model.stages["base"]))
+    model.set_anchor(image_unet, 0.0)
+    folder = model.save_pretrained(tmp_path / "first")
+    save_video(np.zeros((4, 16, 16, 3), dtype=np.uint8), tmp_path / "clip.gif", fps=8)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(VideoPipeline, "from_pretrained", no_loading)
+    names = dict(clip=tmp_path / "clip.gif", out=tmp_path / "out.mp4")
+    assert main([part.format(**names) for part in argv] + ["--model", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and reason in err and str(folder) in err
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_the_image_base_is_saved_and_loaded_with_the_model(pipe, tmp_path):
     pipe.model.set_image_base(anchored(pipe.model.stages["base"], seed=1))
     try:

@@ -226,6 +226,10 @@ def test_a_clip_from_a_picture_and_one_from_a_clip_go_through_the_page(pipe, mod
     from_picture = studio.make(read_form(pipe, "a red circle", seed=1, image=str(picture)))
     sidecar = json.loads(from_picture.path.with_name(from_picture.path.name + ".json").read_text())
     assert "picture.png" in sidecar["image"] and from_picture.path.stat().st_size > 0
+    # as the command's sidecar says it: this model has no image base stage and no anchor
+    assert sidecar["image_base_stage"] is False and sidecar["picture_as_anchor"] is False
+    assert "image_base_stage" not in json.loads(studio.make(read_form(pipe, "a red circle", seed=1)).path.with_name(
+        "clip-0002.mp4.json").read_text())
     redrawn = studio.make(read_form(pipe, "a blue circle", seed=1, video=str(clip_in), strength="0.5"))
     sidecar = json.loads(redrawn.path.with_name(redrawn.path.name + ".json").read_text())
     assert "in.mp4" in sidecar["video"] and sidecar["strength"] == 0.5

@@ -8,7 +8,7 @@ _EXPORTS = {
     "VideoUNet": "vidgen.models.inflate",
     "VideoModel": "vidgen.model_folder",
     "VideoPipeline": "vidgen.pipeline",
-    "VideoOutput": "vidgen.pipeline",
+    "VideoOutput": "vidgen.sampling_call",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,30 +38,9 @@ from .models import cascade, critic_choice
 from .models.vae import decode_latents, latent_factor
 from .precision import autocast, autocast_dtype, autocast_name
 from .request import ModelFacts, check_settings, output_size
+from .sampling_call import OUTPUT_TYPES, StepCallback, VideoOutput  # noqa: F401 (the public names, kept here too)
 from .sampling_call import Call as _Call, as_list as _as_list, new_generator as _generator
 from .video_io import to_uint8_frames
-
-OUTPUT_TYPES = ("np", "pt", "latent")
-# callback(part, steps done, steps it runs) after every denoising step of every sampled part:
-# "anchor frame", "base stage", "interp stage", "sr stage". What it raises ends the call (how a
-# caller such as `vidgen serve` cancels a clip between steps).
-StepCallback = Callable[[str, int, int], None]
-
-
-@dataclass
-class VideoOutput:
-    """What one call made, and how."""
-
-    frames: np.ndarray | torch.Tensor  # uint8 (b f h w 3) for output_type "np"; float (b 3 f h w) in [-1, 1] for
-    # "pt"; for "latent" the last stage's latents (b c f h w), float32 on the CPU, not decoded
-    fps: float  # of the frames (frame interpolation multiplies the keyframes' rate)
-    settings: GenerationDefaults  # every value the call used: its own, else the model's defaults
-    stages: list[str]  # the stages run, in order
-    timings: dict[str, float]  # seconds per part run: text, anchor, base, arrow_check, interp, sr, decode
-    reversed: list[bool]  # per clip: played backwards by the arrow check
-    kept_candidates: list[int]  # per clip: which of its candidates the critic kept (0 where candidates == 1)
-    autocast: str  # what the U-Nets' matrix products ran in: "float32", "bfloat16" or "float16"
-
 
 class VideoPipeline(MediaMethods):
     """Text-to-video generation with the stages of one model (`model`, a VideoModel); from a user's

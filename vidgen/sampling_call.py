@@ -1,5 +1,6 @@
 """What the steps of one sampling call share (its settings, randomness, precision and the seconds
-each part took), for the pipeline and the media modes (vidgen.media) alike."""
+each part took), and what the call returns (`VideoOutput`), for the pipeline and the media modes
+(vidgen.media) alike."""
 
 from __future__ import annotations
 
@@ -8,9 +9,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .model_index import GenerationDefaults
+
+OUTPUT_TYPES = ("np", "pt", "latent")
+# callback(part, steps done, steps it runs) after every denoising step of every sampled part:
+# "anchor frame", "base stage", "interp stage", "sr stage". What it raises ends the call (how a
+# caller such as `vidgen serve` cancels a clip between steps).
+StepCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class VideoOutput:
+    """What one call made, and how."""
+
+    frames: np.ndarray | torch.Tensor  # uint8 (b f h w 3) for output_type "np"; float (b 3 f h w) in [-1, 1] for
+    # "pt"; for "latent" the last stage's latents (b c f h w), float32 on the CPU, not decoded
+    fps: float  # of the frames (frame interpolation multiplies the keyframes' rate)
+    settings: GenerationDefaults  # every value the call used: its own, else the model's defaults
+    stages: list[str]  # the stages run, in order
+    timings: dict[str, float]  # seconds per part run: text, anchor, base, arrow_check, interp, sr, decode
+    reversed: list[bool]  # per clip: played backwards by the arrow check
+    kept_candidates: list[int]  # per clip: which of its candidates the critic kept (0 where candidates == 1)
+    autocast: str  # what the U-Nets' matrix products ran in: "float32", "bfloat16" or "float16"
 
 
 @dataclass
@@ -24,7 +47,7 @@ class Call:
     progress: bool
     precision: torch.dtype | None  # the U-Nets' autocast dtype; None: float32
     device: torch.device
-    callback: Callable[[str, int, int], None] | None = None  # vidgen.pipeline.StepCallback
+    callback: StepCallback | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager

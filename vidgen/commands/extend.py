@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import VidgenError
 from . import arguments as types
 from .clip_commands import add_clip_arguments, check_request, load_pipeline, seed_of, write
 
@@ -24,7 +25,13 @@ def add_parser(subparsers):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..media.inputs import own_anchor_refusal
+    from ..model_index import read_model_index
+
     model, clip, note = check_request(args, None)
+    anchor = read_model_index(model).anchor
+    if anchor.image_model:  # as VideoPipeline.extend refuses it, but before the weights load
+        raise VidgenError(f"{model}: " + own_anchor_refusal(anchor.position, "a clip to extend"))
     seed = seed_of(args)
     pipe = load_pipeline(args, model)
     out = pipe.extend(clip, prompt=args.prompt, seconds=args.seconds, seed=seed, progress=not args.no_progress,

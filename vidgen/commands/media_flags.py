@@ -24,7 +24,7 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
 
 def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
     """(the pipeline's media arguments, notes for the sidecar), refused before the model loads."""
-    from ..media.inputs import check_fit, own_anchor_refusal, read_clip, read_image
+    from ..media.inputs import check_fit, own_anchor_refusal, picture_notes, read_clip, read_image
 
     if args.image is not None and args.video is not None:
         raise VidgenError("give --image or --video, not both")
@@ -51,8 +51,7 @@ def media_request(args: argparse.Namespace, plan) -> tuple[dict, dict]:
         picture = read_image(args.image)
         notes["image"] = f"{args.image}: " + check_fit(picture.shape[0], picture.shape[1], size, "--image")
         notes["strength"] = args.strength if args.strength is not None else 1.0  # media.conditioning.IMAGE_STRENGTH
-        notes["image_base_stage"] = bool(index.image_base)  # the model's image-to-video base stage ran, around it
-        notes["picture_as_anchor"] = bool(index.image_base or index.anchor.image_model)  # a base read it at every frame
+        notes.update(picture_notes(index))
         given.update(image=picture, strength=args.strength)
     if args.video is not None:
         clip = read_clip(args.video, "--video")

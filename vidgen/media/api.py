@@ -12,7 +12,7 @@ import torch
 
 from ..errors import VidgenError
 from ..precision import autocast_dtype, autocast_name
-from ..sampling_call import Call, new_generator
+from ..sampling_call import Call, VideoOutput, new_generator
 from .conditioning import video_clip
 from .frames import decode_frames, encode_frames, fill_timeline
 from .inputs import check_fit, crop_to_shape, fit_frames, own_anchor_refusal
@@ -44,8 +44,6 @@ class MediaMethods:
         return call, cond, uncond
 
     def _media_output(self, call, frames: np.ndarray, fps: float, stages: list[str]):
-        from ..pipeline import VideoOutput
-
         return VideoOutput(frames=frames[None], fps=fps, settings=call.settings, stages=stages, timings=call.timings,
                            reversed=[False], kept_candidates=[0], autocast=autocast_name(call.precision))
 

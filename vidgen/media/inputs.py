@@ -144,6 +144,12 @@ def read_clip(path: str | os.PathLike, option: str = "CLIP") -> Clip:
     return Clip(frames, fps, str(path), metadata if isinstance(metadata, dict) else {})
 
 
+def picture_notes(index) -> dict:
+    """What a clip's sidecar says about how a model (its vidgen.json `index`) read the user's picture."""
+    return {"image_base_stage": bool(index.image_base),  # the model's image-to-video base stage ran, around it
+            "picture_as_anchor": bool(index.image_base or index.anchor.image_model)}  # a base read it at every frame
+
+
 def own_anchor_refusal(position: float, given: str) -> str:
     """Why a model whose base stage draws its own anchor frame (at `position`) cannot start from `given`."""
     if given == "a longer clip":

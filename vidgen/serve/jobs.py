@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..commands.generate import clip_metadata
 from ..errors import VidgenError
+from ..media.inputs import picture_notes
 from ..video_io import save_video
 from .form import ClipRequest
 
@@ -91,6 +92,8 @@ class Studio:
                 metadata = clip_metadata(out, request.prompt, request.negative, request.seed, self.model,
                                          self.scheduler, 0.0, self.dtype, size)
                 metadata.update({k: str(v) if k in ("image", "video") else v for k, v in request.media.items()})
+                if "image" in request.media:
+                    metadata.update(picture_notes(self.pipe.model.index))
                 save_video(out.frames[0], path, fps=size[3], fmt="mp4", metadata=metadata)  # H.264, yuv420p
                 clip = Clip(number, path, {**metadata, "file": path.name, "seconds": time.perf_counter() - started})
                 self.clips.append(clip)
