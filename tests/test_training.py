@@ -227,6 +227,55 @@ def test_video_and_interp_stages_record_the_frame_noise_prior_they_trained_with(
     assert index["frame_noise_correlation"] == 0.5 and index["interp"]["noise_correlation"] == 0.25
 
 
+def test_flow_noise_moves_each_clips_noise_with_it_and_the_export_samples_with_its_motion_words(chain, tmp_path,
+                                                                                                monkeypatch):
+    """model.flow_noise: the shared noise of every training clip moves as the clip's latents do
+    (vidgen.diffusion.flow_noise), and the exported model carries the captioned clips' motion
+    words, sampling with them by default."""
+    import functools
+
+    from vidgen.diffusion import flow_noise
+    from vidgen.pipeline import VideoPipeline
+    from vidgen.training.stages import video as video_stage
+
+    told, measured = [], []
+    plain_noise, plain_estimate = flow_noise.moving_noise, flow_noise.estimate_shifts
+
+    def moving_noise(shape, generator, share, shifts, **kwargs):
+        told.append((share, shifts.clone()))
+        return plain_noise(shape, generator, share, shifts, **kwargs)
+
+    def estimate_shifts(latents, **kwargs):
+        measured.append(plain_estimate(latents, **kwargs))
+        return measured[-1]
+
+    monkeypatch.setattr(video_stage, "moving_noise", moving_noise)
+    monkeypatch.setattr(video_stage, "estimate_shifts", estimate_shifts)
+    monkeypatch.setattr(video_stage, "motion_words", functools.partial(flow_noise.motion_words, min_clips=1))
+    run = tmp_path / "flow"
+    vidgen(*train_argv("video", chain.manifest, run, f"model.pretrained={chain.folders['inflated']}",
+                       "model.frame_noise_correlation=0.7", "model.flow_noise=true", "data.withhold_captions=0",
+                       "train.max_steps=2"))
+    assert len(told) == 2 and all(share == 0.7 for share, _ in told)  # one draw a step, at the run's share
+    assert all(torch.equal(shifts, seen) for (_, shifts), seen in zip(told, measured))  # each batch's own motion
+    assert any(shifts.abs().max() > 0 for _, shifts in told)  # the corpus's objects move
+    index = json.loads((run / "model" / "vidgen.json").read_text())
+    directions = {r["slots"]["direction"] for r in chain.records()}
+    # every clip's direction word, each with its sign along its axis; not "moving", whose clips go every way
+    # (with one clip a word counted, a word of one clip, "large", is in the table too)
+    assert directions <= set(index["motion_words"]) and "moving" not in index["motion_words"]
+    assert index["defaults"]["motion_noise"] is True and len(directions) > 1
+    for word in directions:
+        rows, cols = index["motion_words"][word]
+        assert {"left": cols < 0, "right": cols > 0, "up": rows < 0, "down": rows > 0}[word]
+    pipe = VideoPipeline.from_pretrained(run / "model")
+    told.clear()
+    monkeypatch.setattr("vidgen.pipeline.moving_noise", moving_noise)
+    out = pipe(f"a red circle moving {sorted(directions)[0]}", num_frames=4, num_inference_steps=1, stages=["base"],
+               progress=False, seed=0)
+    assert out.settings.motion_noise and len(told) == 1 and told[0][1].abs().max() > 0
+
+
 def test_video_stage_adds_the_text_embedding_that_trains_and_the_interp_stage_keeps(chain, tmp_path):
     video, interp, last_layer = tmp_path / "video", tmp_path / "interp", "text_embedding.linear_2.weight"
     vidgen(*train_argv("video", chain.manifest, video, f"model.pretrained={chain.folders['inflated']}",
@@ -501,6 +550,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_its_log_drops_the_lost_ste
     ("stage=critic data.withhold_captions=1.0", "the critic stage learns from captioned clips, and this run keeps none"),
     ("model.critic_swap_slots=[direction]", "model.critic_swap_slots sets what the critic stage's critic learns"),
     ("stage=critic model.critic_swap_slots=[mood]", "name fewer than two values of mood"),
+    ("model.flow_noise=true", "model.flow_noise moves the shared part of the video stage's noise"),
 ])
 def test_bad_config_exits_2_naming_the_key(chain, tmp_path, override, named, capsys):
     argv = train_argv("video", chain.manifest, tmp_path / "bad", f"model.pretrained={chain.folders['inflated']}",

@@ -64,6 +64,9 @@ class GenerationDefaults:
     # (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), float32 elsewhere
     # (vidgen.precision.autocast_dtype).
     autocast: str = "off"
+    # Where the model has motion words (ModelIndex.motion_words): the shared part of the base
+    # stage's noise moves as the prompt's motion words say (vidgen.diffusion.flow_noise).
+    motion_noise: bool = False
 
 
 @dataclass
@@ -125,6 +128,10 @@ class ModelIndex:
     # (model.image_conditioning, anchor_position 0), that image-to-video runs with the user's
     # picture as that anchor (vidgen.media.conditioning); "": image-to-video steers the base stage.
     image_base: str = ""
+    # Word -> velocity (sides of the frame per second; rows, columns) of the clips captioned with it,
+    # measured on the training corpus (vidgen.diffusion.flow_noise.motion_words); with
+    # defaults.motion_noise the base stage's shared noise (frame_noise_correlation) moves that way.
+    motion_words: dict[str, list[float]] = field(default_factory=dict)
 
 
 # --- the model folder --------------------------------------------------------------------------
@@ -158,6 +165,10 @@ def check_model_index(index: ModelIndex, source: str) -> None:
     for key, (value, interval) in ranges.items():
         if not inside[interval](value):
             raise CheckpointError(f"{source}: {key} must be in {interval}, got {value}")
+    for word, velocity in index.motion_words.items():
+        if len(velocity) != 2 or not all(isinstance(v, (int, float)) for v in velocity):
+            raise CheckpointError(f"{source}: motion_words[{word!r}] must be two numbers (rows, columns per second), "
+                                  f"got {velocity!r}")
 
 
 def write_model_index(folder: str | os.PathLike, index: ModelIndex) -> Path:

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .diffusion.flow_noise import moving_noise, word_shifts
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample, steps_run
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER
@@ -108,6 +109,7 @@ class VideoPipeline(MediaMethods):
         choose_at_step: int | None = None,
         reconstruction_guidance: float | None = None,
         autocast: str | None = None,
+        motion_noise: bool | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -135,7 +137,9 @@ class VideoPipeline(MediaMethods):
         and finish only the kept one (0, or the number of steps or more: after the last step).
         reconstruction_guidance: its weight toward frames given to the base stage (image, seconds;
         0: replacement alone). autocast: the precision of the U-Nets' matrix products, "off" (float32),
-        "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). seed
+        "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). motion_noise:
+        move the base stage's shared noise as the prompt's motion words say (a model with motion
+        words; vidgen.diffusion.flow_noise). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -154,7 +158,8 @@ class VideoPipeline(MediaMethods):
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
                                     choose_by=choose_by, choose_at_step=choose_at_step,
-                                    reconstruction_guidance=reconstruction_guidance, autocast=autocast), stages,
+                                    reconstruction_guidance=reconstruction_guidance, autocast=autocast,
+                                    motion_noise=motion_noise), stages,
                                    batch=len(prompts))
         if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
@@ -179,7 +184,7 @@ class VideoPipeline(MediaMethods):
             cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)  # (b*n n d)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
-        drawn = self._initial_noise(call, len(cond))  # (b c f h w)
+        drawn = self._initial_noise(call, len(cond), [p for p in prompts for _ in range(n)])  # (b c f h w)
         if latents is not None:
             if latents.shape != drawn.shape:
                 raise VidgenError(f"latents of shape {tuple(latents.shape)} given where the base stage starts from "
@@ -302,12 +307,16 @@ class VideoPipeline(MediaMethods):
                               f"give one, or one per prompt")
         return cond, self.encode_prompts(negatives).expand_as(cond)
 
-    def _initial_noise(self, call: _Call, batch: int) -> torch.Tensor:
-        """(b c f h w) noise of the base stage, with the model's frame noise prior (vidgen.diffusion.noise)."""
-        s, vae = call.settings, self.model.vae
+    def _initial_noise(self, call: _Call, batch: int, prompts: list[str] | None = None) -> torch.Tensor:
+        """(b c f h w) noise of the base stage, with the model's frame noise prior (vidgen.diffusion.noise),
+        its shared part moving as each row's prompt says where motion_noise is on (vidgen.diffusion.flow_noise)."""
+        s, vae, index = call.settings, self.model.vae, self.model.index
         k = latent_factor(vae)
         shape = (batch, vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
-        return frame_noise(shape, call.generator, self.model.index.frame_noise_correlation).to(call.device)
+        if s.motion_noise and prompts is not None:
+            shifts = word_shifts(prompts, index.motion_words, s.num_frames, s.fps, shape[-2:])  # (b f 2)
+            return moving_noise(shape, call.generator, index.frame_noise_correlation, shifts).to(call.device)
+        return frame_noise(shape, call.generator, index.frame_noise_correlation).to(call.device)
 
     def _draw_anchor(self, call: _Call, shape, cond, uncond) -> torch.Tensor:
         """(b c h w) latents of one frame per clip, from the anchor image U-Net; its noise is

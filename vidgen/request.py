@@ -32,6 +32,7 @@ class ModelFacts:
     sr_scale: int
     has_critic: bool
     critic_swaps: bool  # the critic learned swapped captions (choose_by "swaps")
+    motion_words: bool = False  # its base-stage noise can move with the prompt's motion words
     max_steps: int = 1000  # the noise schedule's timesteps past its offset: the most sampling steps it allows
 
     @classmethod
@@ -54,6 +55,7 @@ class ModelFacts:
             widest_channels=int(config(index.stages["base"], "config.json").get("block_out_channels", [320])[0]),
             interp_factor=index.interp.factor, sr_scale=index.sr.scale,
             has_critic=bool(index.critic), critic_swaps=bool(critic.get("swap_words")),
+            motion_words=bool(index.motion_words) and index.frame_noise_correlation > 0,
             max_steps=_max_steps(config("scheduler", "scheduler_config.json")))
 
     @classmethod
@@ -70,6 +72,7 @@ class ModelFacts:
             interp_factor=model.index.interp.factor, sr_scale=model.index.sr.scale,
             has_critic=model.critic is not None,
             critic_swaps=model.critic is not None and bool(model.critic.config.swap_words),
+            motion_words=bool(model.index.motion_words) and model.index.frame_noise_correlation > 0,
             max_steps=_max_steps(model.scheduler.config))
 
 
@@ -124,6 +127,10 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if 0 < s.choose_at_step < s.num_inference_steps and s.candidates > 1 and s.motion_guidance:
         raise VidgenError("choose_at_step and motion guidance do not go together (the guide reads every candidate): "
                           "set one of them to 0")
+    if s.motion_noise and not facts.motion_words:
+        raise VidgenError("motion noise moves the base stage's noise as the prompt's motion words say, and this model "
+                          "has no motion words (vidgen.json motion_words, with frame_noise_correlation above 0): turn "
+                          "it off (--no-motion-noise)")
     if s.choose_by == "swaps" and not facts.critic_swaps:
         which = "critic learned no swaps (its swap_words are empty)" if facts.has_critic else "has no critic"
         raise VidgenError(f"choose_by 'swaps' needs an arrow critic trained on swapped captions, and this model "
@@ -232,5 +239,6 @@ def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autoca
     return {"stages": list(stages), "scheduler": scheduler, "steps": s.num_inference_steps,
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check,
             "candidates": s.candidates, "choose_by": s.choose_by, "choose_at_step": s.choose_at_step,
-            "reconstruction_guidance": s.reconstruction_guidance, "autocast": autocast, "eta": eta,
+            "reconstruction_guidance": s.reconstruction_guidance, "motion_noise": s.motion_noise,
+            "autocast": autocast, "eta": eta,
             "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

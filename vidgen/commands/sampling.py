@@ -58,11 +58,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "network per step; default: the model's)")
     critic.add_argument("--motion-guidance", type=types.non_negative, metavar="S",
                         help="strength of the critic's guidance of the motion, >= 0 (0: off; default: the model's)")
+    parser.add_argument("--motion-noise", action=argparse.BooleanOptionalAction, default=None,
+                        help="move the shared part of the base stage's noise the way the prompt's motion words say "
+                        "(\"left\", \"up\", ... as the model measured them on its corpus; a model with motion words "
+                        "only; default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
                         "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, "
-                        "autocast); the flags above win over it")
+                        "motion_noise, autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(parser)
 
@@ -73,7 +77,8 @@ def requested(args: argparse.Namespace) -> dict:
                 fps=getattr(args, "fps", None), num_inference_steps=args.steps, guidance_scale=args.guidance,
                 motion_guidance=args.motion_guidance, arrow_check=args.arrow_check, candidates=args.candidates,
                 choose_by=args.choose_by, choose_at_step=args.choose_at_step,
-                reconstruction_guidance=args.reconstruction_guidance, autocast=args.autocast)
+                reconstruction_guidance=args.reconstruction_guidance, autocast=args.autocast,
+                motion_noise=getattr(args, "motion_noise", None))
 
 
 @dataclasses.dataclass(frozen=True)

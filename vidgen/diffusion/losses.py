@@ -53,17 +53,18 @@ def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator, timesteps
 def diffusion_loss(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor,
                    generator: torch.Generator, prediction_type: str = "epsilon",
                    weight: torch.Tensor | None = None, weighting: str = "uniform",
-                   noise_correlation: float = 0.0) -> torch.Tensor:
+                   noise_correlation: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error between `denoise(x_t, t)` and the noise (or v) that made x_t.
 
     weight: optional per-element weights broadcast against x0 (e.g. zero on known frames).
     weighting: how timesteps weigh against each other (`timestep_weights`; epsilon only).
     noise_correlation: share of the noise common to a clip's frames (vidgen.diffusion.noise).
+    noise: the noise itself (like x0), e.g. moving with the clip (vidgen.diffusion.flow_noise); None: drawn.
     """
     if weighting != "uniform" and prediction_type != "epsilon":
         raise ValueError(f"loss weighting {weighting!r} reweighs an epsilon objective; with {prediction_type} "
                          f"use 'uniform'")
-    x_t, noise, timesteps = add_noise(scheduler, x0, generator, correlation=noise_correlation)
+    x_t, noise, timesteps = add_noise(scheduler, x0, generator, noise=noise, correlation=noise_correlation)
     if prediction_type == "epsilon":
         target = noise
     elif prediction_type == "v_prediction":

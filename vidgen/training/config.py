@@ -82,6 +82,10 @@ class ModelConfig:
     # video/interp: share of the training noise common to a clip's frames (PYoCo's mixed noise
     # prior, vidgen.diffusion.noise); recorded in the exported model, which samples with it.
     frame_noise_correlation: float = 0.0
+    # video: that shared part moves with each clip's own content (its displacement measured on the
+    # clip's latents; Go-with-the-Flow's warped noise, vidgen.diffusion.flow_noise), so the base
+    # stage learns to move what it draws with the noise; needs frame_noise_correlation > 0.
+    flow_noise: bool = False
     # video: add InflationOptions.text_embedding (the prompt pooled into the time embedding) if the
     # model.pretrained U-Net has none (VIDEO_STAGE_LAYERS).
     text_embedding: bool = False

@@ -81,6 +81,10 @@ def check_model_keys(cfg: RunConfig) -> None:
         raise VidgenError(f"model.loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {m.loss_weighting!r}")
     if not 0.0 <= m.frame_noise_correlation < 1.0:
         raise VidgenError(f"model.frame_noise_correlation must be in [0, 1), got {m.frame_noise_correlation}")
+    if m.flow_noise and (cfg.stage != "video" or m.frame_noise_correlation == 0):
+        raise VidgenError(f"model.flow_noise moves the shared part of the video stage's noise: set "
+                          f"model.frame_noise_correlation above 0 (its share), in a video stage config (stage "
+                          f"{cfg.stage}, correlation {m.frame_noise_correlation:g})")
     for key in VIDEO_STAGE_LAYERS:
         if getattr(m, key) and cfg.stage != "video":
             raise VidgenError(f"model.{key} is added by the video stage, not the {cfg.stage} stage (interp and sr keep "

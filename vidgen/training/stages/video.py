@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 
+from ...data.dataset import SkippedSample, VideoClipDataset, collate_clips
+from ...diffusion.flow_noise import estimate_shifts, motion_words, moving_noise
 from ...diffusion.losses import diffusion_loss
 from ...errors import VidgenError
 from ...fs import atomic_dir
@@ -82,9 +84,40 @@ class VideoStage(CascadeStage):
         """The plain objective on the batch's clean latents x0 (b c f h w), captions dropped as data.caption_dropout says."""
         cond = self.conditioning(batch, generator)
         fps = batch["fps"].to(self.device)
+        m, noise = self.cfg.model, None
+        if m.flow_noise:  # the shared part of the noise moves as the clip does (vidgen.diffusion.flow_noise)
+            noise = moving_noise(x0.shape, generator, m.frame_noise_correlation, estimate_shifts(x0)).to(x0)
         return diffusion_loss(lambda x, t: model(self.unet_input(x, x0), t, cond, fps=fps), self.noise_schedule, x0,
-                              generator, self.cfg.model.prediction_type, weighting=self.cfg.model.loss_weighting,
-                              noise_correlation=self.cfg.model.frame_noise_correlation)
+                              generator, m.prediction_type, weighting=m.loss_weighting,
+                              noise_correlation=m.frame_noise_correlation, noise=noise)
 
     def record_settings(self, index):
         index.frame_noise_correlation = self.cfg.model.frame_noise_correlation
+        if self.cfg.model.flow_noise:  # sampling moves the noise as the prompt's motion words say
+            index.motion_words = self.corpus_motion_words()
+            index.defaults.motion_noise = bool(index.motion_words)
+
+    def corpus_motion_words(self, limit: int = 512) -> dict[str, list[float]]:
+        """The motion-word table (vidgen.diffusion.flow_noise.motion_words) of up to `limit` of the
+        run's captioned clips, each one's displacement measured on its latents as in training (the
+        posterior mean where the latent cache has it); empty for a shard stream."""
+        clips = self.dataset()
+        if not isinstance(clips, VideoClipDataset):
+            return {}
+        measured, seen = [], set()
+        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+        with torch.no_grad():
+            for i, record in enumerate(clips.records):
+                if not record.get("caption") or str(record["path"]) in seen:
+                    continue
+                seen.add(str(record["path"]))
+                item = clips[i]
+                if isinstance(item, SkippedSample):
+                    continue
+                batch = collate_clips([item])
+                x0 = batch["latent_mean"] if batch["latent_mean"] is not None else self.latents(batch, generator)
+                side = torch.tensor(x0.shape[-2:], dtype=torch.float32)
+                measured.append((item["caption"], estimate_shifts(x0.float())[0] / side, float(item["fps"])))  # (f 2)
+                if len(measured) == limit:
+                    break
+        return motion_words(measured)
