@@ -85,3 +85,25 @@ def test_the_pipeline_moves_its_noise_with_the_prompt_where_the_model_has_motion
     with pytest.raises(VidgenError, match="has no motion words"):
         pipe("a red circle moving right", num_frames=2, height=16, width=16, num_inference_steps=1, stages=["base"],
              motion_noise=True, progress=False)
+
+
+def test_every_window_of_a_long_clip_and_of_an_extension_moves_its_noise_with_the_prompt(sd_image_model):
+    pipe = VideoPipeline.from_image_model(sd_image_model)
+    pipe.model.index.frame_noise_correlation, pipe.model.index.motion_words = 0.5, {"left": [0.0, -0.2]}
+    asked, plain = [], pipe._initial_noise
+
+    def initial_noise(call, batch, prompts=None):
+        asked.append(prompts)
+        return plain(call, batch, prompts)
+
+    pipe._initial_noise = initial_noise
+    small = dict(num_frames=4, height=16, width=16, fps=4.0, num_inference_steps=1, stages=["base"], progress=False,
+                 motion_noise=True)
+    pipe("a red circle moving left", seconds=2.0, seed=0, **small)
+    assert len(asked) >= 3 and all(p == ["a red circle moving left"] for p in asked)  # the first window, then each
+    asked.clear()
+    clip = (np.zeros((4, 16, 16, 3)) + 128).astype(np.uint8)
+    small.pop("stages"), small.pop("fps")
+    pipe.model.stages = {"base": pipe.model.stages["base"]}  # keyframes only: the clip at the keyframes' rate
+    pipe.extend(clip, prompt="a red circle moving left", seconds=1.0, fps=4.0, seed=0, **small)
+    assert asked and all(p == ["a red circle moving left"] for p in asked)

@@ -246,7 +246,7 @@ class VideoPipeline(MediaMethods):
             per_keyframe = self.model.index.interp.factor if "interp" in run else 1
             with call.timed("base"):
                 latents = long_clips.continue_keyframes(self, call, latents, cond, uncond,
-                                                        -(-frames_out // per_keyframe))
+                                                        -(-frames_out // per_keyframe), prompts)  # a row each
             frames, fps = long_clips.render(self, call, latents, cond, uncond, run, (height, width), frames_out)
             return made(frames, fps)
 

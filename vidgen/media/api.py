@@ -63,12 +63,12 @@ class MediaMethods:
             raise VidgenError(f"seconds must be positive, got {seconds}")
         if self.model.image_unet is not None:
             raise VidgenError(own_anchor_refusal(self.model.index.anchor.position, "a clip to extend"))
-        call, cond, uncond = self._media_call(None, self._prompt_of(clip, prompt),
-                                              dict(settings, arrow_check=False, candidates=1), seed, generator,
-                                              progress)
+        prompt = self._prompt_of(clip, prompt)
+        call, cond, uncond = self._media_call(None, prompt, dict(settings, arrow_check=False, candidates=1), seed,
+                                              generator, progress)
         check_fit(*clip.size, (call.settings.height, call.settings.width), "the clip")
         clip = crop_to_shape(clip, (call.settings.height, call.settings.width))  # kept and new frames alike
-        frames = extend_clip(self, call, clip, cond, uncond, seconds)
+        frames = extend_clip(self, call, clip, cond, uncond, seconds, prompt)
         return self._media_output(call, frames, clip.fps, ["base", "interp"] if "interp" in self.model.stages
                                   else ["base"])
 

@@ -23,9 +23,11 @@ from .frames import decode_frames, encode_frames, fill_timeline, window_frames
 from .inputs import Clip, fit_frames
 
 
-def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total: int) -> torch.Tensor:
+def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total: int,
+                       prompts: list[str] | None = None) -> torch.Tensor:
     """(b c k h w) keyframe latents -> (b c total h w): the first k as given, the rest drawn by the
-    base stage a window at a time, each window knowing the last half-window made so far."""
+    base stage a window at a time, each window knowing the last half-window made so far. prompts:
+    each row's, for noise that moves as its motion words say (where the settings ask for it)."""
     window = call.settings.num_frames
     if window < 2 and keyframes.shape[2] < total:
         raise VidgenError(f"continuing a clip needs windows of at least 2 keyframes, got num_frames={window}")
@@ -37,7 +39,7 @@ def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total:
         values[:, :, :k] = history
         mask = torch.zeros(1, 1, window, 1, 1, device=values.device)
         mask[:, :, :k] = 1
-        noise = pipe._initial_noise(call, history.shape[0])  # (b c window h w)
+        noise = pipe._initial_noise(call, history.shape[0], prompts)  # (b c window h w)
         new = pipe._base_stage(call, noise, cond, uncond, None, known=(values, mask))[:, :, k:]
         made.append(new)
         have += new.shape[2]
@@ -71,7 +73,7 @@ def render(pipe, call, keyframes: torch.Tensor, cond, uncond, run, size: tuple[i
     return out, fps
 
 
-def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float) -> np.ndarray:
+def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float, prompt: str | None = None) -> np.ndarray:
     """uint8 (f + n h w 3): the clip's own frames as they were, then `seconds` more."""
     s, model = call.settings, pipe.model
     step = max(1, round(clip.fps / s.fps))  # clip frames per keyframe
@@ -87,7 +89,8 @@ def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float) -> np.ndar
     history = list(range(f - 1, -1, -step))[::-1][-s.num_frames:]  # keyframes ending at the clip's last frame
     added = max(1, math.ceil(seconds * clip.fps / step))
     with call.timed("base"):
-        keyframes = continue_keyframes(pipe, call, dense[:, :, history], cond, uncond, len(history) + added)
+        keyframes = continue_keyframes(pipe, call, dense[:, :, history], cond, uncond, len(history) + added,
+                                       None if prompt is None else [prompt])
     new = keyframes[:, :, len(history):]  # (1 c added h w)
     if step > 1:
         total = f + added * step
