@@ -25,9 +25,14 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
     index = json.loads((folder / "vidgen.json").read_text())
     assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
-    # The arrow critic ships beside the stages, and by default its arrow check decides which way each clip plays.
-    assert index["critic"] == "critic" and index["defaults"]["arrow_check"] is True
-    assert (folder / "critic" / "critic.safetensors").is_file()
+    # The base stage's noise moves as the prompt's motion words say, one candidate, nothing played backwards;
+    # the arrow critic ships beside the stages as an option.
+    d = index["defaults"]
+    assert d["motion_noise"] is True and d["candidates"] == 1 and d["arrow_check"] is False
+    assert sorted(index["motion_words"]) == ["down", "left", "right", "up"] and index["frame_noise_correlation"] > 0
+    assert index["motion_words"]["left"][1] < 0 < index["motion_words"]["right"][1]
+    assert index["motion_words"]["up"][0] < 0 < index["motion_words"]["down"][0]
+    assert index["critic"] == "critic" and (folder / "critic" / "critic.safetensors").is_file()
 
 
 def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
@@ -42,6 +47,7 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     clip = read_frames(out)
     assert clip.std() > 5  # a picture, not a flat frame
     meta = json.loads(out.with_name("clip.mp4.json").read_text())
-    assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.model.index.defaults.arrow_check is True
+    assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.model.index.defaults.arrow_check is False
+    assert meta["motion_noise"] is True
     assert meta["motion_guidance"] == pipe.model.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
     assert "wrote" in capsys.readouterr().out

@@ -107,3 +107,16 @@ def test_every_window_of_a_long_clip_and_of_an_extension_moves_its_noise_with_th
     pipe.model.stages = {"base": pipe.model.stages["base"]}  # keyframes only: the clip at the keyframes' rate
     pipe.extend(clip, prompt="a red circle moving left", seconds=1.0, fps=4.0, seed=0, **small)
     assert asked and all(p == ["a red circle moving left"] for p in asked)
+
+
+def test_motion_noise_on_a_model_without_motion_words_is_refused_before_it_loads(sd_image_model, tmp_path,
+                                                                                   monkeypatch, capsys):
+    from vidgen.cli import main
+
+    folder = VideoPipeline.from_image_model(sd_image_model).save_pretrained(tmp_path / "plain")
+    monkeypatch.setattr(VideoPipeline, "from_pretrained", lambda *a, **k: pytest.fail("loaded before the refusal"))
+    assert main(["generate", "a red circle moving left", "-o", str(tmp_path / "out.mp4"), "--model", str(folder),
+                 "--motion-noise"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no motion words" in err and "--no-motion-noise" in err
+    assert not (tmp_path / "out.mp4").exists()

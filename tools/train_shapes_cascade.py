@@ -150,6 +150,9 @@ GPU_2_SETTINGS = ["defaults.arrow_check=true", "defaults.candidates=4", "default
                   "interp.strength=0.4", "sr.num_inference_steps=10", "sr.strength=0.5"]
 REFLOW_SETTINGS = ["defaults.autocast=auto", "interp.num_inference_steps=10", "interp.strength=0.4",
                    "sr.num_inference_steps=10", "sr.strength=0.5"]
+# One candidate, no arrow check: the base stage's noise carries the direction (defaults.motion_noise,
+# written by the video-flow run's export).
+FLOW_SETTINGS = ["defaults.candidates=1", "defaults.arrow_check=false", "defaults.choose_at_step=0"]
 PAIR_CLIPS = 1024
 
 
@@ -192,6 +195,17 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
         ("package-image-base", work / "shipped-image-base" / "vidgen.json",
          [*package, str(work / "shipped-early"), "--image-base", str(work / "image-base" / "model"),
           "--out", str(work / "shipped-image-base")]),
+        # Issue 38: the base stage fine-tuned on noise whose shared part moves with each clip
+        # (model.flow_noise, after Go-with-the-Flow), sampled with one candidate, its noise moving as
+        # the prompt's motion words say; the critic stays in the folder as an option.
+        ("video-flow", work / "video-flow" / "model",
+         [*vidgen, "train", str(CONFIGS / "video.yaml"), f"data.manifest={work / 'corpus64' / 'manifest.jsonl'}",
+          f"data.latent_cache={work / 'latents64'}", f"model.pretrained={work / 'shipped-image-base'}",
+          "model.freeze_spatial=false", "data.captioned_repeat=6", "train.lr=1e-4", "train.warmup_steps=50",
+          "model.frame_noise_correlation=0.7", "model.flow_noise=true", "train.ema_decay=0.998",
+          "train.max_steps=3000", f"train.output_dir={work / 'video-flow'}", "--no-progress"]),
+        ("package-flow", work / "shipped-flow" / "vidgen.json",
+         [*package, str(work / "video-flow" / "model"), *FLOW_SETTINGS, "--out", str(work / "shipped-flow")]),
     ]
 
 
@@ -255,7 +269,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base, video-flow, package-flow[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
