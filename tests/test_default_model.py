@@ -25,10 +25,10 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
     index = json.loads((folder / "vidgen.json").read_text())
     assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
-    # The base stage's noise moves as the prompt's motion words say, one candidate, nothing played backwards;
-    # the arrow critic ships beside the stages as an option.
+    # The base stage's noise moves as the prompt's motion words say and nothing is played backwards; the
+    # arrow critic keeps one of four candidates after 4 steps.
     d = index["defaults"]
-    assert d["motion_noise"] is True and d["candidates"] == 1 and d["arrow_check"] is False
+    assert d["motion_noise"] is True and d["arrow_check"] is False and (d["candidates"], d["choose_at_step"]) == (4, 4)
     assert sorted(index["motion_words"]) == ["down", "left", "right", "up"] and index["frame_noise_correlation"] > 0
     assert index["motion_words"]["left"][1] < 0 < index["motion_words"]["right"][1]
     assert index["motion_words"]["up"][0] < 0 < index["motion_words"]["down"][0]

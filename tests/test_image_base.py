@@ -183,3 +183,22 @@ def test_packaging_adds_an_image_base_only_from_a_run_anchored_at_the_first_fram
     assert shipped.image_base is not None and shipped.image_unet is None  # the picture is the anchor
     assert shipped.image_base.unet.conv_in.weight.dtype == torch.float32  # loaded in the dtype asked for
     assert not (folder / "anchor").exists()
+
+
+def test_the_image_base_gets_still_noise_where_the_base_stage_gets_noise_moving_with_the_words(pipe):
+    """The image base was trained on still noise: a picture's clip is drawn from it, while a prompt
+    alone gets noise that moves as its motion words say (vidgen.diffusion.flow_noise)."""
+    index = pipe.model.index
+    index.frame_noise_correlation, index.motion_words = 0.5, {"left": [0.0, -0.2]}
+    asked, plain = [], pipe._initial_noise
+    pipe._initial_noise = lambda call, batch, prompts=None: asked.append(prompts) or plain(call, batch, prompts)
+    pipe.model.set_image_base(anchored(pipe.model.stages["base"]))
+    picture = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    try:
+        pipe("a red circle moving left", image=picture, seed=3, output_type="latent", motion_noise=True, **RUN)
+        pipe("a red circle moving left", seed=3, output_type="latent", motion_noise=True, **RUN)
+    finally:
+        pipe.model.set_image_base(None)
+        del pipe._initial_noise
+        index.frame_noise_correlation, index.motion_words = 0.0, {}
+    assert asked == [None, ["a red circle moving left"]]

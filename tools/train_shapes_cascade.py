@@ -150,9 +150,9 @@ GPU_2_SETTINGS = ["defaults.arrow_check=true", "defaults.candidates=4", "default
                   "interp.strength=0.4", "sr.num_inference_steps=10", "sr.strength=0.5"]
 REFLOW_SETTINGS = ["defaults.autocast=auto", "interp.num_inference_steps=10", "interp.strength=0.4",
                    "sr.num_inference_steps=10", "sr.strength=0.5"]
-# One candidate, no arrow check: the base stage's noise carries the direction (defaults.motion_noise,
+# No arrow check: the base stage's noise carries the direction (defaults.motion_noise,
 # written by the video-flow run's export).
-FLOW_SETTINGS = ["defaults.candidates=1", "defaults.arrow_check=false", "defaults.choose_at_step=0"]
+FLOW_SETTINGS = ["defaults.arrow_check=false"]
 PAIR_CLIPS = 1024
 
 
@@ -196,8 +196,9 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
          [*package, str(work / "shipped-early"), "--image-base", str(work / "image-base" / "model"),
           "--out", str(work / "shipped-image-base")]),
         # Issue 38: the base stage fine-tuned on noise whose shared part moves with each clip
-        # (model.flow_noise, after Go-with-the-Flow), sampled with one candidate, its noise moving as
-        # the prompt's motion words say; the critic stays in the folder as an option.
+        # (model.flow_noise, after Go-with-the-Flow), its noise moving as the prompt's motion words say
+        # when sampled; the critic still keeps one of four candidates, and no clip is played backwards.
+        # Stopped at step 2039 and exported with train.max_steps=2039 (docs/experiments.md).
         ("video-flow", work / "video-flow" / "model",
          [*vidgen, "train", str(CONFIGS / "video.yaml"), f"data.manifest={work / 'corpus64' / 'manifest.jsonl'}",
           f"data.latent_cache={work / 'latents64'}", f"model.pretrained={work / 'shipped-image-base'}",

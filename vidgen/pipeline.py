@@ -184,7 +184,9 @@ class VideoPipeline(MediaMethods):
             cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)  # (b*n n d)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
-        drawn = self._initial_noise(call, len(cond), [p for p in prompts for _ in range(n)])  # (b c f h w)
+        # (the image base stage, which a picture goes to, was trained on still noise: it gets still noise)
+        moving = given is None or given.anchor is None or self.model.image_base is None
+        drawn = self._initial_noise(call, len(cond), [p for p in prompts for _ in range(n)] if moving else None)
         if latents is not None:
             if latents.shape != drawn.shape:
                 raise VidgenError(f"latents of shape {tuple(latents.shape)} given where the base stage starts from "
