@@ -48,7 +48,7 @@ def test_the_displacement_of_each_frame_is_measured_to_a_quarter_cell():
 
 def test_prompts_move_the_noise_as_their_words_say_and_others_not_at_all():
     table = {"left": [0.0, -0.2], "up": [-0.1, 0.0]}
-    shifts = word_shifts(["a red circle moving left", "moving up, left", "a blue square"], table, 9, 8.0, (16, 32))
+    shifts = word_shifts(["a red circle moving left", "Moving up, left.", "a blue square"], table, 9, 8.0, (16, 32))
     assert torch.allclose(shifts[0, :, 1], -0.2 * torch.arange(9) / 8 * 32) and not shifts[0, :, 0].any()
     assert torch.allclose(shifts[1, -1], torch.tensor([-0.1 * 16, -0.2 * 32]))  # the words' velocities add up
     assert not shifts[2].any()

@@ -22,6 +22,7 @@ a cell still share most of their noise, as the warped noise of that paper does.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -69,6 +70,11 @@ def estimate_shifts(latents: torch.Tensor, fine: int = FINE) -> torch.Tensor:
     return torch.stack([r, q], dim=-1).float() / fine
 
 
+def words_of(text: str) -> list[str]:
+    """The lower-case words of a prompt or caption, punctuation dropped ("Left." is "left")."""
+    return re.findall(r"[a-z]+", text.lower())
+
+
 def word_shifts(prompts: Sequence[str], words: dict[str, Sequence[float]], num_frames: int, fps: float,
                 side: tuple[int, int]) -> torch.Tensor:
     """(b f 2) displacements for `prompts` from a motion-word table (word -> velocity in sides per
@@ -78,7 +84,7 @@ def word_shifts(prompts: Sequence[str], words: dict[str, Sequence[float]], num_f
     out = torch.zeros((len(prompts), num_frames, 2), dtype=torch.float64)
     for i, prompt in enumerate(prompts):
         velocity = torch.zeros(2, dtype=torch.float64)
-        for word in prompt.lower().replace(",", " ").split():
+        for word in words_of(prompt):
             if word in words:
                 velocity += torch.tensor([float(v) for v in words[word]], dtype=torch.float64)
         out[i] = seconds[:, None] * velocity * torch.tensor(side, dtype=torch.float64)
@@ -97,7 +103,7 @@ def motion_words(clips: Iterable[tuple[str, torch.Tensor, float]], min_clips: in
         t = torch.arange(len(shifts), dtype=torch.float64) / fps
         t = t - t.mean()
         velocity = (t[:, None] * (shifts.double() - shifts.double().mean(0))).sum(0) / t.square().sum()  # (2)
-        for word in set(caption.lower().replace(",", " ").split()):
+        for word in set(words_of(caption)):
             entry = sums[word]
             entry[0] += velocity
             entry[1] += float(velocity.norm())
