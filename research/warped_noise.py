@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model()))
     parser.add_argument("--share", type=float, default=0.7, help="share of the noise that moves (0: the model's own)")
     parser.add_argument("--speed", type=float, default=0.107, help="sides of the frame per second")
+    parser.add_argument("--steps", type=int, help="base-stage DDIM steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the report here")
@@ -35,7 +37,8 @@ def main() -> None:
         v = args.speed
         pipe.model.index.frame_noise_correlation = args.share
         pipe.model.index.motion_words = {"left": [0.0, -v], "right": [0.0, v], "up": [-v, 0.0], "down": [v, 0.0]}
-    settings = pipe.settings(["base"], candidates=1, arrow_check=False, motion_noise=motion_noise)
+    settings = pipe.settings(["base"], candidates=1, arrow_check=False, motion_noise=motion_noise,
+                             num_inference_steps=args.steps, guidance_scale=args.guidance)
     report = evaluate_model(pipe, settings, n=args.n, seed=args.seed, stages=["base"], progress=False)
     print(vars(args))
     print(format_table(report))

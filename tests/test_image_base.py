@@ -183,11 +183,17 @@ def test_packaging_adds_an_image_base_only_from_a_run_anchored_at_the_first_fram
     assert shipped.image_base is not None and shipped.image_unet is None  # the picture is the anchor
     assert shipped.image_base.unet.conv_in.weight.dtype == torch.float32  # loaded in the dtype asked for
     assert not (folder / "anchor").exists()
+    assert shipped.index.image_base_motion_noise is False  # a run on still noise
+    run.index.motion_words, run.index.defaults.motion_noise = {"left": [0.0, -0.2]}, True  # a model.flow_noise run
+    run.save_pretrained(tmp_path / "flow-run")
+    flow = package_model(tmp_path / "plain", tmp_path / "flow", text_encoder="", image_base=tmp_path / "flow-run")
+    assert VideoModel.from_pretrained(flow).index.image_base_motion_noise is True
 
 
 def test_the_image_base_gets_still_noise_where_the_base_stage_gets_noise_moving_with_the_words(pipe):
-    """The image base was trained on still noise: a picture's clip is drawn from it, while a prompt
-    alone gets noise that moves as its motion words say (vidgen.diffusion.flow_noise)."""
+    """An image base trained on still noise: a picture's clip is drawn from it, while a prompt alone
+    gets noise that moves as its motion words say (vidgen.diffusion.flow_noise); one trained on
+    moving noise (index.image_base_motion_noise) gets moving noise too."""
     index = pipe.model.index
     index.frame_noise_correlation, index.motion_words = 0.5, {"left": [0.0, -0.2]}
     asked, plain = [], pipe._initial_noise
@@ -197,8 +203,11 @@ def test_the_image_base_gets_still_noise_where_the_base_stage_gets_noise_moving_
     try:
         pipe("a red circle moving left", image=picture, seed=3, output_type="latent", motion_noise=True, **RUN)
         pipe("a red circle moving left", seed=3, output_type="latent", motion_noise=True, **RUN)
+        index.image_base_motion_noise = True  # an image base trained on moving noise (model.flow_noise)
+        pipe("a red circle moving left", image=picture, seed=3, output_type="latent", motion_noise=True, **RUN)
     finally:
         pipe.model.set_image_base(None)
         del pipe._initial_noise
         index.frame_noise_correlation, index.motion_words = 0.0, {}
-    assert asked == [None, ["a red circle moving left"]]
+    assert asked == [None, ["a red circle moving left"], ["a red circle moving left"]]
+    assert index.image_base_motion_noise is False  # cleared with the image base

@@ -61,6 +61,20 @@ def test_without_guidance_only_the_conditional_branch_runs(guidance, uncond):
     assert [batch for batch, _ in calls] == [2, 2]
 
 
+def test_guidance_interval_guides_only_its_steps_and_the_rest_call_the_network_once():
+    cond, uncond = conds()
+    calls = []
+    partly = sample(linear_denoiser(calls), ddim(), noise(), cond, uncond, guidance_scale=4.0, num_inference_steps=5,
+                    guidance_interval=(1, 3))
+    assert [batch for batch, _ in calls] == [2, 4, 4, 2, 2]  # steps 1 and 2 guided: 7 rows of calls, not 10
+    assert torch.equal(calls[0][1], cond) and torch.equal(calls[1][1], torch.cat([uncond, cond]))
+    everywhere = sample(linear_denoiser(), ddim(), noise(), cond, uncond, guidance_scale=4.0, num_inference_steps=5)
+    whole = sample(linear_denoiser(), ddim(), noise(), cond, uncond, guidance_scale=4.0, num_inference_steps=5,
+                   guidance_interval=(0, 5))
+    torch.testing.assert_close(whole, everywhere)
+    assert not torch.allclose(partly, everywhere)
+
+
 def test_latents_of_any_rank_are_never_reshaped():
     video = run(eta=0.0)
     flat = noise().flatten(2, 3)  # (b c (f h) w): the same numbers as a 4-D image batch
@@ -146,3 +160,19 @@ def test_schedulers_by_alias_or_class_name(tmp_path):
     assert isinstance(loaded, DPMSolverMultistepScheduler) and loaded.config.beta_end == 0.012
     with pytest.raises(VidgenError, match=r"unknown scheduler 'dpm\+'.*ddim, ddpm, dpm\+\+"):
         scheduler_class("dpm+")
+
+
+def test_the_base_stage_is_guided_from_the_step_asked_and_the_steps_before_call_the_network_once(sd_image_model):
+    from vidgen.pipeline import VideoPipeline
+
+    pipe = VideoPipeline.from_image_model(sd_image_model)
+    rows = []
+    pipe.model.stages["base"].register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    small = dict(num_frames=2, height=16, width=16, num_inference_steps=4, stages=["base"], progress=False, seed=0)
+    out = pipe("a red circle", guidance_from_step=3, **small)
+    assert rows == [1, 1, 1, 2] and out.settings.guidance_from_step == 3  # the last step guided: both branches
+    rows.clear()
+    pipe("a red circle", **small)
+    assert rows == [2, 2, 2, 2]  # the default: every step guided
+    with pytest.raises(VidgenError, match="guidance_from_step"):
+        pipe("a red circle", guidance_from_step=-1, **small)

@@ -189,6 +189,7 @@ PARTS = {"image": part_image, "image_animate": part_image_animate, "video": part
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="image,video,extend,interpolate,upscale,long")
+    parser.add_argument("--model", help="vidgen model folder (default: the embedded shapes model)")
     parser.add_argument("--n", type=int, default=8, help="clips per part")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (clip i is scene i of this seed)")
     parser.add_argument("--steps", type=int, help="base-stage steps (default: the model's)")
@@ -201,7 +202,7 @@ def main() -> None:
     from vidgen.packaged import default_model
     from vidgen.pipeline import VideoPipeline
 
-    pipe = VideoPipeline.from_pretrained(default_model())
+    pipe = VideoPipeline.from_pretrained(args.model or default_model())
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.is_file() else {}
     report["machine"] = f"{platform.processor() or platform.machine()}, {sys.platform}"

@@ -153,6 +153,8 @@ REFLOW_SETTINGS = ["defaults.autocast=auto", "interp.num_inference_steps=10", "i
 # No arrow check: the base stage's noise carries the direction (defaults.motion_noise,
 # written by the video-flow run's export).
 FLOW_SETTINGS = ["defaults.arrow_check=false"]
+# The first 4 base-stage steps unguided (defaults.guidance_from_step, docs/experiments.md).
+IMAGE_FLOW_SETTINGS = ["defaults.guidance_from_step=4"]
 PAIR_CLIPS = 1024
 
 
@@ -207,6 +209,18 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
           "train.max_steps=3000", f"train.output_dir={work / 'video-flow'}", "--no-progress"]),
         ("package-flow", work / "shipped-flow" / "vidgen.json",
          [*package, str(work / "video-flow" / "model"), *FLOW_SETTINGS, "--out", str(work / "shipped-flow")]),
+        # Issue 37: the image-to-video base fine-tuned on moving noise too, so a picture's clip moves
+        # the way its prompt says (image_base_motion_noise); stopped at step 1017 (docs/experiments.md).
+        ("image-flow", work / "image-flow" / "model",
+         [*vidgen, "train", str(CONFIGS / "video.yaml"), f"data.manifest={work / 'corpus64' / 'manifest.jsonl'}",
+          f"data.latent_cache={work / 'latents64'}", f"model.pretrained={work / 'image-base' / 'model'}",
+          "model.image_conditioning=true", "model.anchor_position=0.0", "model.freeze_spatial=false",
+          "data.captioned_repeat=6", "train.lr=1e-4", "train.warmup_steps=50", "model.frame_noise_correlation=0.7",
+          "model.flow_noise=true", "train.ema_decay=0.998", "train.max_steps=1017",
+          f"train.output_dir={work / 'image-flow'}", "--no-progress"]),
+        ("package-image-flow", work / "shipped-image-flow" / "vidgen.json",
+         [*package, str(work / "shipped-flow"), "--image-base", str(work / "image-flow" / "model"),
+          *IMAGE_FLOW_SETTINGS, "--out", str(work / "shipped-image-flow")]),
     ]
 
 
@@ -270,7 +284,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base, video-flow, package-flow[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base, video-flow, package-flow, image-flow, package-image-flow[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")

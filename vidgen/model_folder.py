@@ -216,7 +216,7 @@ class VideoModel:
         """Run image-to-video with `unet`, a base stage trained around its first frame (an anchored
         one, anchor position 0), saved in the folder index.image_base names; None: with the base stage."""
         if unet is None:
-            self.image_base, self.index.image_base = None, ""
+            self.image_base, self.index.image_base, self.index.image_base_motion_noise = None, "", False
             return
         base = self.stages["base"]
         if unet.options.extra_in_channels != unet.unet.config.in_channels + 1:

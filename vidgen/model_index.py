@@ -67,6 +67,11 @@ class GenerationDefaults:
     # Where the model has motion words (ModelIndex.motion_words): the shared part of the base
     # stage's noise moves as the prompt's motion words say (vidgen.diffusion.flow_noise).
     motion_noise: bool = False
+    # Classifier-free guidance of the base stage starts at this step (0: at every step); the steps
+    # before it call the network once, on the prompt alone. Guidance at the highest noise levels
+    # buys little (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"), and with
+    # moving noise the direction is the noise's, so those steps need not pay for two calls.
+    guidance_from_step: int = 0
 
 
 @dataclass
@@ -128,6 +133,9 @@ class ModelIndex:
     # (model.image_conditioning, anchor_position 0), that image-to-video runs with the user's
     # picture as that anchor (vidgen.media.conditioning); "": image-to-video steers the base stage.
     image_base: str = ""
+    # The image base was trained on moving noise (model.flow_noise), so a picture's clip gets noise
+    # moving as its prompt's motion words say, as text-to-video does; False: still noise.
+    image_base_motion_noise: bool = False
     # Word -> velocity (sides of the frame per second; rows, columns) of the clips captioned with it,
     # measured on the training corpus (vidgen.diffusion.flow_noise.motion_words); with
     # defaults.motion_noise the base stage's shared noise (frame_noise_correlation) moves that way.

@@ -110,6 +110,7 @@ class VideoPipeline(MediaMethods):
         reconstruction_guidance: float | None = None,
         autocast: str | None = None,
         motion_noise: bool | None = None,
+        guidance_from_step: int | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -139,7 +140,8 @@ class VideoPipeline(MediaMethods):
         0: replacement alone). autocast: the precision of the U-Nets' matrix products, "off" (float32),
         "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). motion_noise:
         move the base stage's shared noise as the prompt's motion words say (a model with motion
-        words; vidgen.diffusion.flow_noise). seed
+        words; vidgen.diffusion.flow_noise). guidance_from_step: the base stage's first guided step
+        (the ones before it call the network on the prompt alone; 0: every step guided). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -159,7 +161,7 @@ class VideoPipeline(MediaMethods):
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
                                     choose_by=choose_by, choose_at_step=choose_at_step,
                                     reconstruction_guidance=reconstruction_guidance, autocast=autocast,
-                                    motion_noise=motion_noise), stages,
+                                    motion_noise=motion_noise, guidance_from_step=guidance_from_step), stages,
                                    batch=len(prompts))
         if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
@@ -184,8 +186,9 @@ class VideoPipeline(MediaMethods):
             cond, uncond = cond.repeat_interleave(n, dim=0), uncond.repeat_interleave(n, dim=0)  # (b*n n d)
 
         # 3. Initial noise, drawn on the CPU so that a seed means the same clip on every device.
-        # (the image base stage, which a picture goes to, was trained on still noise: it gets still noise)
-        moving = given is None or given.anchor is None or self.model.image_base is None
+        # (an image base stage, which a picture goes to, trained on still noise gets still noise)
+        moving = given is None or given.anchor is None or self.model.image_base is None or \
+            self.model.index.image_base_motion_noise
         drawn = self._initial_noise(call, len(cond), [p for p in prompts for _ in range(n)] if moving else None)
         if latents is not None:
             if latents.shape != drawn.shape:
@@ -353,6 +356,8 @@ class VideoPipeline(MediaMethods):
         guide = critic_choice.arrow_guide(self.model.critic, cond, s.motion_guidance) if s.motion_guidance else None
         if "known" in options:  # frames given (a picture, a clip's end): steer the others toward them
             options["reconstruction"] = s.reconstruction_guidance
+        if s.guidance_from_step > 0:  # the first steps unguided: one network call each
+            options["guidance_interval"] = (s.guidance_from_step, s.num_inference_steps)
         return self._sample(call, denoise, noise, cond, uncond, s.guidance_scale, s.num_inference_steps,
                             "base stage", guide=guide, **options)
 

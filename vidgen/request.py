@@ -121,6 +121,9 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
                           f"them), got {s.candidates}" + ("" if facts.has_critic else " and this model has no critic"))
     if not math.isfinite(s.reconstruction_guidance) or s.reconstruction_guidance < 0:
         raise VidgenError(f"reconstruction guidance must be 0 (off) or positive, got {s.reconstruction_guidance}")
+    if s.guidance_from_step < 0:
+        raise VidgenError(f"guidance_from_step must be 0 (every base-stage step guided) or a step number, got "
+                          f"{s.guidance_from_step}")
     if s.choose_at_step < 0:
         raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a number of steps, got "
                           f"{s.choose_at_step}")
@@ -240,5 +243,6 @@ def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autoca
             "guidance": s.guidance_scale, "motion_guidance": s.motion_guidance, "arrow_check": s.arrow_check,
             "candidates": s.candidates, "choose_by": s.choose_by, "choose_at_step": s.choose_at_step,
             "reconstruction_guidance": s.reconstruction_guidance, "motion_noise": s.motion_noise,
+            "guidance_from_step": s.guidance_from_step,
             "autocast": autocast, "eta": eta,
             "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

@@ -102,3 +102,5 @@ def add_image_base(model: VideoModel, source: VideoModel, name: str | Path) -> N
         raise VidgenError(f"the image-to-video base stage in {name} was trained on another VAE or frame-noise prior "
                           f"than the model has: train it from this model (model.pretrained=...)")
     model.set_image_base(source.stages["base"])
+    # a run on moving noise (model.flow_noise) measured motion words and turned motion noise on
+    model.index.image_base_motion_noise = bool(source.index.motion_words) and source.index.defaults.motion_noise

@@ -62,11 +62,14 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="move the shared part of the base stage's noise the way the prompt's motion words say "
                         "(\"left\", \"up\", ... as the model measured them on its corpus; a model with motion words "
                         "only; default: the model's)")
+    parser.add_argument("--guidance-from-step", type=types.integer(0, None, "step"), metavar="K",
+                        help="guide the base stage from step K on; the steps before it call the network once, on the "
+                        "prompt alone (0: every step guided; default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
                         "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, "
-                        "motion_noise, autocast); the flags above win over it")
+                        "motion_noise, guidance_from_step, autocast); the flags above win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(parser)
 
@@ -78,7 +81,8 @@ def requested(args: argparse.Namespace) -> dict:
                 motion_guidance=args.motion_guidance, arrow_check=args.arrow_check, candidates=args.candidates,
                 choose_by=args.choose_by, choose_at_step=args.choose_at_step,
                 reconstruction_guidance=args.reconstruction_guidance, autocast=args.autocast,
-                motion_noise=getattr(args, "motion_noise", None))
+                motion_noise=getattr(args, "motion_noise", None),
+                guidance_from_step=getattr(args, "guidance_from_step", None))
 
 
 @dataclasses.dataclass(frozen=True)

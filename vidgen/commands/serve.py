@@ -60,7 +60,7 @@ def _model_plan(args: argparse.Namespace):
     """The model folder checked as `vidgen generate` checks it, with its own defaults."""
     unset = dict(frames=None, steps=None, guidance=None, stages=None, motion_guidance=None, arrow_check=None,
                  candidates=None, choose_by=None, choose_at_step=None, reconstruction_guidance=None, autocast=None,
-                 motion_noise=None, set=[], scheduler="ddim")
+                 motion_noise=None, guidance_from_step=None, set=[], scheduler="ddim")
     return plan(argparse.Namespace(model=args.model, device=args.device, **unset))
 
 

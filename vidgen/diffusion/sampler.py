@@ -122,6 +122,7 @@ def sample(
     guide: Guide | None = None,
     prune: Prune | None = None,
     reconstruction: float = 0.0,
+    guidance_interval: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -142,6 +143,9 @@ def sample(
     runs apart from the unconditional one, with a backward pass.
     guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
     the guided prediction at every step (`classifier_guidance`).
+    guidance_interval: (first, stop): classifier-free guidance runs at steps first..stop-1 of the
+    ones run (counted from 0) and the other steps call the conditional branch alone, one network
+    call instead of two (guidance in a limited interval, Kynkaanniemi et al. 2024); None: every step.
     prune: (k, select): after k steps, select(x0) gets the clean samples those steps predict (the
     scheduler's pred_original_sample, batch first) and returns the rows to go on with; the other
     rows' remaining steps are not run, and the result holds the kept rows in that order.
@@ -174,14 +178,15 @@ def sample(
             noised = scheduler.add_noise(values.expand_as(latents), noise, t.expand(noise.shape[0]))
             latents = mask * noised + (1 - mask) * latents
         steering = None
+        guided_now = guided and (guidance_interval is None or guidance_interval[0] <= i < guidance_interval[1])
         if reconstruction > 0 and known is not None:  # its pass with the gradient is the conditional branch
             pred_cond, steering = reconstruction_gradient(denoise, scheduler, latents, t, cond, known, reconstruction)
-            pred_uncond = denoise(scheduler.scale_model_input(latents, t), t, uncond) if guided else None
+            pred_uncond = denoise(scheduler.scale_model_input(latents, t), t, uncond) if guided_now else None
         else:
-            x = torch.cat([latents, latents]) if guided else latents  # both branches in one batch
-            prediction = denoise(scheduler.scale_model_input(x, t), t, both)
-            pred_uncond, pred_cond = prediction.chunk(2) if guided else (None, prediction)
-        prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond) if guided else pred_cond
+            x = torch.cat([latents, latents]) if guided_now else latents  # both branches in one batch
+            prediction = denoise(scheduler.scale_model_input(x, t), t, both if guided_now else cond)
+            pred_uncond, pred_cond = prediction.chunk(2) if guided_now else (None, prediction)
+        prediction = pred_uncond + guidance_scale * (pred_cond - pred_uncond) if guided_now else pred_cond
         if guide is not None:
             gradient = guide(scheduler.scale_model_input(latents, t), t)  # at the input the model reads
             prediction = classifier_guidance(scheduler, prediction, gradient, t)
