@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidgen.diffusion.flow_noise import estimate_shifts, motion_words, moving_noise, word_shifts
+from vidgen.diffusion.flow_noise import continued_shifts, estimate_shifts, motion_words, moving_noise, word_shifts
 from vidgen.errors import VidgenError
 from vidgen.pipeline import VideoPipeline
 from vidgen.sampling_call import Call
@@ -87,26 +87,40 @@ def test_the_pipeline_moves_its_noise_with_the_prompt_where_the_model_has_motion
              motion_noise=True, progress=False)
 
 
-def test_every_window_of_a_long_clip_and_of_an_extension_moves_its_noise_with_the_prompt(sd_image_model):
+def test_continued_shifts_go_on_at_the_velocity_the_frames_move_at():
+    blob = torch.zeros(2, 4, 1, 16, 16)
+    blob[..., 4:8, 4:8] = 1.0
+    right = torch.cat([torch.roll(blob[:1], k, dims=-1) for k in range(4)], dim=2)  # one cell a frame
+    up = torch.cat([torch.roll(blob[1:], -k // 2, dims=-2) for k in range(0, 8, 2)], dim=2)  # one cell a frame up
+    shifts = continued_shifts(torch.cat([right, up]), 6)  # (b 6 2)
+    torch.testing.assert_close(shifts[0], torch.stack([torch.zeros(6), torch.arange(6.0)], dim=1), atol=0.1, rtol=0)
+    torch.testing.assert_close(shifts[1], torch.stack([-torch.arange(6.0), torch.zeros(6)], dim=1), atol=0.1, rtol=0)
+
+
+def test_the_first_window_moves_its_noise_with_the_words_and_each_later_one_as_the_clip_moves(sd_image_model):
     pipe = VideoPipeline.from_image_model(sd_image_model)
     pipe.model.index.frame_noise_correlation, pipe.model.index.motion_words = 0.5, {"left": [0.0, -0.2]}
-    asked, plain = [], pipe._initial_noise
+    told, plain = [], pipe._initial_noise
 
-    def initial_noise(call, batch, prompts=None):
-        asked.append(prompts)
-        return plain(call, batch, prompts)
+    def initial_noise(call, batch, prompts=None, shifts=None):
+        told.append((prompts, shifts))
+        return plain(call, batch, prompts, shifts)
 
     pipe._initial_noise = initial_noise
     small = dict(num_frames=4, height=16, width=16, fps=4.0, num_inference_steps=1, stages=["base"], progress=False,
                  motion_noise=True)
     pipe("a red circle moving left", seconds=2.0, seed=0, **small)
-    assert len(asked) >= 3 and all(p == ["a red circle moving left"] for p in asked)  # the first window, then each
-    asked.clear()
+    assert told[0] == (["a red circle moving left"], None) and len(told) >= 3
+    assert all(prompts is None and tuple(shifts.shape) == (1, 4, 2) for prompts, shifts in told[1:])
+    told.clear()
     clip = (np.zeros((4, 16, 16, 3)) + 128).astype(np.uint8)
     small.pop("stages"), small.pop("fps")
     pipe.model.stages = {"base": pipe.model.stages["base"]}  # keyframes only: the clip at the keyframes' rate
     pipe.extend(clip, prompt="a red circle moving left", seconds=1.0, fps=4.0, seed=0, **small)
-    assert asked and all(p == ["a red circle moving left"] for p in asked)
+    assert told and all(prompts is None and shifts.abs().max() < 0.5 for prompts, shifts in told)  # a still clip
+    told.clear()
+    pipe.extend(clip, prompt="a red circle moving left", seconds=1.0, fps=4.0, seed=0, **{**small, "motion_noise": False})
+    assert told and all(shifts is None for _, shifts in told)  # still noise where motion noise is off
 
 
 def test_motion_noise_on_a_model_without_motion_words_is_refused_before_it_loads(sd_image_model, tmp_path,

@@ -251,7 +251,7 @@ class VideoPipeline(MediaMethods):
             per_keyframe = self.model.index.interp.factor if "interp" in run else 1
             with call.timed("base"):
                 latents = long_clips.continue_keyframes(self, call, latents, cond, uncond,
-                                                        -(-frames_out // per_keyframe), prompts)  # a row each
+                                                        -(-frames_out // per_keyframe))  # a row each
             frames, fps = long_clips.render(self, call, latents, cond, uncond, run, (height, width), frames_out)
             return made(frames, fps)
 
@@ -312,14 +312,17 @@ class VideoPipeline(MediaMethods):
                               f"give one, or one per prompt")
         return cond, self.encode_prompts(negatives).expand_as(cond)
 
-    def _initial_noise(self, call: _Call, batch: int, prompts: list[str] | None = None) -> torch.Tensor:
+    def _initial_noise(self, call: _Call, batch: int, prompts: list[str] | None = None,
+                       shifts: torch.Tensor | None = None) -> torch.Tensor:
         """(b c f h w) noise of the base stage, with the model's frame noise prior (vidgen.diffusion.noise),
-        its shared part moving as each row's prompt says where motion_noise is on (vidgen.diffusion.flow_noise)."""
+        its shared part moving as each row's prompt says where motion_noise is on (vidgen.diffusion.flow_noise),
+        or by the given `shifts` (b f 2; latent cells) there."""
         s, vae, index = call.settings, self.model.vae, self.model.index
         k = latent_factor(vae)
         shape = (batch, vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
-        if s.motion_noise and prompts is not None:
-            shifts = word_shifts(prompts, index.motion_words, s.num_frames, s.fps, shape[-2:])  # (b f 2)
+        if s.motion_noise and (prompts is not None or shifts is not None):
+            if shifts is None:
+                shifts = word_shifts(prompts, index.motion_words, s.num_frames, s.fps, shape[-2:])  # (b f 2)
             return moving_noise(shape, call.generator, index.frame_noise_correlation, shifts).to(call.device)
         return frame_noise(shape, call.generator, index.frame_noise_correlation).to(call.device)
 

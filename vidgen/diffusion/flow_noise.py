@@ -91,6 +91,24 @@ def word_shifts(prompts: Sequence[str], words: dict[str, Sequence[float]], num_f
     return out.float()
 
 
+def fitted_velocity(shifts: torch.Tensor) -> torch.Tensor:
+    """(b f 2) displacements -> (b 2) the slope of a least-squares line through them, per frame."""
+    x = shifts.double()
+    t = torch.arange(x.shape[1], dtype=torch.float64)
+    t = t - t.mean()
+    if x.shape[1] < 2:
+        return torch.zeros(x.shape[0], 2)
+    return ((t[None, :, None] * (x - x.mean(1, keepdim=True))).sum(1) / t.square().sum()).float()
+
+
+def continued_shifts(latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(b c k h w) latents of the frames a window continues from -> (b num_frames 2): displacements
+    that go on at their measured velocity (`estimate_shifts`, a line fitted through it), so the
+    noise of the next window moves as the clip already does, at its own speed and way."""
+    velocity = fitted_velocity(estimate_shifts(latents))  # (b 2) latent cells per frame
+    return velocity[:, None, :] * torch.arange(num_frames, dtype=torch.float32)[None, :, None]
+
+
 def motion_words(clips: Iterable[tuple[str, torch.Tensor, float]], min_clips: int = 8,
                  min_agreement: float = 0.8) -> dict[str, list[float]]:
     """The motion-word table from captioned clips: (caption, shifts (f 2) in sides, fps) each. A
@@ -100,9 +118,7 @@ def motion_words(clips: Iterable[tuple[str, torch.Tensor, float]], min_clips: in
     not only that something moves: a color word's clips move every way and average out)."""
     sums: dict[str, list] = defaultdict(lambda: [torch.zeros(2, dtype=torch.float64), 0.0, 0])
     for caption, shifts, fps in clips:
-        t = torch.arange(len(shifts), dtype=torch.float64) / fps
-        t = t - t.mean()
-        velocity = (t[:, None] * (shifts.double() - shifts.double().mean(0))).sum(0) / t.square().sum()  # (2)
+        velocity = fitted_velocity(shifts[None])[0].double() * fps  # (2) sides per second
         for word in set(words_of(caption)):
             entry = sums[word]
             entry[0] += velocity

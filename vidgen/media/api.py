@@ -68,7 +68,7 @@ class MediaMethods:
                                               generator, progress)
         check_fit(*clip.size, (call.settings.height, call.settings.width), "the clip")
         clip = crop_to_shape(clip, (call.settings.height, call.settings.width))  # kept and new frames alike
-        frames = extend_clip(self, call, clip, cond, uncond, seconds, prompt)
+        frames = extend_clip(self, call, clip, cond, uncond, seconds)
         return self._media_output(call, frames, clip.fps, ["base", "interp"] if "interp" in self.model.stages
                                   else ["base"])
 

@@ -18,16 +18,17 @@ import math
 import numpy as np
 import torch
 
+from ..diffusion.flow_noise import continued_shifts
 from ..errors import VidgenError
 from .frames import decode_frames, encode_frames, fill_timeline, window_frames
 from .inputs import Clip, fit_frames
 
 
-def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total: int,
-                       prompts: list[str] | None = None) -> torch.Tensor:
+def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total: int) -> torch.Tensor:
     """(b c k h w) keyframe latents -> (b c total h w): the first k as given, the rest drawn by the
-    base stage a window at a time, each window knowing the last half-window made so far. prompts:
-    each row's, for noise that moves as its motion words say (where the settings ask for it)."""
+    base stage a window at a time, each window knowing the last half-window made so far. Where the
+    settings ask for motion noise, each window's noise moves on as that half-window moves
+    (`continued_shifts`), so the clip keeps its own speed and way."""
     window = call.settings.num_frames
     if window < 2 and keyframes.shape[2] < total:
         raise VidgenError(f"continuing a clip needs windows of at least 2 keyframes, got num_frames={window}")
@@ -39,7 +40,9 @@ def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total:
         values[:, :, :k] = history
         mask = torch.zeros(1, 1, window, 1, 1, device=values.device)
         mask[:, :, :k] = 1
-        noise = pipe._initial_noise(call, history.shape[0], prompts)  # (b c window h w)
+        # the noise goes on moving as the frames made so far move (where motion noise is on)
+        shifts = continued_shifts(history.float().cpu(), window) if call.settings.motion_noise else None
+        noise = pipe._initial_noise(call, history.shape[0], shifts=shifts)  # (b c window h w)
         new = pipe._base_stage(call, noise, cond, uncond, None, known=(values, mask))[:, :, k:]
         made.append(new)
         have += new.shape[2]
@@ -73,7 +76,7 @@ def render(pipe, call, keyframes: torch.Tensor, cond, uncond, run, size: tuple[i
     return out, fps
 
 
-def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float, prompt: str | None = None) -> np.ndarray:
+def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float) -> np.ndarray:
     """uint8 (f + n h w 3): the clip's own frames as they were, then `seconds` more."""
     s, model = call.settings, pipe.model
     step = max(1, round(clip.fps / s.fps))  # clip frames per keyframe
@@ -89,8 +92,7 @@ def extend_clip(pipe, call, clip: Clip, cond, uncond, seconds: float, prompt: st
     history = list(range(f - 1, -1, -step))[::-1][-s.num_frames:]  # keyframes ending at the clip's last frame
     added = max(1, math.ceil(seconds * clip.fps / step))
     with call.timed("base"):
-        keyframes = continue_keyframes(pipe, call, dense[:, :, history], cond, uncond, len(history) + added,
-                                       None if prompt is None else [prompt])
+        keyframes = continue_keyframes(pipe, call, dense[:, :, history], cond, uncond, len(history) + added)
     new = keyframes[:, :, len(history):]  # (1 c added h w)
     if step > 1:
         total = f + added * step
