@@ -29,6 +29,8 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
     # arrow critic keeps one of four candidates after 4 steps.
     d = index["defaults"]
     assert d["motion_noise"] is True and d["arrow_check"] is False and (d["candidates"], d["choose_at_step"]) == (4, 4)
+    assert d["guidance_from_step"] == 4  # the first 4 steps unguided: one network call each
+    assert index["image_base_motion_noise"] is True  # its image base was fine-tuned on moving noise too
     assert sorted(index["motion_words"]) == ["down", "left", "right", "up"] and index["frame_noise_correlation"] > 0
     assert index["motion_words"]["left"][1] < 0 < index["motion_words"]["right"][1]
     assert index["motion_words"]["up"][0] < 0 < index["motion_words"]["down"][0]
@@ -48,6 +50,6 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     assert clip.std() > 5  # a picture, not a flat frame
     meta = json.loads(out.with_name("clip.mp4.json").read_text())
     assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.model.index.defaults.arrow_check is False
-    assert meta["motion_noise"] is True
+    assert meta["motion_noise"] is True and meta["guidance_from_step"] == 4
     assert meta["motion_guidance"] == pipe.model.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
     assert "wrote" in capsys.readouterr().out
