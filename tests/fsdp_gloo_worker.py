@@ -109,6 +109,7 @@ def main(out: Path) -> None:
         (out / "result.json").write_text(json.dumps({
             "world": world, "local_rows": local_rows, "losses": losses, "weights_gap": weights_gap,
             "ema_gap": ema_gap, "resume_gap": resume_gap, "resume_ema_gap": resume_ema_gap, "files": files}))
+    dist.barrier()  # both ranks done before gloo is torn down (a rank leaving early aborted the other's teardown)
     dist.destroy_process_group()
 
 
