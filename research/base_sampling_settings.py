@@ -6,7 +6,9 @@
 Judges the base stage alone as `vidgen eval shapes --stages base` does (one candidate, no arrow
 check, the noise moving with the motion words), with, in this process only:
 - `--share`, `--speed`: the moving share of the noise and the motion words' speed (sides of the
-  frame per second) in place of the model's (vidgen.diffusion.flow_noise);
+  frame per second) in place of the model's (vidgen.diffusion.flow_noise); `--share 0`: the
+  model's own still noise, the baseline (the model's base stage need not have been trained on
+  moving noise: the words are set in memory);
 - `--interval a:b`: classifier-free guidance only at base steps a..b-1 (the sampler's
   guidance_interval, after Kynkaanniemi et al. 2024), the others one unguided network call;
 - `--eta`: DDIM's fresh noise at every step (Song et al. 2021, eq. 12), drawn with the model's
@@ -72,12 +74,13 @@ def main() -> None:
 
     pipe = VideoPipeline.from_pretrained(args.model)
     index = pipe.model.index
-    if args.share is not None:
+    still = args.share == 0
+    if args.share is not None and not still:
         index.frame_noise_correlation = args.share
     if args.speed is not None:
         index.motion_words = {"left": [0.0, -args.speed], "right": [0.0, args.speed],
                               "up": [-args.speed, 0.0], "down": [args.speed, 0.0]}
-    settings = pipe.settings(["base"], candidates=1, arrow_check=False, motion_noise=True,
+    settings = pipe.settings(["base"], candidates=1, arrow_check=False, motion_noise=not still,
                              num_inference_steps=args.steps, guidance_scale=args.guidance)
     report = evaluate_model(pipe, settings, n=args.n, seed=args.seed, stages=["base"], eta=args.eta, progress=False)
     print(vars(args))

@@ -94,10 +94,10 @@ def word_shifts(prompts: Sequence[str], words: dict[str, Sequence[float]], num_f
 def fitted_velocity(shifts: torch.Tensor) -> torch.Tensor:
     """(b f 2) displacements -> (b 2) the slope of a least-squares line through them, per frame."""
     x = shifts.double()
+    if x.shape[1] < 2:  # one frame: no motion to fit
+        return torch.zeros(x.shape[0], 2)
     t = torch.arange(x.shape[1], dtype=torch.float64)
     t = t - t.mean()
-    if x.shape[1] < 2:
-        return torch.zeros(x.shape[0], 2)
     return ((t[None, :, None] * (x - x.mean(1, keepdim=True))).sum(1) / t.square().sum()).float()
 
 
