@@ -145,6 +145,37 @@ def test_continued_keyframes_keep_the_ones_given(pipe):
     assert out.shape == (1, 4, 9, 8, 8) and torch.equal(out[:, :, :3], given)
 
 
+def test_a_continued_window_starts_from_its_last_known_keyframe_moved_on_at_the_clips_velocity(pipe, monkeypatch):
+    from vidgen.diffusion.flow_noise import translated
+    from vidgen.media.long_clips import continue_keyframes
+    from vidgen.sampling_call import Call, new_generator
+
+    told, plain = [], pipe._base_stage
+
+    def base_stage(call, noise, cond, uncond, anchor, given=None, **options):
+        told.append(options)
+        return plain(call, noise, cond, uncond, anchor, given, **options)
+
+    monkeypatch.setattr(pipe, "_base_stage", base_stage)
+    given = torch.full((1, 4, 2, 8, 8), -0.5)
+    given[:, :, 0, 2:5, 1:4] = 1.0
+    given[:, :, 1, 2:5, 2:5] = 1.0  # a square moving a cell a keyframe to the right
+    with torch.inference_mode():
+        cond, uncond = pipe._text(["a red circle"], None)
+        for strength in (0.5, 1.0):
+            s = pipe.settings(num_frames=4, num_inference_steps=4, candidates=1, continue_strength=strength)
+            call = Call(s, 0.0, new_generator(0, None), False, None, pipe.model.device)
+            out = continue_keyframes(pipe, call, given, cond, uncond, 4)  # one window of 4 knowing 2
+            assert torch.equal(out[:, :, :2], given)
+    start, strength = told[0]["start"], told[0]["strength"]  # (1 c 4 h w)
+    assert strength == 0.5 and torch.equal(start[:, :, :2], given)
+    onward = translated(given[:, :, 1], torch.tensor([[[0.0, 1.0], [0.0, 2.0]]]))  # a cell, two cells further
+    torch.testing.assert_close(start[:, :, 2:], onward, atol=0.05, rtol=0)
+    assert "start" not in told[1]  # strength 1: from noise alone, as before
+    with pytest.raises(VidgenError, match=r"continue_strength must be in \(0, 1\]"):
+        pipe.extend(clip_frames(4), seconds=0.5, continue_strength=0.0, **RUN)
+
+
 def test_what_the_model_cannot_do_is_refused_before_sampling(pipe, sd_image_model):
     base_only = VideoPipeline.from_image_model(sd_image_model)
     with pytest.raises(VidgenError, match="no interp stage"):
@@ -202,6 +233,7 @@ def test_commands_write_clips_with_sidecars_and_keep_the_given_frames(model_fold
     (["generate", "a red circle", "--image", "{bad}", "-o", "{out}"], "cannot be read as a picture"),
     (["generate", "a red circle", "--strength", "0.5", "-o", "{out}"], "--strength goes with --video or --image"),
     (["extend", "{good}", "-o", "{out}", "--reconstruction-guidance", "-1"], "-1"),
+    (["extend", "{good}", "-o", "{out}", "--continue-strength", "0"], "must be above 0"),
     (["upscale", "{frames}", "-o", "{out}"], "00001.png cannot be read as a frame"),
     (["generate", "a red circle", "--lora", "{lora}", "-o", "{out}"], "not a readable safetensors file"),
 ])

@@ -86,7 +86,7 @@ def test_inflate_writes_a_self_describing_model_folder(video_model):
                                       "num_inference_steps": 50, "guidance_scale": 7.5, "motion_guidance": 0.0,
                                       "arrow_check": False, "candidates": 1, "choose_by": "arrow", "choose_at_step": 0,
                                       "reconstruction_guidance": 0.0, "autocast": "off", "motion_noise": False,
-                                      "guidance_from_step": 0}
+                                      "guidance_from_step": 0, "continue_strength": 1.0, "motion_projection": 0}
     assert index["critic"] == ""  # no arrow critic until a critic stage adds one
     for sub in ("unet/model.safetensors", "unet/temporal.json", "unet/config.json", "vae", "text_encoder",
                 "tokenizer", "scheduler/scheduler_config.json"):

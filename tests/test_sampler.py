@@ -176,3 +176,38 @@ def test_the_base_stage_is_guided_from_the_step_asked_and_the_steps_before_call_
     assert rows == [2, 2, 2, 2]  # the default: every step guided
     with pytest.raises(VidgenError, match="guidance_from_step"):
         pipe("a red circle", guidance_from_step=-1, **small)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_the_prediction_for_a_clean_sample_is_the_inverse_of_the_clean_sample_a_prediction_implies(kind):
+    from vidgen.diffusion.sampler import predicted_clean, prediction_for_clean
+
+    scheduler = DDIMScheduler(prediction_type=kind)
+    x_t, prediction, t = noise(1), noise(2), torch.tensor(600)
+    x0 = predicted_clean(scheduler, prediction, x_t, t)
+    torch.testing.assert_close(prediction_for_clean(scheduler, x0, x_t, t), prediction, atol=1e-4, rtol=1e-4)
+
+
+def test_a_clean_edit_replaces_the_clean_sample_of_the_first_steps_only():
+    cond, uncond = conds()
+    told = []
+
+    def keep(x0):
+        told.append(x0.clone())
+        return x0
+
+    kept = run(eta=0.0, clean_edit=(2, keep))
+    assert len(told) == 2 and told[0].shape == noise().shape
+    torch.testing.assert_close(kept, run(eta=0.0), atol=1e-5, rtol=1e-5)  # an edit that changes nothing
+    to_one = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True)
+    zeroed = run(eta=0.0, scheduler=to_one, clean_edit=(4, torch.zeros_like))
+    assert zeroed.abs().max() < 1e-5  # every step's clean sample 0: the last step lands on it
+    assert not torch.allclose(run(eta=0.0, clean_edit=(1, torch.zeros_like)), kept)
+
+
+def test_the_guidance_interval_counts_the_steps_a_strength_below_one_leaves_out():
+    cond, uncond = conds()
+    calls = []
+    sample(linear_denoiser(calls), ddim(), noise(), cond, uncond, guidance_scale=4.0, num_inference_steps=6,
+           start=noise(3), strength=0.5, guidance_interval=(4, 6))
+    assert [batch for batch, _ in calls] == [2, 4, 4]  # steps 3, 4, 5 of 6 run: 4 and 5 guided

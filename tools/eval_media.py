@@ -39,6 +39,9 @@ from vidgen.fs import write_text_atomic
 from vidgen.media.inputs import Clip
 
 
+SETTINGS: dict = {}  # --setting KEY=VALUE: GenerationDefaults fields for every sampling call
+
+
 def centres(frames: np.ndarray) -> np.ndarray:
     """(f 2) object centre per frame in fractions of the side (NaN where no object), as the judge
     measures it."""
@@ -68,7 +71,7 @@ def verdict(frames: np.ndarray, prompt: str) -> dict:
 def part_image(pipe, i, seed, steps, candidates=None):
     s, prompt = scene(seed, i)
     picture = render_clip(s, 64, 48, indices=[0])[0]
-    out = pipe(prompt, image=picture, seed=i, progress=False, num_inference_steps=steps,
+    out = pipe(prompt, image=picture, seed=i, progress=False, num_inference_steps=steps, **SETTINGS,
                candidates=candidates).frames[0]
     offset = float(np.linalg.norm(centres(out[:1])[0] - centres(picture[None])[0]))
     v = verdict(out, prompt)
@@ -123,7 +126,7 @@ def part_video(pipe, i, seed, steps):
     color = [c for c in COLORS if c != "red"][i % 5]
     prompt = caption(color, s.shape, s.direction, s.size, s.background)
     out = pipe(prompt, video=Clip(frames, 24.0, "<rendered>", {}), strength=0.6, seed=i, progress=False,
-               num_inference_steps=steps).frames[0]
+               num_inference_steps=steps, **SETTINGS).frames[0]
     n = min(len(out), len(frames))
     distance = np.linalg.norm(centres(out[:n]) - centres(frames[:n]), axis=1)
     v = verdict(out, prompt)
@@ -137,7 +140,7 @@ def part_extend(pipe, i, seed, steps):
     s, prompt = scene(seed, i)
     frames = render_clip(s, 64, 48, indices=range(24))  # the first second of a 2 s clip
     out = pipe.extend(Clip(frames, 24.0, "<rendered>", {}), prompt=prompt, seconds=1.0, seed=i, progress=False,
-                      num_inference_steps=steps).frames[0]
+                      num_inference_steps=steps, **SETTINGS).frames[0]
     kept = bool(np.array_equal(out[:24], frames))
     jump, jump_in = largest_jump(out), largest_jump(frames)
     v = verdict(out, prompt)
@@ -171,7 +174,7 @@ def part_long(pipe, i, seed, steps, seconds):
     s, prompt = scene(seed, i)
     prompt = caption(s.color, s.shape, s.direction)
     started = time.perf_counter()
-    out = pipe(prompt, seconds=seconds, seed=i, progress=False, num_inference_steps=steps).frames[0]
+    out = pipe(prompt, seconds=seconds, seed=i, progress=False, num_inference_steps=steps, **SETTINGS).frames[0]
     took = time.perf_counter() - started
     stretches = [verdict(out[a:a + 48], prompt) for a in range(0, len(out) - 47, 48)]
     jumps = np.linalg.norm(np.diff(centres(out), axis=0), axis=1)
@@ -195,10 +198,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="base-stage steps (default: the model's)")
     parser.add_argument("--long-seconds", default="6,20")
     parser.add_argument("--candidates", type=int, help="image part: base-stage candidates (default: the model's)")
+    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a generation setting for every call (e.g. continue_strength=0.6); repeatable")
     parser.add_argument("--out", default="samples/media_eval.json")
     parser.add_argument("--keep", help="folder to write each output (and input) as .npy for the samples")
     args = parser.parse_args()
 
+    for item in args.setting:
+        key, _, value = item.partition("=")
+        SETTINGS[key] = json.loads(value)
     from vidgen.packaged import default_model
     from vidgen.pipeline import VideoPipeline
 

@@ -72,6 +72,14 @@ class GenerationDefaults:
     # buys little (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"), and with
     # moving noise the direction is the noise's, so those steps need not pay for two calls.
     guidance_from_step: int = 0
+    # A clip continued (extend, --seconds): where below 1, each window's new keyframes start from
+    # the last known one moved on at the clip's measured velocity, noised to this share of the
+    # schedule (SDEdit, Meng et al. 2022), so the object goes on as it went; 1: from noise alone.
+    continue_strength: float = 1.0
+    # Where motion noise is on: at the base stage's first K steps the clean clip each step predicts
+    # is replaced by the nearest clip of one picture moving as the motion words say
+    # (vidgen.diffusion.motion_projection); 0: off.
+    motion_projection: int = 0
 
 
 @dataclass

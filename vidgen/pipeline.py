@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .diffusion.flow_noise import moving_noise, word_shifts
+from .diffusion.motion_projection import onto_translation
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample, steps_run
 from .diffusion.schedulers import DEFAULT as DEFAULT_SCHEDULER
@@ -111,6 +112,8 @@ class VideoPipeline(MediaMethods):
         autocast: str | None = None,
         motion_noise: bool | None = None,
         guidance_from_step: int | None = None,
+        continue_strength: float | None = None,
+        motion_projection: int | None = None,
         eta: float = 0.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -141,7 +144,11 @@ class VideoPipeline(MediaMethods):
         "bfloat16", "float16" or "auto" (bfloat16 where the device computes it natively). motion_noise:
         move the base stage's shared noise as the prompt's motion words say (a model with motion
         words; vidgen.diffusion.flow_noise). guidance_from_step: the base stage's first guided step
-        (the ones before it call the network on the prompt alone; 0: every step guided). seed
+        (the ones before it call the network on the prompt alone; 0: every step guided).
+        continue_strength: below 1, a long clip's later windows start from their known keyframes moved
+        on at the clip's velocity, that share of the schedule redrawn (1: from noise).
+        motion_projection: the base stage's first K steps hold their clean clip to one picture moving
+        as the motion words say (vidgen.diffusion.motion_projection; 0: off). seed
         (or a CPU `generator`) fixes the initial noise, so a seed gives the same clip on any device.
         num_frames, height, width and fps describe the base stage's keyframes; frame interpolation
         and super-resolution, where the model has them, multiply them (`output_size`).
@@ -161,7 +168,8 @@ class VideoPipeline(MediaMethods):
                                     motion_guidance=motion_guidance, arrow_check=arrow_check, candidates=candidates,
                                     choose_by=choose_by, choose_at_step=choose_at_step,
                                     reconstruction_guidance=reconstruction_guidance, autocast=autocast,
-                                    motion_noise=motion_noise, guidance_from_step=guidance_from_step), stages,
+                                    motion_noise=motion_noise, guidance_from_step=guidance_from_step,
+                                    continue_strength=continue_strength, motion_projection=motion_projection), stages,
                                    batch=len(prompts))
         if output_type not in OUTPUT_TYPES or (seconds is not None and output_type != "np"):
             raise VidgenError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)} (long clips: np)")
@@ -189,7 +197,8 @@ class VideoPipeline(MediaMethods):
         # (an image base stage, which a picture goes to, trained on still noise gets still noise)
         moving = given is None or given.anchor is None or self.model.image_base is None or \
             self.model.index.image_base_motion_noise
-        drawn = self._initial_noise(call, len(cond), [p for p in prompts for _ in range(n)] if moving else None)
+        rows = [p for p in prompts for _ in range(n)]
+        drawn = self._initial_noise(call, len(cond), rows if moving else None)
         if latents is not None:
             if latents.shape != drawn.shape:
                 raise VidgenError(f"latents of shape {tuple(latents.shape)} given where the base stage starts from "
@@ -203,6 +212,7 @@ class VideoPipeline(MediaMethods):
                 raise VidgenError("choose_at_step is for base stages without an anchor frame: leave it at 0")
             early = critic_choice.EarlyChoice(self.model.critic, cond, prompts, n, s.choose_by, s.arrow_check,
                                               self.encode_prompts)
+        options = {"prune": (s.choose_at_step, early)} if early else {}
 
         # 4. Anchor frame, where the base stage takes one: a text-to-image U-Net draws it, with the
         #    same guidance and steps (Emu Video's first step, section 3.1).
@@ -214,8 +224,10 @@ class VideoPipeline(MediaMethods):
         # 5. Base stage: noise -> keyframe latents (around the anchor frame, which every frame reads),
         #    steered by the arrow critic where motion guidance is on.
         with call.timed("base"):
-            latents = self._base_stage(call, latents, cond, uncond, anchor, given,
-                                       **({"prune": (s.choose_at_step, early)} if early else {}))  # (b c f h w)
+            if s.motion_projection and moving and s.motion_noise:  # the early clean clips moved as the words say
+                shifts = self._word_shifts(call, rows)  # (b f 2)
+                options["clean_edit"] = (s.motion_projection, lambda x0: onto_translation(x0, shifts))
+            latents = self._base_stage(call, latents, cond, uncond, anchor, given, **options)  # (b c f h w)
             latents = given.keep(latents) if given else latents
         kept, fps = [0] * len(prompts), s.fps  # per prompt: the candidate the critic kept
         if early is not None:
@@ -317,14 +329,25 @@ class VideoPipeline(MediaMethods):
         """(b c f h w) noise of the base stage, with the model's frame noise prior (vidgen.diffusion.noise),
         its shared part moving as each row's prompt says where motion_noise is on (vidgen.diffusion.flow_noise),
         or by the given `shifts` (b f 2; latent cells) there."""
-        s, vae, index = call.settings, self.model.vae, self.model.index
-        k = latent_factor(vae)
-        shape = (batch, vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
-        if s.motion_noise and (prompts is not None or shifts is not None):
+        shape = self._latent_shape(call, batch)
+        index = self.model.index
+        if call.settings.motion_noise and (prompts is not None or shifts is not None):
             if shifts is None:
-                shifts = word_shifts(prompts, index.motion_words, s.num_frames, s.fps, shape[-2:])  # (b f 2)
+                shifts = self._word_shifts(call, prompts)  # (b f 2)
             return moving_noise(shape, call.generator, index.frame_noise_correlation, shifts).to(call.device)
         return frame_noise(shape, call.generator, index.frame_noise_correlation).to(call.device)
+
+    def _latent_shape(self, call: _Call, batch: int) -> tuple[int, ...]:
+        """(b c f h w) of the base stage's latents."""
+        s, vae = call.settings, self.model.vae
+        k = latent_factor(vae)
+        return (batch, vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
+
+    def _word_shifts(self, call: _Call, prompts: list[str]) -> torch.Tensor:
+        """(b f 2) each keyframe's displacement, in latent cells, as the prompts' motion words say."""
+        s = call.settings
+        side = self._latent_shape(call, 1)[-2:]
+        return word_shifts(prompts, self.model.index.motion_words, s.num_frames, s.fps, side)
 
     def _draw_anchor(self, call: _Call, shape, cond, uncond) -> torch.Tensor:
         """(b c h w) latents of one frame per clip, from the anchor image U-Net; its noise is

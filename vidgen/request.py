@@ -124,6 +124,18 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if s.guidance_from_step < 0:
         raise VidgenError(f"guidance_from_step must be 0 (every base-stage step guided) or a step number, got "
                           f"{s.guidance_from_step}")
+    if not 0.0 < s.continue_strength <= 1.0:
+        raise VidgenError(f"continue_strength must be in (0, 1] (how much of a continued clip's extrapolated "
+                          f"keyframes is redrawn; 1: from noise alone), got {s.continue_strength}")
+    if s.motion_projection < 0:
+        raise VidgenError(f"motion_projection must be 0 (off) or a number of base-stage steps, got "
+                          f"{s.motion_projection}")
+    if s.motion_projection > 0 and not s.motion_noise:
+        raise VidgenError("motion_projection holds the clip to the motion words' displacements, which motion noise "
+                          "sets: turn motion noise on, or set motion_projection to 0")
+    if s.candidates > 1 and 0 < s.choose_at_step < s.motion_projection:
+        raise VidgenError(f"motion_projection {s.motion_projection} runs past the choice among candidates at step "
+                          f"{s.choose_at_step}: set choose_at_step to at least {s.motion_projection}, or 0")
     if s.choose_at_step < 0:
         raise VidgenError(f"choose_at_step must be 0 (choose after the last step) or a number of steps, got "
                           f"{s.choose_at_step}")
@@ -244,5 +256,6 @@ def settings_record(s, stages: Sequence[str], scheduler: str, eta: float, autoca
             "candidates": s.candidates, "choose_by": s.choose_by, "choose_at_step": s.choose_at_step,
             "reconstruction_guidance": s.reconstruction_guidance, "motion_noise": s.motion_noise,
             "guidance_from_step": s.guidance_from_step,
+            "continue_strength": s.continue_strength, "motion_projection": s.motion_projection,
             "autocast": autocast, "eta": eta,
             "keyframes": s.num_frames, "frames": frames, "height": height, "width": width, "fps": fps}

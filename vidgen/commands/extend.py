@@ -20,6 +20,9 @@ def add_parser(subparsers):
     parser.add_argument("--reconstruction-guidance", type=types.non_negative, metavar="W",
                         help="weight of the base stage's reconstruction guidance toward the clip's last keyframes, "
                         ">= 0 (0: replacement alone; default: the model's)")
+    parser.add_argument("--continue-strength", type=types.number(0.0, 1.0, low_open=True, what="strength"),
+                        metavar="S", help="the new keyframes start from the clip's last one moved on at the clip's "
+                        "own velocity, S of the schedule redrawn, in (0, 1] (1: from noise; default: the model's)")
     parser.set_defaults(run=run)
     return parser
 
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     seed = seed_of(args)
     pipe = load_pipeline(args, model)
     out = pipe.extend(clip, prompt=args.prompt, seconds=args.seconds, seed=seed, progress=not args.no_progress,
-                      num_inference_steps=args.steps, reconstruction_guidance=args.reconstruction_guidance)
+                      num_inference_steps=args.steps, reconstruction_guidance=args.reconstruction_guidance,
+                      continue_strength=args.continue_strength)
     write(args, out, clip, model, seed, {"input": note, "kept_frames": f"0-{len(clip.frames) - 1} (the clip's own)",
                                         "added_seconds": args.seconds,
-                                        "reconstruction_guidance": out.settings.reconstruction_guidance})
+                                        "reconstruction_guidance": out.settings.reconstruction_guidance,
+                                        "continue_strength": out.settings.continue_strength})
     return 0

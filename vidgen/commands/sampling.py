@@ -65,11 +65,18 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-from-step", type=types.integer(0, None, "step"), metavar="K",
                         help="guide the base stage from step K on; the steps before it call the network once, on the "
                         "prompt alone (0: every step guided; default: the model's)")
+    parser.add_argument("--motion-projection", type=types.integer(0, None, "steps"), metavar="K",
+                        help="with motion noise: at the base stage's first K steps, hold the clip each step predicts "
+                        "to one picture moving as the prompt's motion words say (0: off; default: the model's)")
+    parser.add_argument("--continue-strength", type=types.number(0.0, 1.0, low_open=True, what="strength"), metavar="S",
+                        help="with --seconds: each later window starts from its known keyframes moved on at the "
+                        "clip's own velocity, S of the schedule redrawn (1: from noise; default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any sampling default of the model's vidgen.json, e.g. --set candidates=1 --set "
                         "arrow_check=false (keys: num_frames, fps, height, width, num_inference_steps, guidance_scale, "
                         "motion_guidance, arrow_check, candidates, choose_by, choose_at_step, reconstruction_guidance, "
-                        "motion_noise, guidance_from_step, autocast); the flags above win over it")
+                        "motion_noise, guidance_from_step, continue_strength, motion_projection, autocast); the flags above "
+                        "win over it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(parser)
 
@@ -82,7 +89,9 @@ def requested(args: argparse.Namespace) -> dict:
                 choose_by=args.choose_by, choose_at_step=args.choose_at_step,
                 reconstruction_guidance=args.reconstruction_guidance, autocast=args.autocast,
                 motion_noise=getattr(args, "motion_noise", None),
-                guidance_from_step=getattr(args, "guidance_from_step", None))
+                guidance_from_step=getattr(args, "guidance_from_step", None),
+                continue_strength=getattr(args, "continue_strength", None),
+                motion_projection=getattr(args, "motion_projection", None))
 
 
 @dataclasses.dataclass(frozen=True)

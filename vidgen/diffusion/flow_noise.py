@@ -109,6 +109,27 @@ def continued_shifts(latents: torch.Tensor, num_frames: int) -> torch.Tensor:
     return velocity[:, None, :] * torch.arange(num_frames, dtype=torch.float32)[None, :, None]
 
 
+def shifted(frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """(b c f h w) frames, (b f 2) displacements in latent cells (rows, columns) -> (b c f h w):
+    each frame moved by its own displacement (bilinear, to a fraction of a cell); what enters at an
+    edge repeats the edge (in a clip of one object on a plain ground, the ground)."""
+    b, c, f, h, w = frames.shape
+    theta = torch.zeros(b * f, 2, 3, dtype=torch.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    cells = shifts.reshape(b * f, 2).float().cpu()
+    theta[:, 0, 2] = -2 * cells[:, 1] / w  # a sample at x reads the frame at x - d (normalized coordinates)
+    theta[:, 1, 2] = -2 * cells[:, 0] / h
+    grid = F.affine_grid(theta, [b * f, c, h, w], align_corners=False).to(frames.device, torch.float32)
+    flat = frames.float().permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    moved = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return moved.view(b, f, c, h, w).permute(0, 2, 1, 3, 4).to(frames.dtype)
+
+
+def translated(frame: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """(b c h w) one frame, (b n 2) displacements -> (b c n h w): the frame moved by each (`shifted`)."""
+    return shifted(frame[:, :, None].expand(-1, -1, shifts.shape[1], -1, -1), shifts)
+
+
 def motion_words(clips: Iterable[tuple[str, torch.Tensor, float]], min_clips: int = 8,
                  min_agreement: float = 0.8) -> dict[str, list[float]]:
     """The motion-word table from captioned clips: (caption, shifts (f 2) in sides, fps) each. A

@@ -84,6 +84,21 @@ def reconstruction_gradient(denoise: Denoiser, scheduler, x_t: torch.Tensor, t: 
     return prediction.detach(), (-weight * alpha_bar / (2 * (1 - alpha_bar))) * (1 - mask) * gradient
 
 
+def prediction_for_clean(scheduler, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The prediction of the scheduler's type that implies the clean sample x0 at x_t, timestep t
+    (the inverse of `predicted_clean`): eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."""
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(x_t.device, x_t.dtype)
+    kind = scheduler.config.prediction_type
+    eps = (x_t - alpha_bar ** 0.5 * x0) / (1 - alpha_bar) ** 0.5
+    if kind == "epsilon":
+        return eps
+    if kind == "v_prediction":
+        return alpha_bar ** 0.5 * eps - (1 - alpha_bar) ** 0.5 * x0
+    if kind == "sample":
+        return x0
+    raise VidgenError(f"the prediction of type {kind!r} for a clean sample is not known")
+
+
 def _step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
     """The extra arguments `scheduler.step` takes: eta (DDIM) and a generator (stochastic samplers)."""
     accepted = inspect.signature(scheduler.step).parameters
@@ -123,6 +138,7 @@ def sample(
     prune: Prune | None = None,
     reconstruction: float = 0.0,
     guidance_interval: tuple[int, int] | None = None,
+    clean_edit: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (standard normal, any shape with the batch first) into a sample.
 
@@ -144,8 +160,12 @@ def sample(
     guide(x_t, t): the gradient of a classifier's log-probability at the model's input, added to
     the guided prediction at every step (`classifier_guidance`).
     guidance_interval: (first, stop): classifier-free guidance runs at steps first..stop-1 of the
-    ones run (counted from 0) and the other steps call the conditional branch alone, one network
+    whole schedule (counted from 0, the steps a strength below 1 leaves out counted too: the
+    interval is one of noise levels) and the other steps call the conditional branch alone, one network
     call instead of two (guidance in a limited interval, Kynkaanniemi et al. 2024); None: every step.
+    clean_edit: (k, edit): at the steps of the whole schedule before k (counted as for the
+    guidance interval), edit(x0) replaces the clean sample the guided prediction implies, and the
+    step goes on from it (`prediction_for_clean`).
     prune: (k, select): after k steps, select(x0) gets the clean samples those steps predict (the
     scheduler's pred_original_sample, batch first) and returns the rows to go on with; the other
     rows' remaining steps are not run, and the result holds the kept rows in that order.
@@ -165,8 +185,9 @@ def sample(
     both = torch.cat([uncond, cond]) if guided else cond
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     timesteps = scheduler.timesteps
+    skipped = len(timesteps) - steps_run(len(timesteps), strength)  # the highest-noise steps SDEdit leaves out
     if strength < 1.0:
-        timesteps = timesteps[len(timesteps) - steps_run(len(timesteps), strength):]
+        timesteps = timesteps[skipped:]
         if hasattr(scheduler, "set_begin_index"):  # schedulers that count their own steps (DPM-Solver, Euler)
             scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
         latents = scheduler.add_noise(start, noise, timesteps[:1].expand(noise.shape[0]))
@@ -178,7 +199,8 @@ def sample(
             noised = scheduler.add_noise(values.expand_as(latents), noise, t.expand(noise.shape[0]))
             latents = mask * noised + (1 - mask) * latents
         steering = None
-        guided_now = guided and (guidance_interval is None or guidance_interval[0] <= i < guidance_interval[1])
+        at = i + skipped  # the step's place in the whole schedule
+        guided_now = guided and (guidance_interval is None or guidance_interval[0] <= at < guidance_interval[1])
         if reconstruction > 0 and known is not None:  # its pass with the gradient is the conditional branch
             pred_cond, steering = reconstruction_gradient(denoise, scheduler, latents, t, cond, known, reconstruction)
             pred_uncond = denoise(scheduler.scale_model_input(latents, t), t, uncond) if guided_now else None
@@ -192,6 +214,9 @@ def sample(
             prediction = classifier_guidance(scheduler, prediction, gradient, t)
         if steering is not None:
             prediction = classifier_guidance(scheduler, prediction, steering, t)
+        if clean_edit is not None and at < clean_edit[0]:
+            x0 = clean_edit[1](predicted_clean(scheduler, prediction, latents, t))
+            prediction = prediction_for_clean(scheduler, x0, latents, t)
         stepped = scheduler.step(prediction, t, latents, **step_kwargs)
         latents = stepped.prev_sample
         if prune is not None and i + 1 == prune[0]:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ..diffusion.flow_noise import continued_shifts
+from ..diffusion.flow_noise import continued_shifts, translated
 from ..errors import VidgenError
 from .frames import decode_frames, encode_frames, fill_timeline, window_frames
 from .inputs import Clip, fit_frames
@@ -40,10 +40,15 @@ def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total:
         values[:, :, :k] = history
         mask = torch.zeros(1, 1, window, 1, 1, device=values.device)
         mask[:, :, :k] = 1
+        onward = continued_shifts(history.float().cpu(), window)  # (b window 2) at the frames' own velocity
         # the noise goes on moving as the frames made so far move (where motion noise is on)
-        shifts = continued_shifts(history.float().cpu(), window) if call.settings.motion_noise else None
-        noise = pipe._initial_noise(call, history.shape[0], shifts=shifts)  # (b c window h w)
-        new = pipe._base_stage(call, noise, cond, uncond, None, known=(values, mask))[:, :, k:]
+        noise = pipe._initial_noise(call, history.shape[0], shifts=onward if call.settings.motion_noise else None)
+        options = {}
+        if call.settings.continue_strength < 1:  # start from the last frame moved on at that velocity (SDEdit)
+            start = values.clone()  # (b c window h w)
+            start[:, :, k:] = translated(history[:, :, -1], onward[:, 1:window - k + 1])
+            options = {"start": start, "strength": call.settings.continue_strength}
+        new = pipe._base_stage(call, noise, cond, uncond, None, known=(values, mask), **options)[:, :, k:]
         made.append(new)
         have += new.shape[2]
     return torch.cat(made, dim=2)[:, :, :total]
