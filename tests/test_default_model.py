@@ -25,10 +25,11 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}, path
     index = json.loads((folder / "vidgen.json").read_text())
     assert list(index["stages"]) == ["base", "interp", "sr"] and index["text_encoder"] == "minilm"
-    # The base stage's noise moves as the prompt's motion words say and nothing is played backwards; the
-    # arrow critic keeps one of four candidates after 4 steps.
+    # One candidate, nothing played backwards: the base stage's noise moves as the prompt's motion words
+    # say, and its first 7 clean clips are held to them; the critic ships as an option, off by default.
     d = index["defaults"]
-    assert d["motion_noise"] is True and d["arrow_check"] is False and (d["candidates"], d["choose_at_step"]) == (4, 4)
+    assert d["motion_noise"] is True and d["arrow_check"] is False and d["candidates"] == 1
+    assert d["motion_projection"] == 7 and d["continue_strength"] == 0.6
     assert d["guidance_from_step"] == 4  # the first 4 steps unguided: one network call each
     assert index["image_base_motion_noise"] is True  # its image base was fine-tuned on moving noise too
     assert sorted(index["motion_words"]) == ["down", "left", "right", "up"] and index["frame_noise_correlation"] > 0
@@ -50,6 +51,6 @@ def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):
     assert clip.std() > 5  # a picture, not a flat frame
     meta = json.loads(out.with_name("clip.mp4.json").read_text())
     assert meta["model"] == str(DEFAULT_MODEL) and meta["arrow_check"] is pipe.model.index.defaults.arrow_check is False
-    assert meta["motion_noise"] is True and meta["guidance_from_step"] == 4
+    assert meta["motion_noise"] is True and meta["guidance_from_step"] == 4 and meta["motion_projection"] == 7
     assert meta["motion_guidance"] == pipe.model.index.defaults.motion_guidance and isinstance(meta["reversed"], bool)
     assert "wrote" in capsys.readouterr().out

@@ -155,6 +155,10 @@ REFLOW_SETTINGS = ["defaults.autocast=auto", "interp.num_inference_steps=10", "i
 FLOW_SETTINGS = ["defaults.arrow_check=false"]
 # The first 4 base-stage steps unguided (defaults.guidance_from_step, docs/experiments.md).
 IMAGE_FLOW_SETTINGS = ["defaults.guidance_from_step=4"]
+# One candidate and no critic: the base stage's first 7 clean clips held to the motion words
+# (defaults.motion_projection), and clips continued from their last keyframe moved on
+# (defaults.continue_strength); the weights are those of package-image-flow (docs/experiments.md).
+PROJECTION_SETTINGS = ["defaults.candidates=1", "defaults.motion_projection=7", "defaults.continue_strength=0.6"]
 PAIR_CLIPS = 1024
 
 
@@ -221,6 +225,8 @@ def reflow_phases(work: Path, vidgen: list[str]) -> list[tuple[str, Path, list[s
         ("package-image-flow", work / "shipped-image-flow" / "vidgen.json",
          [*package, str(work / "shipped-flow"), "--image-base", str(work / "image-flow" / "model"),
           *IMAGE_FLOW_SETTINGS, "--out", str(work / "shipped-image-flow")]),
+        ("package-projection", work / "shipped-projection" / "vidgen.json",
+         [*package, str(work / "shipped-image-flow"), *PROJECTION_SETTINGS, "--out", str(work / "shipped-projection")]),
     ]
 
 
@@ -284,7 +290,7 @@ def restore_image_model(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/shapes", help="folder for corpora, runs and checkpoints (outside git)")
-    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base, video-flow, package-flow, image-flow, package-image-flow[, video-unlabeled])")
+    parser.add_argument("--only", help="run just this step (corpus64, vae, image, inflate, video, interp, corpus128, sr, video-8000, video-text, video-full, video-rep, video-gpu, video-gpu-2, critic, critic-swap, shipped-gpu-2, pairs, reflow, package-reflow, package-early, image-base, package-image-base, video-flow, package-flow, image-flow, package-image-flow, package-projection[, video-unlabeled])")
     parser.add_argument("--comparison", action="store_true",
                         help="also train the video stage with every caption withheld (step video-unlabeled)")
     parser.add_argument("--archive-image", action="store_true", help="keep WORK's trained image U-Net in git, then stop")
