@@ -22,6 +22,7 @@ import json
 
 from diffusers import DDIMScheduler
 
+import vidgen.base_noise as base_noise_module
 import vidgen.pipeline as pipeline_module
 from vidgen.diffusion import sampler
 from vidgen.diffusion.flow_noise import moving_noise
@@ -51,7 +52,7 @@ def main() -> None:
         drawn.update(shape=tuple(shape), share=share, shifts=shifts, generator=generator)
         return moving_noise(shape, generator, share, shifts, *rest, **kwargs)
 
-    pipeline_module.moving_noise = recording_moving_noise
+    base_noise_module.moving_noise = recording_moving_noise
     step = DDIMScheduler.step
 
     def fresh_noise_step(self, model_output, timestep, sample, eta=0.0, *rest, variance_noise=None, **kwargs):

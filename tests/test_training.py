@@ -270,7 +270,7 @@ def test_flow_noise_moves_each_clips_noise_with_it_and_the_export_samples_with_i
         assert {"left": cols < 0, "right": cols > 0, "up": rows < 0, "down": rows > 0}[word]
     pipe = VideoPipeline.from_pretrained(run / "model")
     told.clear()
-    monkeypatch.setattr("vidgen.pipeline.moving_noise", moving_noise)
+    monkeypatch.setattr("vidgen.base_noise.moving_noise", moving_noise)
     out = pipe(f"a red circle moving {sorted(directions)[0]}", num_frames=4, num_inference_steps=1, stages=["base"],
                progress=False, seed=0)
     assert out.settings.motion_noise and len(told) == 1 and told[0][1].abs().max() > 0

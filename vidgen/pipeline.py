@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .diffusion.flow_noise import moving_noise, word_shifts
+from . import base_noise
 from .diffusion.motion_projection import onto_translation
 from .diffusion.noise import frame_noise
 from .diffusion.sampler import sample, steps_run
@@ -37,7 +37,7 @@ from .media.api import MediaMethods
 from .model_folder import VideoModel
 from .model_index import GenerationDefaults
 from .models import cascade, critic_choice
-from .models.vae import decode_latents, latent_factor
+from .models.vae import decode_latents
 from .precision import autocast, autocast_dtype, autocast_name
 from .request import ModelFacts, check_settings, output_size
 from .sampling_call import OUTPUT_TYPES, StepCallback, VideoOutput  # noqa: F401 (the public names, kept here too)
@@ -225,7 +225,7 @@ class VideoPipeline(MediaMethods):
         #    steered by the arrow critic where motion guidance is on.
         with call.timed("base"):
             if s.motion_projection and moving and s.motion_noise:  # the early clean clips moved as the words say
-                shifts = self._word_shifts(call, rows)  # (b f 2)
+                shifts = base_noise.keyframe_shifts(self.model, s, rows)  # (b f 2)
                 options["clean_edit"] = (s.motion_projection, lambda x0: onto_translation(x0, shifts))
             latents = self._base_stage(call, latents, cond, uncond, anchor, given, **options)  # (b c f h w)
             latents = given.keep(latents) if given else latents
@@ -326,28 +326,9 @@ class VideoPipeline(MediaMethods):
 
     def _initial_noise(self, call: _Call, batch: int, prompts: list[str] | None = None,
                        shifts: torch.Tensor | None = None) -> torch.Tensor:
-        """(b c f h w) noise of the base stage, with the model's frame noise prior (vidgen.diffusion.noise),
-        its shared part moving as each row's prompt says where motion_noise is on (vidgen.diffusion.flow_noise),
-        or by the given `shifts` (b f 2; latent cells) there."""
-        shape = self._latent_shape(call, batch)
-        index = self.model.index
-        if call.settings.motion_noise and (prompts is not None or shifts is not None):
-            if shifts is None:
-                shifts = self._word_shifts(call, prompts)  # (b f 2)
-            return moving_noise(shape, call.generator, index.frame_noise_correlation, shifts).to(call.device)
-        return frame_noise(shape, call.generator, index.frame_noise_correlation).to(call.device)
-
-    def _latent_shape(self, call: _Call, batch: int) -> tuple[int, ...]:
-        """(b c f h w) of the base stage's latents."""
-        s, vae = call.settings, self.model.vae
-        k = latent_factor(vae)
-        return (batch, vae.config.latent_channels, s.num_frames, s.height // k, s.width // k)
-
-    def _word_shifts(self, call: _Call, prompts: list[str]) -> torch.Tensor:
-        """(b f 2) each keyframe's displacement, in latent cells, as the prompts' motion words say."""
-        s = call.settings
-        side = self._latent_shape(call, 1)[-2:]
-        return word_shifts(prompts, self.model.index.motion_words, s.num_frames, s.fps, side)
+        """(b c f h w) noise of the base stage, moving with the prompts' words or `shifts` (b f 2)
+        where motion_noise is on (vidgen.base_noise)."""
+        return base_noise.initial_noise(self.model, call, batch, prompts, shifts)
 
     def _draw_anchor(self, call: _Call, shape, cond, uncond) -> torch.Tensor:
         """(b c h w) latents of one frame per clip, from the anchor image U-Net; its noise is
