@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MEDIA_SECTION = "## Your media in"  # samples/README.md's section on media/ (tools/make_media_samples.py), kept as it is
 
 # (prompt, seed); the held-out (color, shape, direction) triples of docs/shapes-world.md never appear in
 # training, so those clips show whether the model composes what it learned.
@@ -91,7 +92,9 @@ def main() -> None:
     lines += [f"| ![{name}]({name}.gif) [mp4]({name}.mp4) | {prompt} | {seed} | {group} | {verdict} |"
               for name, prompt, seed, group, verdict, _ in rows]
     lines += ["", "Commands:", "", "```"] + [cmd for *_, cmd in rows] + ["```", ""]
-    write_text_atomic(out / "README.md", "\n".join(lines))
+    readme = out / "README.md"
+    kept = readme.read_text().partition(MEDIA_SECTION)[1:] if readme.is_file() else ("", "")
+    write_text_atomic(readme, "\n".join(lines) + ("\n" + "".join(kept) if kept[0] else ""))  # media/'s section kept
     obeyed = sum(row[4] == "obeys" for row in rows)
     print(f"wrote {len(rows)} clips to {out}; {obeyed} obey their prompt")
 
