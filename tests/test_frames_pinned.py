@@ -1,6 +1,11 @@
-"""Frames pinned to the bit: `vidgen generate` with a fixed seed writes the pixels it wrote when
-these hashes were recorded, so a change to the code's structure that changes no behaviour keeps
-them. A hash that moves means the frames moved: find out why before recording a new one.
+"""Frames pinned: `vidgen generate` with a fixed seed writes the pixels it wrote when these
+references were recorded, so a change to the code's structure that changes no behaviour keeps
+them. The same code gives frames a level apart on CPUs with other kernels (AVX-512 against AMX or
+AVX2: at most 1 of 255 on a few pixels, measured with ATEN_CPU_CAPABILITY=avx2), so what is pinned
+is each frame's 4x4-pixel block means, within half a level: other kernels moved them by 0.125 at
+most, while a small change of behaviour (DDIM eta 0.1 instead of 0) moves them by 1.8 and a fourth
+step by 9.7. Where they move, find out why before recording new ones
+(VIDGEN_RECORD_PINNED=1 python -m pytest tests/test_frames_pinned.py writes them).
 
 Two tiny models from the SD-layout fixture: the inflated base stage alone (`vidgen inflate`), and
 a cascade (base, frame interpolation, super-resolution) with a seeded, untrained arrow critic, so
@@ -8,7 +13,8 @@ that every step of the pipeline's recipe is on the path: the frame-noise prior, 
 the arrow check, candidates chosen by arrow and by swaps, and motion guidance.
 """
 
-import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,26 +24,37 @@ from PIL import Image
 from vidgen.cli import main
 
 PROMPT = "a red circle moving left"
-
-# Recorded before the model folder and the sampler were split (vidgen.model_folder, vidgen.pipeline).
-INFLATED_BASE = "a4fc9e93a59b10d375247cd52c6d793d0999210b7f51fccbcaf9ce52476bc82b"
-CASCADE_DEFAULTS = "f078b05d803dd6d5e526f1cef42b92c1326568a14f2c9bf12f6e47d5dc978079"
-CASCADE_BASE_SWAPS_GUIDED = "e8dc10342691660480b61aa3c59c30618ab711a9e1dad9c0284161db7eecad84"
-
-
-def frames_sha256(folder) -> str:
-    """sha256 over the frames' pixels in frame order (not the PNG files' bytes, which depend on
-    the encoder's version)."""
-    digest = hashlib.sha256()
-    for png in sorted(folder.glob("*.png")):
-        digest.update(np.asarray(Image.open(png).convert("RGB")).tobytes())  # (h w 3) uint8
-    return digest.hexdigest()
+# Recorded on a 2-core Intel Xeon (AMX) with the code of commit 02092da, whose exact frame hashes
+# (recorded before the model folder and the sampler were split) passed on the AMD EPYC they were
+# recorded on; there, as here, the later code gave the same bits.
+REFERENCES = Path(__file__).parent / "data" / "pinned_frames.npz"
+RECORD = os.environ.get("VIDGEN_RECORD_PINNED") == "1"
+recorded: dict[str, np.ndarray] = {}
 
 
-def generate(model, out, *flags) -> str:
+def block_means(folder) -> np.ndarray:
+    """(f h/4 w/4 3) the frames' 4x4-pixel block means, in 0-255 levels, frames in order."""
+    frames = np.stack([np.asarray(Image.open(png).convert("RGB")) for png in sorted(folder.glob("*.png"))])
+    f, h, w, c = frames.shape
+    return frames.astype(np.float32).reshape(f, h // 4, 4, w // 4, 4, c).mean(axis=(2, 4))
+
+
+def check(name: str, folder) -> None:
+    means = block_means(folder)
+    if RECORD:
+        recorded[name] = means.astype(np.float16)
+        stored = dict(np.load(REFERENCES)) if REFERENCES.is_file() else {}
+        np.savez_compressed(REFERENCES, **{**stored, **recorded})
+        return
+    reference = np.load(REFERENCES)[name].astype(np.float32)
+    assert means.shape == reference.shape
+    assert np.abs(means - reference).max() <= 0.5, f"{name}: the frames moved"
+
+
+def generate(model, out, *flags):
     assert main(["generate", PROMPT, "--model", str(model), "--seed", "3", "--steps", "3", "--format", "png",
                  "-o", str(out), "--no-progress", *flags]) == 0
-    return frames_sha256(out)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +89,10 @@ def tiny_cascade(sd_image_model, tmp_path_factory):
 
 
 def test_the_inflated_model_writes_the_pinned_frames(inflated, tmp_path):
-    assert generate(inflated, tmp_path / "frames") == INFLATED_BASE
+    check("inflated_base", generate(inflated, tmp_path / "frames"))
 
 
 def test_the_cascade_with_a_critic_writes_the_pinned_frames(tiny_cascade, tmp_path):
-    assert generate(tiny_cascade, tmp_path / "defaults") == CASCADE_DEFAULTS
-    assert generate(tiny_cascade, tmp_path / "swaps", "--stages", "base", "--candidates", "3", "--choose-by", "swaps",
-                    "--motion-guidance", "50") == CASCADE_BASE_SWAPS_GUIDED
+    check("cascade_defaults", generate(tiny_cascade, tmp_path / "defaults"))
+    check("cascade_base_swaps_guided", generate(tiny_cascade, tmp_path / "swaps", "--stages", "base", "--candidates",
+                                                "3", "--choose-by", "swaps", "--motion-guidance", "50"))
