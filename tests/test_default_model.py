@@ -30,12 +30,19 @@ def test_the_default_model_ships_in_half_precision_under_60_mb():
     d = index["defaults"]
     assert d["motion_noise"] is True and d["arrow_check"] is False and d["candidates"] == 1
     assert d["motion_projection"] == 7 and d["continue_strength"] == 0.6
+    assert d["choose_at_step"] == 7  # `--candidates 4` works as it is: the critic chooses after the held steps
     assert d["guidance_from_step"] == 4  # the first 4 steps unguided: one network call each
     assert index["image_base_motion_noise"] is True  # its image base was fine-tuned on moving noise too
     assert sorted(index["motion_words"]) == ["down", "left", "right", "up"] and index["frame_noise_correlation"] > 0
     assert index["motion_words"]["left"][1] < 0 < index["motion_words"]["right"][1]
     assert index["motion_words"]["up"][0] < 0 < index["motion_words"]["down"][0]
     assert index["critic"] == "critic" and (folder / "critic" / "critic.safetensors").is_file()
+
+
+def test_the_critic_stays_an_option_of_the_default_model():
+    pipe = VideoPipeline.from_pretrained(default_model())
+    s = pipe.settings(candidates=4)  # checked as `vidgen generate --candidates 4` is
+    assert (s.candidates, s.choose_at_step, s.motion_projection) == (4, 7, 7)
 
 
 def test_generate_with_no_model_runs_the_shipped_cascade(tmp_path, capsys):

@@ -158,7 +158,9 @@ IMAGE_FLOW_SETTINGS = ["defaults.guidance_from_step=4"]
 # One candidate and no critic: the base stage's first 7 clean clips held to the motion words
 # (defaults.motion_projection), and clips continued from their last keyframe moved on
 # (defaults.continue_strength); the weights are those of package-image-flow (docs/experiments.md).
-PROJECTION_SETTINGS = ["defaults.candidates=1", "defaults.motion_projection=7", "defaults.continue_strength=0.6"]
+# With --candidates N the critic chooses after the 7 held steps (choose_at_step may not come before them).
+PROJECTION_SETTINGS = ["defaults.candidates=1", "defaults.motion_projection=7", "defaults.continue_strength=0.6",
+                       "defaults.choose_at_step=7"]
 PAIR_CLIPS = 1024
 
 
