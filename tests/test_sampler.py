@@ -205,6 +205,13 @@ def test_a_clean_edit_replaces_the_clean_sample_of_the_first_steps_only():
     assert not torch.allclose(run(eta=0.0, clean_edit=(1, torch.zeros_like)), kept)
 
 
+def test_a_clean_edit_with_a_scheduler_that_scales_its_latents_is_refused():
+    from diffusers import EulerDiscreteScheduler
+
+    with pytest.raises(VidgenError, match="--motion-projection 0"):
+        run(eta=0.0, scheduler=EulerDiscreteScheduler(), clean_edit=(2, lambda x0: x0))
+
+
 def test_the_guidance_interval_counts_the_steps_a_strength_below_one_leaves_out():
     cond, uncond = conds()
     calls = []

@@ -178,6 +178,10 @@ def sample(
         raise VidgenError(f"reconstruction guidance reads latents as sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise, "
                           f"and {type(scheduler).__name__} scales them otherwise: use --scheduler ddim (or dpm++, "
                           f"unipc, pndm, ddpm), or --reconstruction-guidance 0")
+    if clean_edit is not None and float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0:
+        raise VidgenError(f"editing the clean sample (motion projection) reads latents as sqrt(alpha_bar) x0 + "
+                          f"sqrt(1 - alpha_bar) noise, and {type(scheduler).__name__} scales them otherwise: use "
+                          f"--scheduler ddim (or dpm++, unipc, pndm, ddpm), or --motion-projection 0")
     guided = uncond is not None and guidance_scale != 1.0
     if guided and uncond.shape != cond.shape:
         raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must have the same shape")
