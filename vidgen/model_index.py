@@ -78,7 +78,7 @@ class GenerationDefaults:
     continue_strength: float = 1.0
     # Where motion noise is on: at the base stage's first K steps the clean clip each step predicts
     # is replaced by the nearest clip of one picture moving as the motion words say
-    # (vidgen.diffusion.motion_projection); 0: off.
+    # (vidgen.diffusion.motion_projection); 0: off. With still noise (motion_noise off) it does not run.
     motion_projection: int = 0
 
 

@@ -130,9 +130,6 @@ def _check_critic_settings(facts: ModelFacts, s) -> None:
     if s.motion_projection < 0:
         raise VidgenError(f"motion_projection must be 0 (off) or a number of base-stage steps, got "
                           f"{s.motion_projection}")
-    if s.motion_projection > 0 and not s.motion_noise:
-        raise VidgenError("motion_projection holds the clip to the motion words' displacements, which motion noise "
-                          "sets: turn motion noise on, or set motion_projection to 0")
     if s.candidates > 1 and 0 < s.choose_at_step < s.motion_projection:
         raise VidgenError(f"motion_projection {s.motion_projection} runs past the choice among candidates at step "
                           f"{s.choose_at_step}: set choose_at_step to at least {s.motion_projection}, or 0")

@@ -28,8 +28,10 @@ def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total:
     """(b c k h w) keyframe latents -> (b c total h w): the first k as given, the rest drawn by the
     base stage a window at a time, each window knowing the last half-window made so far. Where the
     settings ask for motion noise, each window's noise moves on as that half-window moves
-    (`continued_shifts`), so the clip keeps its own speed and way."""
-    window = call.settings.num_frames
+    (`continued_shifts`), so the clip keeps its own speed and way; where continue_strength is below
+    1, its new keyframes start from its last known one moved on at that velocity."""
+    s = call.settings
+    window = s.num_frames
     if window < 2 and keyframes.shape[2] < total:
         raise VidgenError(f"continuing a clip needs windows of at least 2 keyframes, got num_frames={window}")
     made, have = [keyframes], keyframes.shape[2]
@@ -40,14 +42,15 @@ def continue_keyframes(pipe, call, keyframes: torch.Tensor, cond, uncond, total:
         values[:, :, :k] = history
         mask = torch.zeros(1, 1, window, 1, 1, device=values.device)
         mask[:, :, :k] = 1
-        onward = continued_shifts(history.float().cpu(), window)  # (b window 2) at the frames' own velocity
+        # (b window 2) at the frames' own velocity, where the noise or the start moves with it
+        onward = continued_shifts(history.float().cpu(), window) if s.motion_noise or s.continue_strength < 1 else None
         # the noise goes on moving as the frames made so far move (where motion noise is on)
-        noise = pipe._initial_noise(call, history.shape[0], shifts=onward if call.settings.motion_noise else None)
+        noise = pipe._initial_noise(call, history.shape[0], shifts=onward if s.motion_noise else None)
         options = {}
-        if call.settings.continue_strength < 1:  # start from the last frame moved on at that velocity (SDEdit)
+        if s.continue_strength < 1:  # start from the last frame moved on at that velocity (SDEdit)
             start = values.clone()  # (b c window h w)
             start[:, :, k:] = translated(history[:, :, -1], onward[:, 1:window - k + 1])
-            options = {"start": start, "strength": call.settings.continue_strength}
+            options = {"start": start, "strength": s.continue_strength}
         new = pipe._base_stage(call, noise, cond, uncond, None, known=(values, mask), **options)[:, :, k:]
         made.append(new)
         have += new.shape[2]
